@@ -1,0 +1,208 @@
+//! Sales and products: what is offered, by whom, and in which state.
+//! PostgreSQL (or SQLite) is their home; live counters come from `inventory`.
+
+pub mod postgres;
+pub mod service;
+pub mod sqlite;
+pub mod validate;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use service::Catalog;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaleStatus {
+    Scheduled,
+    Live,
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkout {
+    Reserve,
+    Instant,
+}
+
+/// What the host set; `sold_out` is never stored, it is derived from the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductStatus {
+    Scheduled,
+    OnSale,
+    SoldOut,
+    Closed,
+}
+
+macro_rules! str_enum {
+    ($ty:ident { $($var:ident => $s:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$var => $s),* }
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = StoreError;
+            fn from_str(s: &str) -> Result<Self, StoreError> {
+                match s {
+                    $($s => Ok($ty::$var),)*
+                    other => Err(StoreError::Corrupt(format!("{} {other:?}", stringify!($ty)))),
+                }
+            }
+        }
+    };
+}
+str_enum!(SaleStatus { Scheduled => "scheduled", Live => "live", Ended => "ended" });
+str_enum!(Checkout { Reserve => "reserve", Instant => "instant" });
+str_enum!(ProductStatus { Scheduled => "scheduled", OnSale => "on_sale", SoldOut => "sold_out", Closed => "closed" });
+
+/// A sale as stored, without products.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SaleRecord {
+    pub id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub host_id: String,
+    pub status: SaleStatus,
+    pub checkout: Checkout,
+    pub reservation_ttl_secs: i32,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub pinned_sku: Option<String>,
+    pub stream_url: Option<String>,
+}
+
+/// A product as stored: `sold` is PostgreSQL's committed count, the final word.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProductRecord {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub stock: i64,
+    pub per_user_limit: i32,
+    pub ships_by: Option<NaiveDate>,
+    pub status: ProductStatus,
+    pub sold: i64,
+}
+
+/// The contract's Sale.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sale {
+    #[serde(flatten)]
+    pub record: SaleRecord,
+    pub products: Vec<Product>,
+}
+
+/// The contract's Product, with live counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub stock: i64,
+    pub per_user_limit: i32,
+    pub ships_by: Option<NaiveDate>,
+    pub status: ProductStatus,
+    pub remaining: i64,
+    pub reserved: i64,
+    pub sold: i64,
+}
+
+/// Validated input of `POST /sales`.
+#[derive(Debug, Clone)]
+pub struct NewSale {
+    pub title: String,
+    pub description: Option<String>,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub checkout: Checkout,
+    pub reservation_ttl_secs: i32,
+    pub stream_url: Option<String>,
+}
+
+/// Validated input of `POST /sales/{id}/products`.
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub stock: i64,
+    pub per_user_limit: i32,
+    pub ships_by: Option<NaiveDate>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+    #[error("duplicate")]
+    Duplicate,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+/// Transition a sale's status only from an allowed one; `None` when it was not.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition {
+    pub from: SaleStatus,
+    pub to: SaleStatus,
+}
+
+/// Where sales and products live.
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    async fn insert_sale(&self, sale: &SaleRecord) -> Result<(), StoreError>;
+    async fn sale(&self, id: Uuid) -> Result<Option<SaleRecord>, StoreError>;
+    /// Newest first, at most `limit`.
+    async fn sales(
+        &self,
+        status: Option<SaleStatus>,
+        limit: i64,
+    ) -> Result<Vec<SaleRecord>, StoreError>;
+    /// Moves the status if it is `from`; sets `started_at`/`ended_at`. Ending
+    /// closes every product in the same transaction.
+    async fn transition(
+        &self,
+        id: Uuid,
+        t: Transition,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SaleRecord>, StoreError>;
+    async fn set_pinned(&self, id: Uuid, sku: &str) -> Result<(), StoreError>;
+    /// `StoreError::Duplicate` when the SKU exists in the sale.
+    async fn insert_product(&self, sale_id: Uuid, p: &NewProduct) -> Result<(), StoreError>;
+    /// In creation order.
+    async fn products(&self, sale_id: Uuid) -> Result<Vec<ProductRecord>, StoreError>;
+    async fn product(&self, sale_id: Uuid, sku: &str) -> Result<Option<ProductRecord>, StoreError>;
+    async fn set_product_status(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        status: ProductStatus,
+    ) -> Result<(), StoreError>;
+    /// Adds to `stock`, returns the new total.
+    async fn restock(&self, sale_id: Uuid, sku: &str, add: i64) -> Result<i64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,498 @@
+//! The catalog in SQLite, for the embedded mode: the PostgreSQL store's twin.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    CatalogStore, NewProduct, ProductRecord, ProductStatus, SaleRecord, SaleStatus, StoreError,
+    Transition,
+};
+
+pub struct SqliteCatalog {
+    pool: SqlitePool,
+}
+
+impl SqliteCatalog {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteCatalog { pool }
+    }
+}
+
+/// A time as stored: fixed precision, so that text order is time order.
+pub(crate) fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
+}
+
+pub(crate) fn get_uuid(row: &SqliteRow, col: &str) -> Result<Uuid, StoreError> {
+    let s: &str = row.try_get(col)?;
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("uuid {s:?}: {e}")))
+}
+
+pub(crate) fn get_time(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(row.try_get(col)?)
+}
+
+pub(crate) fn get_opt_time(
+    row: &SqliteRow,
+    col: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    row.try_get::<Option<&str>, _>(col)?
+        .map(parse_time)
+        .transpose()
+}
+
+const DATE_FORMAT: &str = "%Y-%m-%d";
+
+fn get_opt_date(row: &SqliteRow, col: &str) -> Result<Option<NaiveDate>, StoreError> {
+    row.try_get::<Option<&str>, _>(col)?
+        .map(|s| {
+            NaiveDate::parse_from_str(s, DATE_FORMAT)
+                .map_err(|e| StoreError::Corrupt(format!("date {s:?}: {e}")))
+        })
+        .transpose()
+}
+
+const SALE_COLUMNS: &str =
+    "id, title, description, host_id, status, checkout, reservation_ttl_secs, \
+     scheduled_at, created_at, started_at, ended_at, pinned_sku, stream_url";
+
+fn sale_from_row(row: &SqliteRow) -> Result<SaleRecord, StoreError> {
+    Ok(SaleRecord {
+        id: get_uuid(row, "id")?,
+        title: row.try_get("title")?,
+        description: row.try_get("description")?,
+        host_id: row.try_get("host_id")?,
+        status: row.try_get::<&str, _>("status")?.parse()?,
+        checkout: row.try_get::<&str, _>("checkout")?.parse()?,
+        reservation_ttl_secs: row.try_get("reservation_ttl_secs")?,
+        scheduled_at: get_opt_time(row, "scheduled_at")?,
+        created_at: get_time(row, "created_at")?,
+        started_at: get_opt_time(row, "started_at")?,
+        ended_at: get_opt_time(row, "ended_at")?,
+        pinned_sku: row.try_get("pinned_sku")?,
+        stream_url: row.try_get("stream_url")?,
+    })
+}
+
+const PRODUCT_COLUMNS: &str =
+    "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold";
+
+fn product_from_row(row: &SqliteRow) -> Result<ProductRecord, StoreError> {
+    Ok(ProductRecord {
+        sku: row.try_get("sku")?,
+        name: row.try_get("name")?,
+        price_cents: row.try_get("price_cents")?,
+        currency: row.try_get("currency")?,
+        stock: row.try_get("stock")?,
+        per_user_limit: row.try_get("per_user_limit")?,
+        ships_by: get_opt_date(row, "ships_by")?,
+        status: row.try_get::<&str, _>("status")?.parse()?,
+        sold: row.try_get("sold")?,
+    })
+}
+
+#[async_trait]
+impl CatalogStore for SqliteCatalog {
+    async fn insert_sale(&self, s: &SaleRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sales (id, title, description, host_id, status, checkout, \
+             reservation_ttl_secs, scheduled_at, created_at, stream_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(s.id.hyphenated())
+        .bind(&s.title)
+        .bind(&s.description)
+        .bind(&s.host_id)
+        .bind(s.status.as_str())
+        .bind(s.checkout.as_str())
+        .bind(s.reservation_ttl_secs)
+        .bind(s.scheduled_at.map(time_text))
+        .bind(time_text(s.created_at))
+        .bind(&s.stream_url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sale(&self, id: Uuid) -> Result<Option<SaleRecord>, StoreError> {
+        let sql = format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(sale_from_row)
+            .transpose()
+    }
+
+    async fn sales(
+        &self,
+        status: Option<SaleStatus>,
+        limit: i64,
+    ) -> Result<Vec<SaleRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {SALE_COLUMNS} FROM sales WHERE ($1 IS NULL OR status = $1) \
+             ORDER BY created_at DESC LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.map(SaleStatus::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(sale_from_row)
+            .collect()
+    }
+
+    async fn transition(
+        &self,
+        id: Uuid,
+        t: Transition,
+        at: DateTime<Utc>,
+    ) -> Result<Option<SaleRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE sales SET status = $3, \
+               started_at = CASE WHEN $3 = 'live' THEN $4 ELSE started_at END, \
+               ended_at = CASE WHEN $3 = 'ended' THEN $4 ELSE ended_at END \
+             WHERE id = $1 AND status = $2 RETURNING {SALE_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .bind(t.from.as_str())
+            .bind(t.to.as_str())
+            .bind(time_text(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        if t.to == SaleStatus::Ended {
+            sqlx::query("UPDATE products SET status = 'closed' WHERE sale_id = $1")
+                .bind(id.hyphenated())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        sale_from_row(&row).map(Some)
+    }
+
+    async fn set_pinned(&self, id: Uuid, sku: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sales SET pinned_sku = $2 WHERE id = $1")
+            .bind(id.hyphenated())
+            .bind(sku)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_product(&self, sale_id: Uuid, p: &NewProduct) -> Result<(), StoreError> {
+        // SQLite has no sequence on a non-key column: the next position is
+        // computed inside the INSERT, which holds the write lock.
+        sqlx::query(
+            "INSERT INTO products (sale_id, sku, position, name, price_cents, currency, stock, \
+             per_user_limit, ships_by, status) \
+             VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1), \
+             $3, $4, $5, $6, $7, $8, 'scheduled')",
+        )
+        .bind(sale_id.hyphenated())
+        .bind(&p.sku)
+        .bind(&p.name)
+        .bind(p.price_cents)
+        .bind(&p.currency)
+        .bind(p.stock)
+        .bind(p.per_user_limit)
+        .bind(p.ships_by.map(|d| d.format(DATE_FORMAT).to_string()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn products(&self, sale_id: Uuid) -> Result<Vec<ProductRecord>, StoreError> {
+        let sql =
+            format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sale_id = $1 ORDER BY position");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id.hyphenated())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(product_from_row)
+            .collect()
+    }
+
+    async fn product(&self, sale_id: Uuid, sku: &str) -> Result<Option<ProductRecord>, StoreError> {
+        let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sale_id = $1 AND sku = $2");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id.hyphenated())
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(product_from_row)
+            .transpose()
+    }
+
+    async fn set_product_status(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        status: ProductStatus,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE products SET status = $3 WHERE sale_id = $1 AND sku = $2")
+            .bind(sale_id.hyphenated())
+            .bind(sku)
+            .bind(status.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn restock(&self, sale_id: Uuid, sku: &str, add: i64) -> Result<i64, StoreError> {
+        let stock: Option<i64> = sqlx::query_scalar(
+            "UPDATE products SET stock = stock + $3 WHERE sale_id = $1 AND sku = $2 RETURNING stock",
+        )
+        .bind(sale_id.hyphenated())
+        .bind(sku)
+        .bind(add)
+        .fetch_optional(&self.pool)
+        .await?;
+        stock.ok_or_else(|| StoreError::Corrupt(format!("restock of unknown product {sku}")))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use chrono::TimeZone;
+    use sqlx::sqlite::SqlitePoolOptions;
+
+    use super::*;
+    use crate::catalog::Checkout;
+
+    pub(crate) async fn memory_pool() -> SqlitePool {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .expect("in-memory database");
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .expect("migrations");
+        pool
+    }
+
+    pub(crate) fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_790_000_000 + secs, 123_456_000)
+            .single()
+            .expect("valid time")
+    }
+
+    pub(crate) fn sale_record(id: Uuid, created_at: DateTime<Utc>) -> SaleRecord {
+        SaleRecord {
+            id,
+            title: "Lychee drop".into(),
+            description: Some("Fresh from the orchard".into()),
+            host_id: "host-1".into(),
+            status: SaleStatus::Scheduled,
+            checkout: Checkout::Reserve,
+            reservation_ttl_secs: 300,
+            scheduled_at: Some(at(3600)),
+            created_at,
+            started_at: None,
+            ended_at: None,
+            pinned_sku: None,
+            stream_url: None,
+        }
+    }
+
+    pub(crate) fn new_product(sku: &str, stock: i64) -> NewProduct {
+        NewProduct {
+            sku: sku.into(),
+            name: format!("Box {sku}"),
+            price_cents: 1299,
+            currency: "EUR".into(),
+            stock,
+            per_user_limit: 5,
+            ships_by: NaiveDate::from_ymd_opt(2026, 12, 24),
+        }
+    }
+
+    #[tokio::test]
+    async fn sale_and_products_round_trip() {
+        let store = SqliteCatalog::new(memory_pool().await);
+        store.ping().await.unwrap();
+        let sale = sale_record(Uuid::new_v4(), at(0));
+        store.insert_sale(&sale).await.unwrap();
+        assert_eq!(store.sale(sale.id).await.unwrap(), Some(sale.clone()));
+        assert_eq!(store.sale(Uuid::new_v4()).await.unwrap(), None);
+
+        let newer = sale_record(Uuid::new_v4(), at(10));
+        store.insert_sale(&newer).await.unwrap();
+        let all = store.sales(None, 10).await.unwrap();
+        assert_eq!(
+            all.iter().map(|s| s.id).collect::<Vec<_>>(),
+            [newer.id, sale.id]
+        );
+        assert_eq!(
+            store
+                .sales(Some(SaleStatus::Scheduled), 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store
+            .sales(Some(SaleStatus::Live), 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        for sku in ["B", "A", "C"] {
+            store
+                .insert_product(sale.id, &new_product(sku, 10))
+                .await
+                .unwrap();
+        }
+        store
+            .insert_product(newer.id, &new_product("A", 1))
+            .await
+            .unwrap();
+        let products = store.products(sale.id).await.unwrap();
+        assert_eq!(
+            products.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>(),
+            ["B", "A", "C"]
+        );
+        let a = store.product(sale.id, "A").await.unwrap().unwrap();
+        assert_eq!(
+            a,
+            ProductRecord {
+                sku: "A".into(),
+                name: "Box A".into(),
+                price_cents: 1299,
+                currency: "EUR".into(),
+                stock: 10,
+                per_user_limit: 5,
+                ships_by: NaiveDate::from_ymd_opt(2026, 12, 24),
+                status: ProductStatus::Scheduled,
+                sold: 0,
+            }
+        );
+        assert_eq!(store.product(sale.id, "Z").await.unwrap(), None);
+
+        store
+            .set_product_status(sale.id, "A", ProductStatus::OnSale)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.product(sale.id, "A").await.unwrap().unwrap().status,
+            ProductStatus::OnSale
+        );
+        assert_eq!(store.restock(sale.id, "A", 5).await.unwrap(), 15);
+        assert!(matches!(
+            store.restock(sale.id, "Z", 5).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        store.set_pinned(sale.id, "A").await.unwrap();
+        assert_eq!(
+            store
+                .sale(sale.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .pinned_sku
+                .as_deref(),
+            Some("A")
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicate_sku_is_refused() {
+        let store = SqliteCatalog::new(memory_pool().await);
+        let sale = sale_record(Uuid::new_v4(), at(0));
+        store.insert_sale(&sale).await.unwrap();
+        store
+            .insert_product(sale.id, &new_product("A", 1))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.insert_product(sale.id, &new_product("A", 2)).await,
+            Err(StoreError::Duplicate)
+        ));
+        assert!(matches!(
+            store.insert_sale(&sale).await,
+            Err(StoreError::Duplicate)
+        ));
+    }
+
+    #[tokio::test]
+    async fn transitions_and_ending_closes_products() {
+        let store = SqliteCatalog::new(memory_pool().await);
+        let sale = sale_record(Uuid::new_v4(), at(0));
+        store.insert_sale(&sale).await.unwrap();
+        store
+            .insert_product(sale.id, &new_product("A", 1))
+            .await
+            .unwrap();
+        store
+            .insert_product(sale.id, &new_product("B", 1))
+            .await
+            .unwrap();
+        let to_ended = Transition {
+            from: SaleStatus::Live,
+            to: SaleStatus::Ended,
+        };
+        let to_live = Transition {
+            from: SaleStatus::Scheduled,
+            to: SaleStatus::Live,
+        };
+
+        assert_eq!(
+            store.transition(sale.id, to_ended, at(5)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.product(sale.id, "A").await.unwrap().unwrap().status,
+            ProductStatus::Scheduled
+        );
+
+        let live = store
+            .transition(sale.id, to_live, at(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(live.status, SaleStatus::Live);
+        assert_eq!(live.started_at, Some(at(5)));
+        assert_eq!(live.ended_at, None);
+        assert_eq!(
+            store.transition(sale.id, to_live, at(6)).await.unwrap(),
+            None
+        );
+
+        let ended = store
+            .transition(sale.id, to_ended, at(9))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.status, SaleStatus::Ended);
+        assert_eq!(ended.started_at, Some(at(5)));
+        assert_eq!(ended.ended_at, Some(at(9)));
+        assert_eq!(store.sale(sale.id).await.unwrap(), Some(ended));
+        for p in store.products(sale.id).await.unwrap() {
+            assert_eq!(p.status, ProductStatus::Closed);
+        }
+    }
+}

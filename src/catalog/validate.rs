@@ -1,0 +1,256 @@
+//! Request bodies of the catalog and the contract's bounds on them.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+
+use super::{Checkout, NewProduct, NewSale};
+
+/// Prices above this could overflow a total; no lychee box costs that much.
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
+pub const MAX_STOCK: i64 = 10_000_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(msg: impl Into<String>) -> Invalid {
+    Invalid(msg.into())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateSale {
+    pub title: String,
+    pub description: Option<String>,
+    pub scheduled_at: Option<String>,
+    pub checkout: Option<String>,
+    pub reservation_ttl_secs: Option<i64>,
+    pub stream_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateProduct {
+    pub sku: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: Option<String>,
+    pub stock: i64,
+    pub per_user_limit: Option<i64>,
+    pub ships_by: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Restock {
+    pub add: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Pin {
+    pub sku: String,
+}
+
+/// A one-line text of `min..=max` characters after trimming, without control characters.
+pub fn line(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n == 0 || n > max {
+        return Err(invalid(format!("{field} must be 1..={max} characters")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+/// `[A-Za-z0-9_-]{1,64}`.
+pub fn sku(value: &str) -> Result<String, Invalid> {
+    let ok = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid("sku must be 1..=64 characters of [A-Za-z0-9_-]"))
+    }
+}
+
+impl CreateSale {
+    pub fn validate(self) -> Result<NewSale, Invalid> {
+        let title = line("title", &self.title, 120)?;
+        let description = match self.description {
+            Some(d) if d.chars().count() > 2000 => {
+                return Err(invalid("description must be at most 2000 characters"))
+            }
+            Some(d)
+                if d.chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') =>
+            {
+                return Err(invalid("description must not contain control characters"))
+            }
+            d => d,
+        };
+        let scheduled_at = self
+            .scheduled_at
+            .map(|s| {
+                DateTime::parse_from_rfc3339(&s)
+                    .map(|d| d.with_timezone(&Utc))
+                    .map_err(|_| invalid("scheduled_at must be an RFC 3339 time"))
+            })
+            .transpose()?;
+        let checkout = match self.checkout.as_deref() {
+            None | Some("reserve") => Checkout::Reserve,
+            Some("instant") => Checkout::Instant,
+            Some(_) => return Err(invalid("checkout must be \"reserve\" or \"instant\"")),
+        };
+        let ttl = self.reservation_ttl_secs.unwrap_or(300);
+        if !(30..=3600).contains(&ttl) {
+            return Err(invalid("reservation_ttl_secs must be 30..=3600"));
+        }
+        let stream_url = self.stream_url.map(|u| stream_url(&u)).transpose()?;
+        Ok(NewSale {
+            title,
+            description,
+            scheduled_at,
+            checkout,
+            reservation_ttl_secs: ttl as i32,
+            stream_url,
+        })
+    }
+}
+
+fn stream_url(u: &str) -> Result<String, Invalid> {
+    let bad = || invalid("stream_url must be an https URL of at most 2048 characters");
+    if u.len() > 2048 {
+        return Err(bad());
+    }
+    let parsed = url::Url::parse(u).map_err(|_| bad())?;
+    if parsed.scheme() != "https" || parsed.host_str().is_none() {
+        return Err(bad());
+    }
+    Ok(parsed.to_string())
+}
+
+impl CreateProduct {
+    pub fn validate(self) -> Result<NewProduct, Invalid> {
+        let sku = sku(&self.sku)?;
+        let name = line("name", &self.name, 120)?;
+        if !(1..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            return Err(invalid(format!(
+                "price_cents must be 1..={MAX_PRICE_CENTS}"
+            )));
+        }
+        let currency = self.currency.unwrap_or_else(|| "CNY".into());
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid("currency must be an ISO 4217 code such as CNY"));
+        }
+        if !(0..=MAX_STOCK).contains(&self.stock) {
+            return Err(invalid(format!("stock must be 0..={MAX_STOCK}")));
+        }
+        let limit = self.per_user_limit.unwrap_or(5);
+        if !(1..=1000).contains(&limit) {
+            return Err(invalid("per_user_limit must be 1..=1000"));
+        }
+        let ships_by = self
+            .ships_by
+            .map(|d| {
+                NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                    .map_err(|_| invalid("ships_by must be a date, YYYY-MM-DD"))
+            })
+            .transpose()?;
+        Ok(NewProduct {
+            sku,
+            name,
+            price_cents: self.price_cents,
+            currency,
+            stock: self.stock,
+            per_user_limit: limit as i32,
+            ships_by,
+        })
+    }
+}
+
+impl Restock {
+    pub fn validate(self) -> Result<i64, Invalid> {
+        if (1..=MAX_STOCK).contains(&self.add) {
+            Ok(self.add)
+        } else {
+            Err(invalid(format!("add must be 1..={MAX_STOCK}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sale(title: &str) -> CreateSale {
+        CreateSale {
+            title: title.into(),
+            description: None,
+            scheduled_at: None,
+            checkout: None,
+            reservation_ttl_secs: None,
+            stream_url: None,
+        }
+    }
+
+    #[test]
+    fn sale_bounds() {
+        assert!(sale(&"x".repeat(120)).validate().is_ok());
+        assert!(sale(&"x".repeat(121)).validate().is_err());
+        assert!(sale("   ").validate().is_err());
+        assert!(sale("a\nb").validate().is_err());
+        let mut s = sale("ok");
+        s.reservation_ttl_secs = Some(29);
+        assert!(s.validate().is_err());
+        let mut s = sale("ok");
+        s.stream_url = Some("http://insecure.example/live".into());
+        assert!(s.validate().is_err());
+        let mut s = sale("ok");
+        s.stream_url = Some("https://live.example/room/1".into());
+        s.checkout = Some("instant".into());
+        let v = s.validate().unwrap();
+        assert_eq!(v.checkout, Checkout::Instant);
+        assert_eq!(v.reservation_ttl_secs, 300);
+    }
+
+    fn product() -> CreateProduct {
+        CreateProduct {
+            sku: "FZX-5kg".into(),
+            name: "Feizixiao lychee 5 kg box".into(),
+            price_cents: 12800,
+            currency: None,
+            stock: 100,
+            per_user_limit: None,
+            ships_by: Some("2027-06-20".into()),
+        }
+    }
+
+    #[test]
+    fn product_bounds() {
+        let p = product().validate().unwrap();
+        assert_eq!((p.currency.as_str(), p.per_user_limit), ("CNY", 5));
+        for bad in ["has space", "", "ü", &"x".repeat(65)] {
+            let mut p = product();
+            p.sku = bad.into();
+            assert!(p.validate().is_err(), "{bad:?}");
+        }
+        let mut p = product();
+        p.price_cents = 0;
+        assert!(p.validate().is_err());
+        let mut p = product();
+        p.stock = MAX_STOCK + 1;
+        assert!(p.validate().is_err());
+        let mut p = product();
+        p.currency = Some("cny".into());
+        assert!(p.validate().is_err());
+        let mut p = product();
+        p.ships_by = Some("next week".into());
+        assert!(p.validate().is_err());
+        let mut p = product();
+        p.per_user_limit = Some(1001);
+        assert!(p.validate().is_err());
+    }
+}

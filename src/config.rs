@@ -1,0 +1,263 @@
+//! Command line and environment: one place where flags are read and checked.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// lychee-live: flash drops during live broadcasts, sold exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "lychee-live", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve`, also accepted without the subcommand (it is the default).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP, WebSocket and SSE (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations, then exit.
+    Migrate(StoreArgs),
+    /// Print a signed token.
+    Token(TokenArgs),
+    /// Rebuild the Redis state of every sale from PostgreSQL where it is missing.
+    Reconcile(ReconcileArgs),
+}
+
+/// Where state lives; shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// PostgreSQL URL; with --redis-url, production mode. Unset: embedded mode.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis URL; with --database-url, production mode. Unset: embedded mode.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments (and tests) can share one Redis.
+    #[arg(long, env = "LIVE_REDIS_PREFIX", default_value = "ll")]
+    pub redis_prefix: String,
+    /// Embedded mode's SQLite file and secret.
+    #[arg(long, env = "LIVE_DATA_DIR", default_value = "./lychee-data")]
+    pub data_dir: PathBuf,
+}
+
+/// The HS256 secret, kept out of `Debug` so it never reaches a log line.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// HS256 secret, at least 32 bytes. Embedded mode: made once and kept in the data dir.
+    #[arg(long, env = "LIVE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to serve HTTP, WebSocket and SSE on.
+    #[arg(long, env = "LIVE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Allow `POST /api/v1/guests` (default: on in embedded mode, off in production).
+    #[arg(long, env = "LIVE_GUESTS")]
+    pub guests: Option<bool>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// viewer, host or operator.
+    #[arg(long, default_value = "viewer")]
+    pub role: String,
+    /// User id (1..=64 characters).
+    #[arg(long)]
+    pub sub: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime, e.g. 30m, 12h, 7d.
+    #[arg(long, default_value = "12h")]
+    pub ttl: humantime::Duration,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Rebuild every live sale even when its Redis state is present.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The two ways to run: all shared state in Redis and PostgreSQL, or one process.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Production {
+        database_url: String,
+        redis_url: String,
+    },
+    Embedded {
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("set both DATABASE_URL and REDIS_URL for production, or neither for the embedded mode (only {0} is set)")]
+    HalfProduction(&'static str),
+    #[error("production mode needs LIVE_JWT_SECRET (or --jwt-secret)")]
+    MissingSecret,
+    #[error("the JWT secret must be at least 32 bytes (got {0})")]
+    ShortSecret(usize),
+    #[error("the Redis prefix must be 1..=32 characters of [A-Za-z0-9_-]")]
+    BadPrefix,
+    #[error("cannot use the data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreArgs {
+    pub fn mode(&self) -> Result<Mode, ConfigError> {
+        let valid_prefix = (1..=32).contains(&self.redis_prefix.len())
+            && self
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_prefix {
+            return Err(ConfigError::BadPrefix);
+        }
+        match (&self.database_url, &self.redis_url) {
+            (Some(d), Some(r)) => Ok(Mode::Production {
+                database_url: d.clone(),
+                redis_url: r.clone(),
+            }),
+            (None, None) => Ok(Mode::Embedded {
+                data_dir: self.data_dir.clone(),
+            }),
+            (Some(_), None) => Err(ConfigError::HalfProduction("DATABASE_URL")),
+            (None, Some(_)) => Err(ConfigError::HalfProduction("REDIS_URL")),
+        }
+    }
+}
+
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// The secret for this mode: given, or (embedded only) made once and kept.
+pub fn resolve_secret(mode: &Mode, given: Option<Secret>) -> Result<Secret, ConfigError> {
+    if let Some(secret) = given {
+        if secret.0.len() < MIN_SECRET_BYTES {
+            return Err(ConfigError::ShortSecret(secret.0.len()));
+        }
+        return Ok(secret);
+    }
+    match mode {
+        Mode::Production { .. } => Err(ConfigError::MissingSecret),
+        Mode::Embedded { data_dir } => embedded_secret(data_dir),
+    }
+}
+
+fn embedded_secret(data_dir: &std::path::Path) -> Result<Secret, ConfigError> {
+    let io = |source| ConfigError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => Ok(Secret(s.trim().to_owned())),
+        Ok(_) | Err(_) => {
+            use rand::RngCore;
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &secret).map_err(io)?;
+            Ok(Secret(secret))
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(db: Option<&str>, redis: Option<&str>) -> StoreArgs {
+        StoreArgs {
+            database_url: db.map(str::to_owned),
+            redis_url: redis.map(str::to_owned),
+            redis_prefix: "ll".into(),
+            data_dir: "./x".into(),
+        }
+    }
+
+    #[test]
+    fn one_url_alone_is_refused() {
+        assert!(matches!(
+            store(Some("postgres://x"), None).mode(),
+            Err(ConfigError::HalfProduction("DATABASE_URL"))
+        ));
+        assert!(matches!(
+            store(None, Some("redis://x")).mode(),
+            Err(ConfigError::HalfProduction("REDIS_URL"))
+        ));
+        assert!(matches!(
+            store(None, None).mode(),
+            Ok(Mode::Embedded { .. })
+        ));
+    }
+
+    #[test]
+    fn production_needs_a_long_secret() {
+        let mode = store(Some("p"), Some("r")).mode().unwrap();
+        assert!(matches!(
+            resolve_secret(&mode, None),
+            Err(ConfigError::MissingSecret)
+        ));
+        assert!(matches!(
+            resolve_secret(&mode, Some(Secret("short".into()))),
+            Err(ConfigError::ShortSecret(5))
+        ));
+        assert!(resolve_secret(&mode, Some(Secret("x".repeat(32)))).is_ok());
+    }
+
+    #[test]
+    fn secret_is_not_debug_printed() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(..)");
+    }
+}

@@ -1,0 +1,237 @@
+//! The contract's errors: every failure becomes `{"error": {"code", "message"}}`
+//! with its status, here and nowhere else.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::catalog::service::CatalogError;
+use crate::catalog::StoreError;
+use crate::identity::IdentityError;
+use crate::inventory::{InventoryError, Rejection};
+use crate::orders::rebuild::RebuildError;
+use crate::orders::OrderError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        extra: Map<String, Value>,
+    },
+    #[error("you are banned from this sale")]
+    Banned,
+    #[error("the request body exceeds 64 KiB")]
+    PayloadTooLarge,
+    #[error("send the body as JSON with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("this Idempotency-Key was used with another body")]
+    IdempotencyMismatch,
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::Banned => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::Banned => "banned",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::IdempotencyMismatch => "idempotency_mismatch",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON body: also what a WebSocket `error` event carries.
+    pub fn body(&self) -> Value {
+        let message = match self {
+            // The cause stays in the log.
+            ApiError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        };
+        let mut error = Map::new();
+        error.insert("code".into(), self.code().into());
+        error.insert("message".into(), message.into());
+        if let ApiError::Conflict { extra, .. } = self {
+            error.extend(extra.clone());
+        }
+        json!({ "error": error })
+    }
+
+    fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "internal error"),
+            ApiError::Unavailable(cause) => tracing::warn!(%cause, "unavailable"),
+            _ => {}
+        }
+        let mut res = (self.status_code(), axum::Json(self.body())).into_response();
+        if let ApiError::RateLimited(secs) = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::SaleNotLive => ApiError::conflict("sale_not_live", "the sale is not live"),
+            Rejection::NotOnSale => {
+                ApiError::conflict("not_on_sale", "this product is not on sale")
+            }
+            Rejection::SoldOut => ApiError::conflict("sold_out", "fewer left than asked"),
+            Rejection::LimitExceeded { bought, limit } => {
+                let mut extra = Map::new();
+                extra.insert("bought".into(), bought.into());
+                extra.insert("limit".into(), limit.into());
+                ApiError::Conflict {
+                    code: "limit_exceeded",
+                    message: format!("at most {limit} per buyer; you hold {bought}"),
+                    extra,
+                }
+            }
+            Rejection::UnknownSku => ApiError::NotFound("product not found".into()),
+            Rejection::Banned => ApiError::Banned,
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Missing | IdentityError::Invalid | IdentityError::UnknownRole => {
+                ApiError::Unauthorized(e.to_string())
+            }
+            IdentityError::BadSubject | IdentityError::BadName => {
+                ApiError::BadRequest(e.to_string())
+            }
+            IdentityError::Signing => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                ApiError::Unavailable("the database is unavailable".into())
+            }
+            StoreError::Duplicate => ApiError::conflict("invalid_state", "already exists"),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        match e {
+            InventoryError::Redis(_) => {
+                tracing::warn!(error = %e, "inventory unavailable");
+                ApiError::Unavailable("live stock is unavailable; try again".into())
+            }
+            InventoryError::Protocol(p) => ApiError::Internal(p),
+        }
+    }
+}
+
+impl From<RebuildError> for ApiError {
+    fn from(e: RebuildError) -> Self {
+        match e {
+            RebuildError::Store(e) => e.into(),
+            RebuildError::Inventory(e) => e.into(),
+            RebuildError::Busy => {
+                ApiError::Unavailable("the sale is being rebuilt; try again".into())
+            }
+        }
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Invalid(m) => ApiError::BadRequest(m),
+            CatalogError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            CatalogError::Forbidden => {
+                ApiError::Forbidden("only the sale's host or an operator may do this".into())
+            }
+            CatalogError::InvalidState(m) => ApiError::conflict("invalid_state", m),
+            CatalogError::SaleNotLive => {
+                ApiError::conflict("sale_not_live", "the sale is not live")
+            }
+            CatalogError::DuplicateSku => {
+                ApiError::conflict("duplicate_sku", "this SKU already exists in the sale")
+            }
+            CatalogError::Store(e) => e.into(),
+            CatalogError::Inventory(e) => e.into(),
+            CatalogError::Rebuild(e) => e.into(),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Invalid(m) => ApiError::BadRequest(m),
+            OrderError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            OrderError::Forbidden => ApiError::Forbidden("not your order".into()),
+            OrderError::Rejected(r) => r.into(),
+            OrderError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
+            OrderError::ReservationExpired => {
+                ApiError::conflict("reservation_expired", "the reservation has expired")
+            }
+            OrderError::InvalidState(m) => ApiError::conflict("invalid_state", m),
+            OrderError::Unavailable(m) => ApiError::Unavailable(m.into()),
+            OrderError::Catalog(e) => e.into(),
+            OrderError::Store(e) => e.into(),
+            OrderError::Inventory(e) => e.into(),
+            OrderError::Rebuild(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! HTTP: thin handlers that parse, authorize, call the domain and map errors.
+
+pub mod error;
+pub mod extract;
+mod orders;
+pub mod ratelimit;
+mod sales;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::identity::TokenKeys;
+use crate::orders::Orders;
+use error::ApiError;
+use ratelimit::RateLimiter;
+
+/// The contract's cap on any request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Cheap handles shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    /// Verifies bearer tokens and mints guest tokens.
+    pub keys: Arc<TokenKeys>,
+    /// Sales and products, with live counts.
+    pub catalog: Arc<Catalog>,
+    /// The buy path, payments and order reads.
+    pub orders: Arc<Orders>,
+    /// Whether `POST /api/v1/guests` is open.
+    pub guests: bool,
+    /// Guest sign-ups per IP, so one client cannot mint tokens by the thousand.
+    pub guest_limiter: Arc<RateLimiter<Option<IpAddr>>>,
+    /// Domain time (tests move it).
+    pub clock: Arc<Clock>,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", sales::router().merge(orders::router()))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when both stores answer; a load balancer stops sending traffic otherwise.
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let db = state.catalog.store().ping().await.is_ok();
+    let live = state.orders.inventory().ping().await.is_ok();
+    let status = if db && live {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "database": db, "inventory": live })),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let err = ApiError::BadRequest("method not allowed on this endpoint".into());
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(err.body()))
+}

@@ -1,0 +1,307 @@
+//! Who is calling: HS256 tokens, roles, guest tokens, and the rule of who may
+//! manage which sale.
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Host,
+    Operator,
+}
+
+impl std::str::FromStr for Role {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "host" => Ok(Role::Host),
+            "operator" => Ok(Role::Operator),
+            _ => Err(IdentityError::UnknownRole),
+        }
+    }
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+impl Identity {
+    /// A host manages the sales it created; an operator manages every sale.
+    pub fn may_manage(&self, host_id: &str) -> bool {
+        match self.role {
+            Role::Operator => true,
+            Role::Host => self.user_id == host_id,
+            Role::Viewer => false,
+        }
+    }
+
+    pub fn may_create_sales(&self) -> bool {
+        matches!(self.role, Role::Host | Role::Operator)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("invalid or expired token")]
+    Invalid,
+    #[error("unknown role")]
+    UnknownRole,
+    #[error("user id must be 1..=64 characters")]
+    BadSubject,
+    #[error("name must be 1..=40 characters without control characters")]
+    BadName,
+    #[error("could not sign the token")]
+    Signing,
+}
+
+/// Wire form of the claims. `role` stays a string so an unknown role is our
+/// 401, not a serde error with a different message.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    exp: i64,
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+/// A freshly minted token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Minted {
+    pub token: String,
+    pub user_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &Secret) -> Result<Self, IdentityError> {
+        // Only HS256: a token naming any other algorithm, `none` included, fails.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        Ok(TokenKeys {
+            encoding: EncodingKey::from_secret(secret.0.as_bytes())
+                .map_err(|_| IdentityError::Signing)?,
+            decoding: DecodingKey::from_secret(secret.0.as_bytes())
+                .map_err(|_| IdentityError::Signing)?,
+            validation,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| IdentityError::Invalid)?;
+        let claims = data.claims;
+        check_subject(&claims.sub).map_err(|_| IdentityError::Invalid)?;
+        let role = claims.role.parse().map_err(|_| IdentityError::Invalid)?;
+        let name = claims.name.filter(|n| check_name(n).is_ok());
+        Ok(Identity {
+            user_id: claims.sub,
+            name,
+            role,
+        })
+    }
+
+    pub fn mint(
+        &self,
+        who: &Identity,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Minted, IdentityError> {
+        check_subject(&who.user_id)?;
+        if let Some(name) = &who.name {
+            check_name(name)?;
+        }
+        let ttl = chrono::TimeDelta::from_std(ttl).map_err(|_| IdentityError::Signing)?;
+        let expires_at = now + ttl;
+        let claims = Claims {
+            sub: who.user_id.clone(),
+            role: role_name(who.role).to_owned(),
+            name: who.name.clone(),
+            exp: expires_at.timestamp(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| IdentityError::Signing)?;
+        Ok(Minted {
+            token,
+            user_id: who.user_id.clone(),
+            expires_at,
+        })
+    }
+
+    /// A viewer token for someone who only gave a name.
+    pub fn mint_guest(&self, name: &str, now: DateTime<Utc>) -> Result<Minted, IdentityError> {
+        let name = name.trim();
+        check_name(name)?;
+        let who = Identity {
+            user_id: format!("guest-{}", uuid::Uuid::new_v4().simple()),
+            name: Some(name.to_owned()),
+            role: Role::Viewer,
+        };
+        self.mint(&who, GUEST_TTL, now)
+    }
+}
+
+/// Long enough for a whole broadcast and its payment window.
+pub const GUEST_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "viewer",
+        Role::Host => "host",
+        Role::Operator => "operator",
+    }
+}
+
+fn check_subject(sub: &str) -> Result<(), IdentityError> {
+    let n = sub.chars().count();
+    if (1..=64).contains(&n) && !sub.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(IdentityError::BadSubject)
+    }
+}
+
+pub fn check_name(name: &str) -> Result<(), IdentityError> {
+    let n = name.chars().count();
+    if (1..=40).contains(&n) && !name.chars().any(char::is_control) && name.trim() == name {
+        Ok(())
+    } else {
+        Err(IdentityError::BadName)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(&Secret("k".repeat(32))).unwrap()
+    }
+
+    fn host() -> Identity {
+        Identity {
+            user_id: "alice".into(),
+            name: Some("Alice".into()),
+            role: Role::Host,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let k = keys();
+        let minted = k.mint(&host(), GUEST_TTL, Utc::now()).unwrap();
+        assert_eq!(k.verify(&minted.token).unwrap(), host());
+    }
+
+    #[test]
+    fn expired_wrong_key_and_none_are_refused() {
+        let k = keys();
+        let past = Utc::now() - chrono::TimeDelta::hours(2);
+        let old = k
+            .mint(&host(), std::time::Duration::from_secs(60), past)
+            .unwrap();
+        assert_eq!(k.verify(&old.token), Err(IdentityError::Invalid));
+
+        let other = TokenKeys::new(&Secret("o".repeat(32))).unwrap();
+        let forged = other.mint(&host(), GUEST_TTL, Utc::now()).unwrap();
+        assert_eq!(k.verify(&forged.token), Err(IdentityError::Invalid));
+
+        let exp = Utc::now().timestamp() + 3600;
+        let header = b64(r#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64(&format!(
+            r#"{{"sub":"alice","role":"operator","exp":{exp}}}"#
+        ));
+        assert_eq!(
+            k.verify(&format!("{header}.{body}.")),
+            Err(IdentityError::Invalid)
+        );
+    }
+
+    #[test]
+    fn missing_exp_and_unknown_role_are_refused() {
+        let k = keys();
+        let enc = EncodingKey::from_secret("k".repeat(32).as_bytes()).unwrap();
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "a", "role": "host"}),
+            &enc,
+        )
+        .unwrap();
+        assert_eq!(k.verify(&no_exp), Err(IdentityError::Invalid));
+        let king = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "a", "role": "king", "exp": Utc::now().timestamp() + 60}),
+            &enc,
+        )
+        .unwrap();
+        assert_eq!(k.verify(&king), Err(IdentityError::Invalid));
+    }
+
+    #[test]
+    fn guest_names_are_checked() {
+        let k = keys();
+        assert!(k.mint_guest("  Mei ", Utc::now()).is_ok());
+        assert_eq!(
+            k.mint_guest("", Utc::now()).unwrap_err(),
+            IdentityError::BadName
+        );
+        assert_eq!(
+            k.mint_guest("a\u{7}b", Utc::now()).unwrap_err(),
+            IdentityError::BadName
+        );
+        assert_eq!(
+            k.mint_guest(&"x".repeat(41), Utc::now()).unwrap_err(),
+            IdentityError::BadName
+        );
+    }
+
+    #[test]
+    fn ownership() {
+        let h = host();
+        assert!(h.may_manage("alice"));
+        assert!(!h.may_manage("bob"));
+        let op = Identity {
+            role: Role::Operator,
+            ..h.clone()
+        };
+        assert!(op.may_manage("bob"));
+        let viewer = Identity {
+            role: Role::Viewer,
+            ..h
+        };
+        assert!(!viewer.may_manage("alice"));
+    }
+}

@@ -1,0 +1,40 @@
+-- Admit one buy attempt: idempotency, sale live, product on sale, stock,
+-- per-user limit; then reserve. O(1), all keys under the sale's hash tag.
+-- KEYS: 1 sale, 2 product, 3 holdings(sku), 4 idem, 5 deadlines, 6 order, 7 bans
+-- ARGV: 1 user, 2 qty, 3 fingerprint, 4 order id, 5 deadline ms,
+--       6 order json, 7 final answer ('' = pending), 8 key ttl s, 9 idem key name, 10 sku
+local idem = redis.call('GET', KEYS[4])
+if idem then return {'replay', idem} end
+local fp, ttl = ARGV[3], tonumber(ARGV[8])
+local function reject(code, a, b)
+  local v = fp .. '\nrej\n' .. code .. '\n' .. (a or 0) .. '\n' .. (b or 0)
+  redis.call('SET', KEYS[4], v, 'EX', ttl)
+  return {'rej', code, a or 0, b or 0}
+end
+local s = redis.call('HMGET', KEYS[1], 'status', 'epoch')
+local sale = s[1]
+if not sale then return {'missing'} end
+if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then return reject('banned') end
+if sale ~= 'live' then return reject('sale_not_live') end
+local p = redis.call('HMGET', KEYS[2], 'status', 'remaining', 'limit')
+if not p[1] then return reject('unknown_sku') end
+if p[1] ~= 'on_sale' then return reject('not_on_sale') end
+local qty = tonumber(ARGV[2])
+if tonumber(p[2]) < qty then return reject('sold_out') end
+local bought = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+local limit = tonumber(p[3])
+if bought + qty > limit then return reject('limit_exceeded', bought, limit) end
+redis.call('HINCRBY', KEYS[2], 'remaining', -qty)
+redis.call('HINCRBY', KEYS[2], 'reserved', qty)
+redis.call('HINCRBY', KEYS[2], 'ver', 1)
+redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
+redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
+redis.call('HSET', KEYS[6], 'st', 'reserved', 'qty', qty, 'uid', ARGV[1], 'sku', ARGV[10],
+  'j', ARGV[6], 'ik', ARGV[9], 'ikey', KEYS[4], 'ep', s[2])
+redis.call('EXPIRE', KEYS[6], ttl)
+if ARGV[7] ~= '' then
+  redis.call('SET', KEYS[4], fp .. '\nok\n' .. ARGV[7], 'EX', ttl)
+else
+  redis.call('SET', KEYS[4], fp .. '\npending\n' .. ARGV[4], 'EX', ttl)
+end
+return {'ok', unpack(redis.call('HMGET', KEYS[2], 'stock', 'remaining', 'reserved', 'sold', 'status', 'ver'))}

@@ -1,0 +1,24 @@
+-- Give an admission's stock and limit back (cancel, expiry, refused commit).
+-- An order of another epoch (admitted before a rebuild) holds nothing in the
+-- rebuilt counters: only its status moves.
+-- KEYS: 1 product, 2 holdings(sku), 3 deadlines, 4 order, 5 sale
+-- ARGV: 1 order id, 2 new status, 3 'reserved' (cancel) or 'holding' (any state holding stock)
+local o = redis.call('HMGET', KEYS[4], 'st', 'qty', 'uid', 'ikey', 'ep')
+if not o[1] then return {'missing'} end
+local st = o[1]
+local ok = st == 'reserved' or (ARGV[3] == 'holding' and st == 'paying')
+if not ok then return {'state', st} end
+if o[5] == redis.call('HGET', KEYS[5], 'epoch') then
+  local qty = tonumber(o[2])
+  redis.call('HINCRBY', KEYS[1], 'remaining', qty)
+  redis.call('HINCRBY', KEYS[1], 'reserved', -qty)
+  redis.call('HINCRBY', KEYS[1], 'ver', 1)
+  if redis.call('HINCRBY', KEYS[2], o[3], -qty) <= 0 then redis.call('HDEL', KEYS[2], o[3]) end
+end
+redis.call('HSET', KEYS[4], 'st', ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+-- A key still pending for this order is forgotten, so a retry is a fresh attempt.
+local ikey = o[4]
+local v = redis.call('GET', ikey)
+if v and string.sub(v, -(#ARGV[1] + 9)) == '\npending\n' .. ARGV[1] then redis.call('DEL', ikey) end
+return {'ok', unpack(redis.call('HMGET', KEYS[1], 'stock', 'remaining', 'reserved', 'sold', 'status', 'ver'))}

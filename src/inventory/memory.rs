@@ -1,0 +1,1390 @@
+//! Embedded mode's inventory: the semantics of the Redis scripts in `lua/`,
+//! kept in process memory behind a mutex per sale.
+//!
+//! Every method runs synchronously: no `.await` happens while any lock below is
+//! held, so a `std::sync::Mutex` is the right tool and a sale's step is atomic.
+//! Lock order: the outer map lock is held only to find a sale's `Arc`; the
+//! order index and a sale's mutex are never held together.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed,
+    Rejection, ReleaseFrom, Released, SaleSeed, StockLevel, Stored,
+};
+use crate::catalog::{ProductStatus, SaleStatus};
+use crate::orders::{Order, OrderStatus};
+
+/// How long an idempotency key's answer is kept (the scripts' key TTL).
+const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A panic inside a critical section must not take the whole inventory down
+/// with it: every step leaves the state usable, so a poisoned lock is reused.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrderState {
+    Reserved,
+    /// Being paid: the reaper's deadline is a lease, the real one is kept aside.
+    Paying,
+    Completed,
+    Cancelled,
+    Expired,
+}
+
+impl OrderState {
+    fn status(self) -> OrderStatus {
+        match self {
+            OrderState::Reserved | OrderState::Paying => OrderStatus::Reserved,
+            OrderState::Completed => OrderStatus::Completed,
+            OrderState::Cancelled => OrderStatus::Cancelled,
+            OrderState::Expired => OrderStatus::Expired,
+        }
+    }
+
+    fn from_status(s: OrderStatus) -> Self {
+        match s {
+            OrderStatus::Reserved => OrderState::Reserved,
+            OrderStatus::Completed => OrderState::Completed,
+            OrderStatus::Cancelled => OrderState::Cancelled,
+            OrderStatus::Expired => OrderState::Expired,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ProductState {
+    stock: i64,
+    remaining: i64,
+    reserved: i64,
+    sold: i64,
+    /// As set by the host; `sold_out` is derived when reading a level.
+    status: ProductStatus,
+    per_user_limit: i64,
+    ver: i64,
+}
+
+impl ProductState {
+    fn seeded(seed: &ProductSeed, previous: Option<&ProductState>) -> Self {
+        ProductState {
+            stock: seed.stock,
+            remaining: seed.stock - seed.sold,
+            reserved: 0,
+            sold: seed.sold,
+            status: seed.status,
+            per_user_limit: i64::from(seed.per_user_limit),
+            // A reinstall must still look newer than anything already broadcast.
+            ver: previous.map_or(1, |p| p.ver + 1),
+        }
+    }
+
+    fn level(&self, sku: &str) -> StockLevel {
+        StockLevel {
+            sku: sku.to_owned(),
+            stock: self.stock,
+            remaining: self.remaining,
+            reserved: self.reserved,
+            sold: self.sold,
+            status: StockLevel::derive_status(self.status, self.remaining),
+            ver: self.ver,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct IdemRecord {
+    fingerprint: String,
+    stored: Stored,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct HeldOrder {
+    order: Order,
+    key: String,
+    state: OrderState,
+    /// Mirrors this order's entry in `SaleState::deadlines`.
+    deadline_ms: Option<i64>,
+    deadline_before_pay: Option<i64>,
+}
+
+impl HeldOrder {
+    fn live(&self) -> LiveOrder {
+        let mut order = self.order.clone();
+        order.status = self.state.status();
+        LiveOrder {
+            order,
+            key: self.key.clone(),
+            deadline_ms: self.deadline_ms,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct SaleState {
+    /// `None`: the sale was never installed (the Redis marker is absent), yet
+    /// bans, answers or products written before an install are kept, as in Redis.
+    status: Option<SaleStatus>,
+    products: BTreeMap<String, ProductState>,
+    /// sku -> user -> quantity held (reserved or completed).
+    holdings: HashMap<String, HashMap<String, i64>>,
+    bans: HashSet<String>,
+    /// user -> idempotency key -> answer.
+    idem: HashMap<String, HashMap<String, IdemRecord>>,
+    /// Write order of the answers; every TTL is the same, so this is also
+    /// expiry order and pruning stays cheap.
+    idem_expiry: VecDeque<(Instant, String, String)>,
+    orders: HashMap<Uuid, HeldOrder>,
+    deadlines: BTreeSet<(i64, Uuid)>,
+}
+
+impl SaleState {
+    fn set_deadline(&mut self, id: Uuid, deadline: Option<i64>) {
+        let Some(o) = self.orders.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = o.deadline_ms.take() {
+            self.deadlines.remove(&(old, id));
+        }
+        if let Some(new) = deadline {
+            self.deadlines.insert((new, id));
+        }
+        o.deadline_ms = deadline;
+    }
+
+    fn answer(&self, user: &str, key: &str, now: Instant) -> Option<&IdemRecord> {
+        self.idem
+            .get(user)
+            .and_then(|keys| keys.get(key))
+            .filter(|r| r.expires > now)
+    }
+
+    fn put_answer(
+        &mut self,
+        user: &str,
+        key: &str,
+        fingerprint: &str,
+        stored: Stored,
+        now: Instant,
+    ) {
+        self.prune_answers(now);
+        let expires = now + KEY_TTL;
+        self.idem.entry(user.to_owned()).or_default().insert(
+            key.to_owned(),
+            IdemRecord {
+                fingerprint: fingerprint.to_owned(),
+                stored,
+                expires,
+            },
+        );
+        self.idem_expiry
+            .push_back((expires, user.to_owned(), key.to_owned()));
+    }
+
+    fn remove_answer(&mut self, user: &str, key: &str) {
+        if let Some(keys) = self.idem.get_mut(user) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.idem.remove(user);
+            }
+        }
+    }
+
+    fn prune_answers(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.idem_expiry.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, user, key)) = self.idem_expiry.pop_front() else {
+                break;
+            };
+            // The key may have been rewritten since: only drop it if it expired.
+            let expired = self
+                .idem
+                .get(&user)
+                .and_then(|keys| keys.get(&key))
+                .is_some_and(|r| r.expires <= now);
+            if expired {
+                self.remove_answer(&user, &key);
+            }
+        }
+    }
+
+    fn holding(&self, sku: &str, user: &str) -> i64 {
+        self.holdings
+            .get(sku)
+            .and_then(|users| users.get(user))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn add_holding(&mut self, sku: &str, user: &str, qty: i64) {
+        let users = self.holdings.entry(sku.to_owned()).or_default();
+        let held = users.entry(user.to_owned()).or_insert(0);
+        *held += qty;
+        if *held <= 0 {
+            users.remove(user);
+            if users.is_empty() {
+                self.holdings.remove(sku);
+            }
+        }
+    }
+
+    fn level(&self, sku: &str) -> Option<StockLevel> {
+        self.products.get(sku).map(|p| p.level(sku))
+    }
+}
+
+#[derive(Debug, Default)]
+struct OrderIndex {
+    /// order id -> sale id.
+    locator: HashMap<Uuid, Uuid>,
+    /// user -> (sale id, order id), in indexing order.
+    by_user: HashMap<String, Vec<(Uuid, Uuid)>>,
+}
+
+/// The inventory of a single process: no Redis, same answers.
+#[derive(Debug, Default)]
+pub struct MemoryInventory {
+    sales: RwLock<HashMap<Uuid, Arc<Mutex<SaleState>>>>,
+    index: Mutex<OrderIndex>,
+}
+
+impl MemoryInventory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn sale(&self, id: Uuid) -> Option<Arc<Mutex<SaleState>>> {
+        self.sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    fn sale_or_create(&self, id: Uuid) -> Arc<Mutex<SaleState>> {
+        if let Some(sale) = self.sale(id) {
+            return sale;
+        }
+        self.sales
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    fn all_sales(&self) -> Vec<(Uuid, Arc<Mutex<SaleState>>)> {
+        self.sales
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect()
+    }
+}
+
+fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+}
+
+#[async_trait]
+impl Inventory for MemoryInventory {
+    async fn has_sale(&self, sale_id: Uuid) -> Result<bool, InventoryError> {
+        Ok(self
+            .sale(sale_id)
+            .is_some_and(|s| lock(&s).status.is_some()))
+    }
+
+    async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError> {
+        let sale = self.sale_or_create(seed.sale_id);
+        let mut s = lock(&sale);
+        let previous = std::mem::take(&mut s.products);
+        for p in &seed.products {
+            let product = ProductState::seeded(p, previous.get(&p.sku));
+            s.products.insert(p.sku.clone(), product);
+        }
+        s.holdings.clear();
+        for (sku, user, qty) in &seed.holdings {
+            if *qty > 0 {
+                s.holdings
+                    .entry(sku.clone())
+                    .or_default()
+                    .insert(user.clone(), *qty);
+            }
+        }
+        // Reservations are dropped: their stock is back in `remaining` above.
+        s.orders.retain(|_, o| o.state == OrderState::Completed);
+        for o in s.orders.values_mut() {
+            o.deadline_ms = None;
+            o.deadline_before_pay = None;
+        }
+        s.deadlines.clear();
+        s.status = Some(seed.status);
+        Ok(())
+    }
+
+    async fn lock_rebuild(&self, _sale_id: Uuid, _ttl_ms: u64) -> Result<bool, InventoryError> {
+        // One process: the sale's mutex already serializes the rebuild itself.
+        Ok(true)
+    }
+
+    async fn unlock_rebuild(&self, _sale_id: Uuid) -> Result<(), InventoryError> {
+        Ok(())
+    }
+
+    async fn set_sale_status(
+        &self,
+        sale_id: Uuid,
+        status: SaleStatus,
+        _skus: &[String],
+    ) -> Result<Vec<StockLevel>, InventoryError> {
+        let sale = self.sale_or_create(sale_id);
+        let mut s = lock(&sale);
+        s.status = Some(status);
+        let mut changed = Vec::new();
+        if status == SaleStatus::Ended {
+            for (sku, p) in s.products.iter_mut() {
+                if p.status != ProductStatus::Closed {
+                    p.status = ProductStatus::Closed;
+                    p.ver += 1;
+                    changed.push(p.level(sku));
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn add_product(
+        &self,
+        sale_id: Uuid,
+        seed: &ProductSeed,
+    ) -> Result<StockLevel, InventoryError> {
+        let sale = self.sale_or_create(sale_id);
+        let mut s = lock(&sale);
+        let product = ProductState::seeded(seed, s.products.get(&seed.sku));
+        let level = product.level(&seed.sku);
+        s.products.insert(seed.sku.clone(), product);
+        Ok(level)
+    }
+
+    async fn set_product_status(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        status: ProductStatus,
+    ) -> Result<Option<StockLevel>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(None);
+        };
+        let mut s = lock(&sale);
+        Ok(s.products.get_mut(sku).map(|p| {
+            p.status = status;
+            p.ver += 1;
+            p.level(sku)
+        }))
+    }
+
+    async fn restock(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        add: i64,
+    ) -> Result<Option<StockLevel>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(None);
+        };
+        let mut s = lock(&sale);
+        Ok(s.products.get_mut(sku).map(|p| {
+            p.stock += add;
+            p.remaining += add;
+            p.ver += 1;
+            p.level(sku)
+        }))
+    }
+
+    async fn levels(
+        &self,
+        sale_id: Uuid,
+        skus: &[String],
+    ) -> Result<Vec<Option<StockLevel>>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(vec![None; skus.len()]);
+        };
+        let s = lock(&sale);
+        Ok(skus.iter().map(|sku| s.level(sku)).collect())
+    }
+
+    async fn holders(&self, sale_id: Uuid, sku: &str) -> Result<Vec<String>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(Vec::new());
+        };
+        let s = lock(&sale);
+        let mut users: Vec<String> = s
+            .holdings
+            .get(sku)
+            .map(|users| {
+                users
+                    .iter()
+                    .filter(|(_, qty)| **qty > 0)
+                    .map(|(u, _)| u.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        users.sort();
+        Ok(users)
+    }
+
+    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError> {
+        let sale = self.sale_or_create(sale_id);
+        lock(&sale).bans.insert(user_id.to_owned());
+        Ok(())
+    }
+
+    async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError> {
+        let now = Instant::now();
+        // No entry at all means no earlier answer either.
+        let Some(sale) = self.sale(req.sale_id) else {
+            return Ok(Admission::Missing);
+        };
+        let mut s = lock(&sale);
+        let user = req.user_id.as_str();
+
+        if let Some(r) = s.answer(user, &req.key, now) {
+            return Ok(if r.fingerprint == req.fingerprint {
+                Admission::Replay(r.stored.clone())
+            } else {
+                Admission::Mismatch
+            });
+        }
+        let Some(sale_status) = s.status else {
+            return Ok(Admission::Missing);
+        };
+
+        let sku = req.order.sku.as_str();
+        let qty = req.order.qty;
+        let rejection = if s.bans.contains(user) {
+            Some(Rejection::Banned)
+        } else if sale_status != SaleStatus::Live {
+            Some(Rejection::SaleNotLive)
+        } else {
+            match s.products.get(sku) {
+                None => Some(Rejection::UnknownSku),
+                Some(p) if p.status != ProductStatus::OnSale => Some(Rejection::NotOnSale),
+                Some(p) if p.remaining < qty => Some(Rejection::SoldOut),
+                Some(p) => {
+                    let bought = s.holding(sku, user);
+                    (bought + qty > p.per_user_limit).then_some(Rejection::LimitExceeded {
+                        bought,
+                        limit: p.per_user_limit,
+                    })
+                }
+            }
+        };
+        if let Some(r) = rejection {
+            s.put_answer(
+                user,
+                &req.key,
+                &req.fingerprint,
+                Stored::Rejected(r.clone()),
+                now,
+            );
+            return Ok(Admission::Rejected(r));
+        }
+
+        let Some(product) = s.products.get_mut(sku) else {
+            return Ok(Admission::Rejected(Rejection::UnknownSku));
+        };
+        product.remaining -= qty;
+        product.reserved += qty;
+        product.ver += 1;
+        let level = product.level(sku);
+        s.add_holding(sku, user, qty);
+
+        let id = req.order.id;
+        // A reused id must not leave its old deadline behind in the index.
+        s.set_deadline(id, None);
+        s.orders.insert(
+            id,
+            HeldOrder {
+                order: req.order.clone(),
+                key: req.key.clone(),
+                state: OrderState::Reserved,
+                deadline_ms: None,
+                deadline_before_pay: None,
+            },
+        );
+        s.set_deadline(id, Some(req.deadline_ms));
+
+        let stored = match &req.final_answer {
+            Some(answer) => Stored::Order(answer.clone()),
+            None => Stored::Pending(id),
+        };
+        s.put_answer(user, &req.key, &req.fingerprint, stored, now);
+        Ok(Admission::Admitted(level))
+    }
+
+    async fn store_answer(
+        &self,
+        sale_id: Uuid,
+        user_id: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &Stored,
+    ) -> Result<(), InventoryError> {
+        let sale = self.sale_or_create(sale_id);
+        lock(&sale).put_answer(user_id, key, fingerprint, answer.clone(), Instant::now());
+        Ok(())
+    }
+
+    async fn stored_answer(
+        &self,
+        sale_id: Uuid,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<(String, Stored)>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(None);
+        };
+        let s = lock(&sale);
+        Ok(s.answer(user_id, key, Instant::now())
+            .map(|r| (r.fingerprint.clone(), r.stored.clone())))
+    }
+
+    async fn order(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Option<LiveOrder>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(None);
+        };
+        let s = lock(&sale);
+        Ok(s.orders.get(&order_id).map(HeldOrder::live))
+    }
+
+    async fn locate(&self, order_id: Uuid) -> Result<Option<Uuid>, InventoryError> {
+        Ok(lock(&self.index).locator.get(&order_id).copied())
+    }
+
+    async fn index_order(&self, order: &Order) -> Result<(), InventoryError> {
+        let mut index = lock(&self.index);
+        index.locator.insert(order.id, order.sale_id);
+        let list = index.by_user.entry(order.user_id.clone()).or_default();
+        let entry = (order.sale_id, order.id);
+        if !list.contains(&entry) {
+            list.push(entry);
+        }
+        Ok(())
+    }
+
+    async fn user_orders(&self, user_id: &str) -> Result<Vec<LiveOrder>, InventoryError> {
+        // Copied out so the index lock is released before any sale is locked.
+        let entries = lock(&self.index)
+            .by_user
+            .get(user_id)
+            .cloned()
+            .unwrap_or_default();
+        let mut orders = Vec::with_capacity(entries.len());
+        for (sale_id, order_id) in entries {
+            if let Some(sale) = self.sale(sale_id) {
+                if let Some(o) = lock(&sale).orders.get(&order_id) {
+                    orders.push(o.live());
+                }
+            }
+        }
+        orders.sort_by(|a, b| {
+            b.order
+                .created_at
+                .cmp(&a.order.created_at)
+                .then_with(|| b.order.id.cmp(&a.order.id))
+        });
+        Ok(orders)
+    }
+
+    async fn begin_pay(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<PayStart, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(PayStart::NotFound);
+        };
+        let mut s = lock(&sale);
+        let Some(o) = s.orders.get_mut(&order_id) else {
+            return Ok(PayStart::NotFound);
+        };
+        match o.state {
+            OrderState::Completed => return Ok(PayStart::AlreadyCompleted),
+            OrderState::Reserved => {}
+            other => return Ok(PayStart::WrongState(other.status())),
+        }
+        let deadline = match o.deadline_ms {
+            Some(d) if d > now_ms => d,
+            _ => return Ok(PayStart::Expired),
+        };
+        o.state = OrderState::Paying;
+        o.deadline_before_pay = Some(deadline);
+        s.set_deadline(order_id, Some(now_ms.saturating_add(lease_ms)));
+        Ok(PayStart::Started)
+    }
+
+    async fn abort_pay(&self, sale_id: Uuid, order_id: Uuid) -> Result<(), InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(());
+        };
+        let mut s = lock(&sale);
+        let Some(o) = s.orders.get_mut(&order_id) else {
+            return Ok(());
+        };
+        if o.state == OrderState::Paying {
+            o.state = OrderState::Reserved;
+            let deadline = o.deadline_before_pay.take();
+            s.set_deadline(order_id, deadline);
+        }
+        Ok(())
+    }
+
+    async fn confirm(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        completed_at_ms: i64,
+        payment_ref: Option<&str>,
+    ) -> Result<Option<StockLevel>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(None);
+        };
+        let mut s = lock(&sale);
+        let Some(o) = s.orders.get_mut(&order_id) else {
+            return Ok(None);
+        };
+        let (sku, qty) = (o.order.sku.clone(), o.order.qty);
+        match o.state {
+            OrderState::Reserved | OrderState::Paying => {}
+            OrderState::Completed => return Ok(s.level(&sku)),
+            OrderState::Cancelled | OrderState::Expired => return Ok(None),
+        }
+        o.state = OrderState::Completed;
+        o.deadline_before_pay = None;
+        if let Some(at) = from_ms(completed_at_ms) {
+            o.order.completed_at = Some(at);
+        }
+        if let Some(r) = payment_ref {
+            o.order.payment_ref = Some(r.to_owned());
+        }
+        s.set_deadline(order_id, None);
+        Ok(s.products.get_mut(&sku).map(|p| {
+            p.reserved -= qty;
+            p.sold += qty;
+            p.ver += 1;
+            p.level(&sku)
+        }))
+    }
+
+    async fn release(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        to: OrderStatus,
+        from: ReleaseFrom,
+    ) -> Result<Released, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(Released::NotFound);
+        };
+        let mut s = lock(&sale);
+        let Some(o) = s.orders.get_mut(&order_id) else {
+            return Ok(Released::NotFound);
+        };
+        let allowed = match o.state {
+            OrderState::Reserved => true,
+            OrderState::Paying => from == ReleaseFrom::AnyHolding,
+            _ => false,
+        };
+        if !allowed {
+            return Ok(Released::WrongState(o.state.status()));
+        }
+        o.state = OrderState::from_status(to);
+        o.deadline_before_pay = None;
+        let sku = o.order.sku.clone();
+        let user = o.order.user_id.clone();
+        let qty = o.order.qty;
+        let key = o.key.clone();
+        s.set_deadline(order_id, None);
+
+        let level = s.products.get_mut(&sku).map(|p| {
+            p.remaining += qty;
+            p.reserved -= qty;
+            p.ver += 1;
+            p.level(&sku)
+        });
+        s.add_holding(&sku, &user, -qty);
+        let pending_here = s
+            .idem
+            .get(&user)
+            .and_then(|keys| keys.get(&key))
+            .is_some_and(|r| r.stored == Stored::Pending(order_id));
+        if pending_here {
+            s.remove_answer(&user, &key);
+        }
+        // Without its product (unreachable while install drops reservations)
+        // the order still leaves the reaper's queue, but there is no level.
+        Ok(level.map_or(Released::NotFound, Released::Done))
+    }
+
+    async fn reap_sales(&self) -> Result<Vec<Uuid>, InventoryError> {
+        Ok(self
+            .all_sales()
+            .into_iter()
+            .filter(|(_, sale)| !lock(sale).deadlines.is_empty())
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    async fn forget_reap_sale(&self, _sale_id: Uuid) -> Result<(), InventoryError> {
+        // `reap_sales` is derived from the deadlines, so there is nothing to forget.
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        sale_id: Uuid,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<Uuid>, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(Vec::new());
+        };
+        let mut s = lock(&sale);
+        let due: Vec<Uuid> = s
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now_ms)
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect();
+        let lease = now_ms.saturating_add(lease_ms);
+        for id in &due {
+            s.set_deadline(*id, Some(lease));
+        }
+        Ok(due)
+    }
+
+    async fn held_count(&self, sale_id: Uuid) -> Result<u64, InventoryError> {
+        Ok(self
+            .sale(sale_id)
+            .map_or(0, |sale| lock(&sale).deadlines.len() as u64))
+    }
+
+    async fn ping(&self) -> Result<(), InventoryError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    const NOW: i64 = 1_700_000_000_000;
+    const TTL: i64 = 600_000;
+
+    fn product(sku: &str, stock: i64, sold: i64, limit: i32, status: ProductStatus) -> ProductSeed {
+        ProductSeed {
+            sku: sku.to_owned(),
+            stock,
+            sold,
+            per_user_limit: limit,
+            status,
+        }
+    }
+
+    async fn live_sale(inv: &MemoryInventory, products: Vec<ProductSeed>) -> Uuid {
+        let sale_id = Uuid::new_v4();
+        inv.install(&SaleSeed {
+            sale_id,
+            status: SaleStatus::Live,
+            products,
+            holdings: Vec::new(),
+        })
+        .await
+        .unwrap();
+        sale_id
+    }
+
+    fn order(sale_id: Uuid, sku: &str, user: &str, qty: i64) -> Order {
+        let created_at = from_ms(NOW).unwrap();
+        Order {
+            id: Uuid::new_v4(),
+            sale_id,
+            sku: sku.to_owned(),
+            qty,
+            unit_price_cents: 500,
+            total_cents: 500 * qty,
+            currency: "EUR".to_owned(),
+            user_id: user.to_owned(),
+            status: OrderStatus::Reserved,
+            created_at,
+            expires_at: Some(created_at + TimeDelta::milliseconds(TTL)),
+            completed_at: None,
+            payment_ref: None,
+        }
+    }
+
+    fn request(sale_id: Uuid, sku: &str, user: &str, qty: i64, key: &str) -> AdmitRequest {
+        AdmitRequest {
+            sale_id,
+            user_id: user.to_owned(),
+            key: key.to_owned(),
+            fingerprint: format!("{sku}:{qty}"),
+            order: order(sale_id, sku, user, qty),
+            final_answer: Some(format!("order-for-{key}")),
+            deadline_ms: NOW + TTL,
+        }
+    }
+
+    fn admitted(a: Admission) -> StockLevel {
+        match a {
+            Admission::Admitted(level) => level,
+            other => panic!("expected an admission, got {other:?}"),
+        }
+    }
+
+    async fn level(inv: &MemoryInventory, sale_id: Uuid, sku: &str) -> StockLevel {
+        inv.levels(sale_id, &[sku.to_owned()]).await.unwrap()[0]
+            .clone()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn admit_decrements_and_replays() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 5, 0, 3, ProductStatus::OnSale)]).await;
+        let req = request(sale, "A", "u1", 2, "k1");
+        let lvl = admitted(inv.admit(&req).await.unwrap());
+        assert_eq!(
+            (lvl.stock, lvl.remaining, lvl.reserved, lvl.sold),
+            (5, 3, 2, 0)
+        );
+        assert_eq!(lvl.status, ProductStatus::OnSale);
+
+        let mut again = request(sale, "A", "u1", 2, "k1");
+        again.order.id = Uuid::new_v4();
+        assert_eq!(
+            inv.admit(&again).await.unwrap(),
+            Admission::Replay(Stored::Order("order-for-k1".to_owned()))
+        );
+        again.fingerprint = "other body".to_owned();
+        assert_eq!(inv.admit(&again).await.unwrap(), Admission::Mismatch);
+        // Neither replay nor mismatch touched the counters.
+        assert_eq!(level(&inv, sale, "A").await.remaining, 3);
+        assert_eq!(inv.held_count(sale).await.unwrap(), 1);
+
+        let live = inv.order(sale, req.order.id).await.unwrap().unwrap();
+        assert_eq!(live.order.status, OrderStatus::Reserved);
+        assert_eq!(live.key, "k1");
+        assert_eq!(live.deadline_ms, Some(NOW + TTL));
+
+        let last = admitted(inv.admit(&request(sale, "A", "u2", 3, "k2")).await.unwrap());
+        assert_eq!(last.remaining, 0);
+        assert_eq!(last.status, ProductStatus::SoldOut);
+    }
+
+    #[tokio::test]
+    async fn missing_sale_is_missing() {
+        let inv = MemoryInventory::new();
+        let sale = Uuid::new_v4();
+        assert!(!inv.has_sale(sale).await.unwrap());
+        assert_eq!(
+            inv.admit(&request(sale, "A", "u1", 1, "k")).await.unwrap(),
+            Admission::Missing
+        );
+        // A ban alone does not make the sale exist.
+        inv.ban(sale, "u1").await.unwrap();
+        assert!(!inv.has_sale(sale).await.unwrap());
+        assert_eq!(
+            inv.admit(&request(sale, "A", "u1", 1, "k")).await.unwrap(),
+            Admission::Missing
+        );
+    }
+
+    #[tokio::test]
+    async fn rejections_in_order_and_replayed() {
+        let inv = MemoryInventory::new();
+        let sale = Uuid::new_v4();
+        inv.install(&SaleSeed {
+            sale_id: sale,
+            status: SaleStatus::Scheduled,
+            products: vec![
+                product("A", 3, 0, 2, ProductStatus::OnSale),
+                product("S", 3, 0, 2, ProductStatus::Scheduled),
+            ],
+            holdings: vec![("A".to_owned(), "holder".to_owned(), 1)],
+        })
+        .await
+        .unwrap();
+        inv.ban(sale, "bad").await.unwrap();
+
+        let rejected = |r: Rejection| Admission::Rejected(r);
+        // Banned comes before the sale's status.
+        assert_eq!(
+            inv.admit(&request(sale, "A", "bad", 1, "b")).await.unwrap(),
+            rejected(Rejection::Banned)
+        );
+        assert_eq!(
+            inv.admit(&request(sale, "A", "u1", 1, "early"))
+                .await
+                .unwrap(),
+            rejected(Rejection::SaleNotLive)
+        );
+
+        inv.set_sale_status(sale, SaleStatus::Live, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            inv.admit(&request(sale, "A", "bad", 1, "b2"))
+                .await
+                .unwrap(),
+            rejected(Rejection::Banned)
+        );
+        assert_eq!(
+            inv.admit(&request(sale, "Z", "u1", 1, "z")).await.unwrap(),
+            rejected(Rejection::UnknownSku)
+        );
+        assert_eq!(
+            inv.admit(&request(sale, "S", "u1", 1, "s")).await.unwrap(),
+            rejected(Rejection::NotOnSale)
+        );
+        assert_eq!(
+            inv.admit(&request(sale, "A", "u1", 4, "many"))
+                .await
+                .unwrap(),
+            rejected(Rejection::SoldOut)
+        );
+        assert_eq!(
+            inv.admit(&request(sale, "A", "holder", 2, "lim"))
+                .await
+                .unwrap(),
+            rejected(Rejection::LimitExceeded {
+                bought: 1,
+                limit: 2
+            })
+        );
+
+        // The sale is live now, yet the key keeps its first answer.
+        let mut retry = request(sale, "A", "u1", 1, "early");
+        retry.order.id = Uuid::new_v4();
+        assert_eq!(
+            inv.admit(&retry).await.unwrap(),
+            Admission::Replay(Stored::Rejected(Rejection::SaleNotLive))
+        );
+        assert_eq!(
+            inv.stored_answer(sale, "holder", "lim").await.unwrap(),
+            Some((
+                "A:2".to_owned(),
+                Stored::Rejected(Rejection::LimitExceeded {
+                    bought: 1,
+                    limit: 2
+                })
+            ))
+        );
+        let lvl = level(&inv, sale, "A").await;
+        assert_eq!((lvl.remaining, lvl.reserved, lvl.ver), (3, 0, 1));
+        assert_eq!(inv.held_count(sale).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn confirm_moves_reserved_to_sold() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 5, 0, 5, ProductStatus::OnSale)]).await;
+        let req = request(sale, "A", "u1", 2, "k1");
+        let before = admitted(inv.admit(&req).await.unwrap());
+
+        let done_at = NOW + 1_000;
+        let lvl = inv
+            .confirm(sale, req.order.id, done_at, Some("pay_1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((lvl.remaining, lvl.reserved, lvl.sold), (3, 0, 2));
+        assert!(lvl.ver > before.ver);
+        assert_eq!(inv.held_count(sale).await.unwrap(), 0);
+
+        let live = inv.order(sale, req.order.id).await.unwrap().unwrap();
+        assert_eq!(live.order.status, OrderStatus::Completed);
+        assert_eq!(live.order.completed_at, from_ms(done_at));
+        assert_eq!(live.order.payment_ref.as_deref(), Some("pay_1"));
+        assert_eq!(live.deadline_ms, None);
+
+        // Idempotent: the same level, nothing counted twice.
+        let again = inv
+            .confirm(sale, req.order.id, done_at, None)
+            .await
+            .unwrap();
+        assert_eq!(again, Some(lvl));
+        assert_eq!(
+            inv.release(
+                sale,
+                req.order.id,
+                OrderStatus::Cancelled,
+                ReleaseFrom::AnyHolding
+            )
+            .await
+            .unwrap(),
+            Released::WrongState(OrderStatus::Completed)
+        );
+        assert_eq!(
+            inv.confirm(sale, Uuid::new_v4(), done_at, None)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn release_returns_stock_frees_limit_and_forgets_pending() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 5, 0, 1, ProductStatus::OnSale)]).await;
+        let mut req = request(sale, "A", "u1", 1, "k1");
+        req.final_answer = None;
+        admitted(inv.admit(&req).await.unwrap());
+        assert_eq!(
+            inv.stored_answer(sale, "u1", "k1").await.unwrap(),
+            Some(("A:1".to_owned(), Stored::Pending(req.order.id)))
+        );
+        assert_eq!(inv.holders(sale, "A").await.unwrap(), vec!["u1".to_owned()]);
+        assert_eq!(
+            inv.admit(&request(sale, "A", "u1", 1, "k2")).await.unwrap(),
+            Admission::Rejected(Rejection::LimitExceeded {
+                bought: 1,
+                limit: 1
+            })
+        );
+
+        let released = inv
+            .release(
+                sale,
+                req.order.id,
+                OrderStatus::Expired,
+                ReleaseFrom::AnyHolding,
+            )
+            .await
+            .unwrap();
+        let Released::Done(lvl) = released else {
+            panic!("expected a release, got {released:?}");
+        };
+        assert_eq!((lvl.remaining, lvl.reserved), (5, 0));
+        assert!(inv.holders(sale, "A").await.unwrap().is_empty());
+        assert_eq!(inv.stored_answer(sale, "u1", "k1").await.unwrap(), None);
+        assert_eq!(inv.held_count(sale).await.unwrap(), 0);
+        let live = inv.order(sale, req.order.id).await.unwrap().unwrap();
+        assert_eq!(live.order.status, OrderStatus::Expired);
+        assert_eq!(
+            inv.release(
+                sale,
+                req.order.id,
+                OrderStatus::Cancelled,
+                ReleaseFrom::Reserved
+            )
+            .await
+            .unwrap(),
+            Released::WrongState(OrderStatus::Expired)
+        );
+
+        // The same key is a fresh attempt, and the limit is free again.
+        let mut retry = request(sale, "A", "u1", 1, "k1");
+        retry.final_answer = None;
+        admitted(inv.admit(&retry).await.unwrap());
+
+        // A final answer is kept: the buyer sees the same order on retry.
+        let other = request(sale, "A", "u2", 1, "k3");
+        admitted(inv.admit(&other).await.unwrap());
+        inv.release(
+            sale,
+            other.order.id,
+            OrderStatus::Cancelled,
+            ReleaseFrom::Reserved,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            inv.stored_answer(sale, "u2", "k3").await.unwrap(),
+            Some(("A:1".to_owned(), Stored::Order("order-for-k3".to_owned())))
+        );
+        assert_eq!(
+            inv.release(
+                sale,
+                Uuid::new_v4(),
+                OrderStatus::Cancelled,
+                ReleaseFrom::Reserved
+            )
+            .await
+            .unwrap(),
+            Released::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn begin_pay_expired_started_and_aborted() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 5, 0, 5, ProductStatus::OnSale)]).await;
+        let req = request(sale, "A", "u1", 1, "k1");
+        admitted(inv.admit(&req).await.unwrap());
+        let id = req.order.id;
+
+        assert_eq!(
+            inv.begin_pay(sale, id, NOW + TTL, 5_000).await.unwrap(),
+            PayStart::Expired
+        );
+        assert_eq!(
+            inv.begin_pay(sale, id, NOW, 5_000).await.unwrap(),
+            PayStart::Started
+        );
+        let live = inv.order(sale, id).await.unwrap().unwrap();
+        assert_eq!(live.order.status, OrderStatus::Reserved);
+        assert_eq!(live.deadline_ms, Some(NOW + 5_000));
+        assert_eq!(
+            inv.begin_pay(sale, id, NOW, 5_000).await.unwrap(),
+            PayStart::WrongState(OrderStatus::Reserved)
+        );
+        assert_eq!(
+            inv.release(sale, id, OrderStatus::Cancelled, ReleaseFrom::Reserved)
+                .await
+                .unwrap(),
+            Released::WrongState(OrderStatus::Reserved)
+        );
+
+        inv.abort_pay(sale, id).await.unwrap();
+        let live = inv.order(sale, id).await.unwrap().unwrap();
+        assert_eq!(live.deadline_ms, Some(NOW + TTL));
+        assert_eq!(inv.held_count(sale).await.unwrap(), 1);
+
+        assert_eq!(
+            inv.begin_pay(sale, id, NOW, 5_000).await.unwrap(),
+            PayStart::Started
+        );
+        inv.confirm(sale, id, NOW + 10, None).await.unwrap();
+        assert_eq!(
+            inv.begin_pay(sale, id, NOW, 5_000).await.unwrap(),
+            PayStart::AlreadyCompleted
+        );
+        assert_eq!(
+            inv.begin_pay(sale, Uuid::new_v4(), NOW, 5_000)
+                .await
+                .unwrap(),
+            PayStart::NotFound
+        );
+
+        let cancelled = request(sale, "A", "u1", 1, "k2");
+        admitted(inv.admit(&cancelled).await.unwrap());
+        inv.release(
+            sale,
+            cancelled.order.id,
+            OrderStatus::Cancelled,
+            ReleaseFrom::Reserved,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            inv.begin_pay(sale, cancelled.order.id, NOW, 5_000)
+                .await
+                .unwrap(),
+            PayStart::WrongState(OrderStatus::Cancelled)
+        );
+    }
+
+    #[tokio::test]
+    async fn claim_due_leases() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 10, 0, 10, ProductStatus::OnSale)]).await;
+        let mut ids = Vec::new();
+        for (i, deadline) in [NOW - 2, NOW - 1, NOW, NOW + 1].into_iter().enumerate() {
+            let mut req = request(sale, "A", "u1", 1, &format!("k{i}"));
+            req.deadline_ms = deadline;
+            admitted(inv.admit(&req).await.unwrap());
+            ids.push(req.order.id);
+        }
+        assert_eq!(inv.reap_sales().await.unwrap(), vec![sale]);
+
+        let first = inv.claim_due(sale, NOW, 30_000, 2).await.unwrap();
+        assert_eq!(first, ids[..2].to_vec());
+        let rest = inv.claim_due(sale, NOW, 30_000, 10).await.unwrap();
+        assert_eq!(rest, vec![ids[2]]);
+        assert!(inv
+            .claim_due(sale, NOW, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            inv.order(sale, ids[0]).await.unwrap().unwrap().deadline_ms,
+            Some(NOW + 30_000)
+        );
+        assert_eq!(inv.held_count(sale).await.unwrap(), 4);
+
+        // Once the lease runs out the reaper may take them again.
+        let later = inv.claim_due(sale, NOW + 30_000, 30_000, 10).await.unwrap();
+        assert_eq!(later.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn install_drops_reservations_and_keeps_holdings() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 10, 0, 3, ProductStatus::OnSale)]).await;
+        let done = request(sale, "A", "u1", 1, "k1");
+        admitted(inv.admit(&done).await.unwrap());
+        inv.confirm(sale, done.order.id, NOW, None).await.unwrap();
+        let held = request(sale, "A", "u2", 2, "k2");
+        let before = admitted(inv.admit(&held).await.unwrap());
+        inv.ban(sale, "bad").await.unwrap();
+
+        inv.install(&SaleSeed {
+            sale_id: sale,
+            status: SaleStatus::Live,
+            products: vec![product("A", 10, 3, 3, ProductStatus::OnSale)],
+            holdings: vec![("A".to_owned(), "u1".to_owned(), 2)],
+        })
+        .await
+        .unwrap();
+
+        let lvl = level(&inv, sale, "A").await;
+        assert_eq!(
+            (lvl.stock, lvl.remaining, lvl.reserved, lvl.sold),
+            (10, 7, 0, 3)
+        );
+        assert_eq!(lvl.ver, before.ver + 1);
+        assert_eq!(inv.held_count(sale).await.unwrap(), 0);
+        assert!(inv.order(sale, held.order.id).await.unwrap().is_none());
+        assert!(inv.order(sale, done.order.id).await.unwrap().is_some());
+        assert_eq!(inv.holders(sale, "A").await.unwrap(), vec!["u1".to_owned()]);
+
+        assert_eq!(
+            inv.admit(&request(sale, "A", "u1", 2, "k3")).await.unwrap(),
+            Admission::Rejected(Rejection::LimitExceeded {
+                bought: 2,
+                limit: 3
+            })
+        );
+        admitted(inv.admit(&request(sale, "A", "u1", 1, "k4")).await.unwrap());
+        // Bans and answers survive a rebuild.
+        assert_eq!(
+            inv.admit(&request(sale, "A", "bad", 1, "k5"))
+                .await
+                .unwrap(),
+            Admission::Rejected(Rejection::Banned)
+        );
+        assert!(inv.stored_answer(sale, "u2", "k2").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn ver_strictly_increases() {
+        let inv = MemoryInventory::new();
+        let sale = Uuid::new_v4();
+        let mut seen = vec![
+            inv.add_product(sale, &product("A", 5, 0, 5, ProductStatus::Scheduled))
+                .await
+                .unwrap()
+                .ver,
+        ];
+        inv.set_sale_status(sale, SaleStatus::Live, &[])
+            .await
+            .unwrap();
+        let on = inv
+            .set_product_status(sale, "A", ProductStatus::OnSale)
+            .await
+            .unwrap()
+            .unwrap();
+        seen.push(on.ver);
+        seen.push(inv.restock(sale, "A", 5).await.unwrap().unwrap().ver);
+        let a = request(sale, "A", "u1", 1, "k1");
+        seen.push(admitted(inv.admit(&a).await.unwrap()).ver);
+        seen.push(
+            inv.confirm(sale, a.order.id, NOW, None)
+                .await
+                .unwrap()
+                .unwrap()
+                .ver,
+        );
+        let b = request(sale, "A", "u1", 1, "k2");
+        seen.push(admitted(inv.admit(&b).await.unwrap()).ver);
+        let Released::Done(rel) = inv
+            .release(
+                sale,
+                b.order.id,
+                OrderStatus::Cancelled,
+                ReleaseFrom::Reserved,
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("release failed");
+        };
+        seen.push(rel.ver);
+        seen.push(
+            inv.add_product(sale, &product("A", 10, 1, 5, ProductStatus::OnSale))
+                .await
+                .unwrap()
+                .ver,
+        );
+        let closed = inv
+            .set_sale_status(sale, SaleStatus::Ended, &[])
+            .await
+            .unwrap();
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].status, ProductStatus::Closed);
+        seen.push(closed[0].ver);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+
+        // Already closed: nothing changes.
+        assert!(inv
+            .set_sale_status(sale, SaleStatus::Ended, &[])
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            inv.set_product_status(sale, "Z", ProductStatus::OnSale)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(inv.restock(Uuid::new_v4(), "A", 1).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn locate_and_user_orders_newest_first() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 5, 0, 5, ProductStatus::OnSale)]).await;
+        let old = request(sale, "A", "u1", 1, "k1");
+        let mut new = request(sale, "A", "u1", 1, "k2");
+        new.order.created_at += TimeDelta::seconds(1);
+        for req in [&old, &new] {
+            admitted(inv.admit(req).await.unwrap());
+            inv.index_order(&req.order).await.unwrap();
+        }
+        inv.index_order(&old.order).await.unwrap();
+
+        assert_eq!(inv.locate(old.order.id).await.unwrap(), Some(sale));
+        assert_eq!(inv.locate(Uuid::new_v4()).await.unwrap(), None);
+        let ids: Vec<Uuid> = inv
+            .user_orders("u1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.order.id)
+            .collect();
+        assert_eq!(ids, vec![new.order.id, old.order.id]);
+        assert!(inv.user_orders("nobody").await.unwrap().is_empty());
+        inv.ping().await.unwrap();
+    }
+}

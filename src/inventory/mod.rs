@@ -1,0 +1,282 @@
+//! Live counters and reservations: the fast gate of the buy path.
+//!
+//! One trait, two implementations with the same semantics: Redis Lua scripts
+//! (production, shared by every node) and a mutex per sale (embedded mode).
+//! PostgreSQL stays the final word; this layer only admits.
+
+pub mod memory;
+pub mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::catalog::{ProductStatus, SaleStatus};
+use crate::orders::{Order, OrderStatus};
+
+/// Live counters of one product. `ver` grows with every change so a node can
+/// drop a stale level that arrives after a newer one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    pub sku: String,
+    /// All ever offered.
+    pub stock: i64,
+    pub remaining: i64,
+    pub reserved: i64,
+    pub sold: i64,
+    /// `sold_out` when on sale with nothing remaining.
+    pub status: ProductStatus,
+    pub ver: i64,
+}
+
+impl StockLevel {
+    /// The status a viewer sees: an open product with nothing left is sold out.
+    pub fn derive_status(set: ProductStatus, remaining: i64) -> ProductStatus {
+        if set == ProductStatus::OnSale && remaining <= 0 {
+            ProductStatus::SoldOut
+        } else {
+            set
+        }
+    }
+}
+
+/// A product as installed into the inventory (creation or rebuild).
+#[derive(Debug, Clone)]
+pub struct ProductSeed {
+    pub sku: String,
+    pub stock: i64,
+    /// Committed in PostgreSQL.
+    pub sold: i64,
+    pub per_user_limit: i32,
+    /// As set by the host: scheduled, on_sale or closed.
+    pub status: ProductStatus,
+}
+
+/// Everything needed to (re)build a sale's live state from PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SaleSeed {
+    pub sale_id: Uuid,
+    pub status: SaleStatus,
+    pub products: Vec<ProductSeed>,
+    /// Completed quantity per (sku, user), so per-user limits survive a rebuild.
+    pub holdings: Vec<(String, String, i64)>,
+}
+
+/// One buy attempt, checked and (if admitted) recorded atomically.
+#[derive(Debug, Clone)]
+pub struct AdmitRequest {
+    pub sale_id: Uuid,
+    pub user_id: String,
+    pub key: String,
+    /// Identifies the body: the same key with another fingerprint is a mismatch.
+    pub fingerprint: String,
+    /// The order as it would be created, status `reserved`; its `id`, `sku`,
+    /// `qty` and `expires_at` drive the admission.
+    pub order: Order,
+    /// Reserve checkout: the serialized order, stored as the key's final answer
+    /// in the same atomic step. Instant checkout: `None`, the key stays pending
+    /// until the order is committed.
+    pub final_answer: Option<String>,
+    /// When the reaper may take the admission back (the reservation deadline,
+    /// or a lease for an instant order being committed).
+    pub deadline_ms: i64,
+}
+
+/// A refusal decided by the inventory; stored as the key's final answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    SaleNotLive,
+    NotOnSale,
+    SoldOut,
+    LimitExceeded { bought: i64, limit: i64 },
+    UnknownSku,
+    Banned,
+}
+
+/// An earlier answer for an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// The 201 body as first sent.
+    Order(String),
+    Rejected(Rejection),
+    /// Admitted, but its final answer is not written yet (an instant order in
+    /// commit, or a node that died before writing it).
+    Pending(Uuid),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Admitted(StockLevel),
+    Rejected(Rejection),
+    Replay(Stored),
+    /// Same key, another body.
+    Mismatch,
+    /// The sale has no live state (never installed, or Redis lost it).
+    Missing,
+}
+
+/// An order the inventory holds (reserved, or recently changed).
+#[derive(Debug, Clone)]
+pub struct LiveOrder {
+    pub order: Order,
+    pub key: String,
+    /// The reaper's deadline in the sorted set, if still there.
+    pub deadline_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayStart {
+    /// Now `paying`; the reaper leaves it alone until the lease ends.
+    Started,
+    AlreadyCompleted,
+    Expired,
+    /// Cancelled, expired or being paid by another request.
+    WrongState(OrderStatus),
+    NotFound,
+}
+
+/// Which states a release may start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseFrom {
+    /// A buyer's cancel: only `reserved`.
+    Reserved,
+    /// The reaper or a refused commit: any state still holding stock.
+    AnyHolding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    Done(StockLevel),
+    WrongState(OrderStatus),
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("unexpected reply from the inventory: {0}")]
+    Protocol(String),
+}
+
+/// The inventory port. Every method touching one sale is atomic for that sale.
+#[async_trait]
+pub trait Inventory: Send + Sync + 'static {
+    /// Whether the sale has live state.
+    async fn has_sale(&self, sale_id: Uuid) -> Result<bool, InventoryError>;
+    /// Overwrites the sale's counters with the seed (reservations are dropped:
+    /// stock held by them comes back). The sale's marker is written last.
+    async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError>;
+    /// One rebuilder per sale across nodes; `false` when another holds it.
+    async fn lock_rebuild(&self, sale_id: Uuid, ttl_ms: u64) -> Result<bool, InventoryError>;
+    async fn unlock_rebuild(&self, sale_id: Uuid) -> Result<(), InventoryError>;
+
+    /// Ended closes every product too. Returns the changed levels.
+    async fn set_sale_status(
+        &self,
+        sale_id: Uuid,
+        status: SaleStatus,
+        skus: &[String],
+    ) -> Result<Vec<StockLevel>, InventoryError>;
+    async fn add_product(
+        &self,
+        sale_id: Uuid,
+        seed: &ProductSeed,
+    ) -> Result<StockLevel, InventoryError>;
+    /// `None` when the product has no live state.
+    async fn set_product_status(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        status: ProductStatus,
+    ) -> Result<Option<StockLevel>, InventoryError>;
+    async fn restock(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        add: i64,
+    ) -> Result<Option<StockLevel>, InventoryError>;
+    /// Levels in the order asked; `None` for a SKU without live state.
+    async fn levels(
+        &self,
+        sale_id: Uuid,
+        skus: &[String],
+    ) -> Result<Vec<Option<StockLevel>>, InventoryError>;
+    /// Users holding (reserved or completed) some of the SKU.
+    async fn holders(&self, sale_id: Uuid, sku: &str) -> Result<Vec<String>, InventoryError>;
+    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError>;
+
+    async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError>;
+    /// Writes the final answer of a key that is pending for `order_id`.
+    async fn store_answer(
+        &self,
+        sale_id: Uuid,
+        user_id: &str,
+        key: &str,
+        fingerprint: &str,
+        answer: &Stored,
+    ) -> Result<(), InventoryError>;
+    /// The earlier answer for a key, if any (used to wait out a pending one).
+    async fn stored_answer(
+        &self,
+        sale_id: Uuid,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<(String, Stored)>, InventoryError>;
+
+    async fn order(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Option<LiveOrder>, InventoryError>;
+    /// Which sale an order belongs to, for lookups by order id alone.
+    async fn locate(&self, order_id: Uuid) -> Result<Option<Uuid>, InventoryError>;
+    /// Records the order in the locator and the user's list (after admission).
+    async fn index_order(&self, order: &Order) -> Result<(), InventoryError>;
+    /// The user's orders the inventory still holds, newest first.
+    async fn user_orders(&self, user_id: &str) -> Result<Vec<LiveOrder>, InventoryError>;
+
+    async fn begin_pay(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<PayStart, InventoryError>;
+    /// Back to `reserved` with its old deadline (the commit failed).
+    async fn abort_pay(&self, sale_id: Uuid, order_id: Uuid) -> Result<(), InventoryError>;
+    /// Reservation -> sold, after PostgreSQL committed the order. Idempotent.
+    async fn confirm(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        completed_at_ms: i64,
+        payment_ref: Option<&str>,
+    ) -> Result<Option<StockLevel>, InventoryError>;
+    /// Returns the order's stock and limit; its status becomes `to`. When the
+    /// key is still pending for this order it is forgotten, so a retry is fresh.
+    async fn release(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        to: OrderStatus,
+        from: ReleaseFrom,
+    ) -> Result<Released, InventoryError>;
+
+    /// Sales the reaper must visit.
+    async fn reap_sales(&self) -> Result<Vec<Uuid>, InventoryError>;
+    async fn forget_reap_sale(&self, sale_id: Uuid) -> Result<(), InventoryError>;
+    /// Takes up to `max` admissions whose deadline passed; each is leased for
+    /// `lease_ms` so no other node takes it meanwhile.
+    async fn claim_due(
+        &self,
+        sale_id: Uuid,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<Uuid>, InventoryError>;
+    /// Admissions still held (reserved, paying or in commit).
+    async fn held_count(&self, sale_id: Uuid) -> Result<u64, InventoryError>;
+
+    async fn ping(&self) -> Result<(), InventoryError>;
+}

@@ -1,0 +1,270 @@
+//! lychee-live: live-stream commerce. Flash drops during a broadcast, every
+//! box sold exactly once. See `docs/architecture.md` for the map.
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod hub;
+pub mod identity;
+pub mod inventory;
+pub mod orders;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::postgres::PgCatalog;
+use crate::catalog::sqlite::SqliteCatalog;
+use crate::catalog::{Catalog, CatalogStore};
+use crate::clock::Clock;
+use crate::config::{ConfigError, Mode, Secret};
+use crate::http::ratelimit::RateLimiter;
+use crate::http::AppState;
+use crate::hub::{EventBus, LocalBus, RedisBus, StockPublisher};
+use crate::identity::TokenKeys;
+use crate::inventory::memory::MemoryInventory;
+use crate::inventory::redis::RedisInventory;
+use crate::inventory::Inventory;
+use crate::orders::batch::BatchWriter;
+use crate::orders::postgres::PgOrders;
+use crate::orders::rebuild::{RebuildError, Rebuilder};
+use crate::orders::sqlite::SqliteOrders;
+use crate::orders::{OrderStore, Orders};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("rebuilding live state: {0}")]
+    Rebuild(#[from] RebuildError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("another lychee-live process uses the data dir {0}")]
+    DataDirBusy(String),
+    #[error("seeding the demo sale: {0}")]
+    Seed(String),
+}
+
+/// Everything a node needs to start, already validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub secret: Secret,
+    pub redis_prefix: String,
+    pub guests: bool,
+}
+
+/// Pool bounds: a node never waits long for a connection, it answers 503.
+const PG_MAX_CONNECTIONS: u32 = 16;
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Guest sign-ups: a burst of 20 per IP, then one every 3 s.
+const GUEST_BURST: u32 = 20;
+const GUEST_PER_SEC: f64 = 1.0 / 3.0;
+
+pub mod migrations {
+    pub static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+    pub static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+}
+
+/// The storage of one mode, chosen once.
+pub struct Backends {
+    pub catalog: Arc<dyn CatalogStore>,
+    pub orders: Arc<dyn OrderStore>,
+    pub inventory: Arc<dyn Inventory>,
+    pub bus: Arc<dyn EventBus>,
+    /// Holds the embedded data dir's lock for the life of the process.
+    _lock: Option<std::fs::File>,
+}
+
+pub async fn connect_postgres(url: &str) -> Result<sqlx::PgPool, StartError> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(PG_MAX_CONNECTIONS)
+        .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+        .connect(url)
+        .await?;
+    migrations::POSTGRES.run(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn connect_redis(
+    url: &str,
+) -> Result<(redis::Client, redis::aio::ConnectionManager), StartError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(2);
+    let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
+    Ok((client, conn))
+}
+
+/// Opens the embedded data dir: one process at a time.
+pub async fn open_sqlite(data_dir: &Path) -> Result<(sqlx::SqlitePool, std::fs::File), StartError> {
+    std::fs::create_dir_all(data_dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("lock"))?;
+    if lock.try_lock().is_err() {
+        return Err(StartError::DataDirBusy(data_dir.display().to_string()));
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data_dir.join("lychee.db"))
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await?;
+    migrations::SQLITE.run(&pool).await?;
+    Ok((pool, lock))
+}
+
+impl Backends {
+    pub async fn open(
+        settings: &Settings,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, StartError> {
+        match &settings.mode {
+            Mode::Production {
+                database_url,
+                redis_url,
+            } => {
+                let pool = connect_postgres(database_url).await?;
+                let (client, conn) = connect_redis(redis_url).await?;
+                Ok(Backends {
+                    catalog: Arc::new(PgCatalog::new(pool.clone())),
+                    orders: Arc::new(PgOrders::new(pool)),
+                    inventory: Arc::new(RedisInventory::new(conn.clone(), &settings.redis_prefix)),
+                    bus: RedisBus::start(client, conn, &settings.redis_prefix, shutdown.clone()),
+                    _lock: None,
+                })
+            }
+            Mode::Embedded { data_dir } => {
+                let (pool, lock) = open_sqlite(data_dir).await?;
+                Ok(Backends {
+                    catalog: Arc::new(SqliteCatalog::new(pool.clone())),
+                    orders: Arc::new(SqliteOrders::new(pool)),
+                    inventory: Arc::new(MemoryInventory::new()),
+                    bus: Arc::new(LocalBus::new()),
+                    _lock: Some(lock),
+                })
+            }
+        }
+    }
+
+    pub fn rebuilder(&self) -> Arc<Rebuilder> {
+        Arc::new(Rebuilder::new(
+            self.catalog.clone(),
+            self.orders.clone(),
+            self.inventory.clone(),
+        ))
+    }
+}
+
+/// A started node: its state and background workers, not yet listening.
+pub struct Node {
+    pub state: AppState,
+    pub rebuilder: Arc<Rebuilder>,
+    shutdown: CancellationToken,
+    workers: tokio_util::task::TaskTracker,
+    _backends: Backends,
+}
+
+impl Node {
+    /// Connects, migrates, rebuilds missing live state and starts the workers.
+    pub async fn start(
+        settings: Settings,
+        clock: Arc<Clock>,
+        shutdown: CancellationToken,
+    ) -> Result<Node, StartError> {
+        let backends = Backends::open(&settings, &shutdown).await?;
+        let rebuilder = backends.rebuilder();
+        let rebuilt = rebuilder.reconcile(false).await?;
+        if rebuilt > 0 {
+            tracing::info!(rebuilt, "rebuilt live state of sales from the database");
+        }
+        let workers = tokio_util::task::TaskTracker::new();
+        let stock = StockPublisher::new(backends.bus.clone());
+        workers.spawn(stock.clone().run(shutdown.clone()));
+        let catalog = Arc::new(Catalog::new(
+            backends.catalog.clone(),
+            backends.inventory.clone(),
+            rebuilder.clone(),
+            backends.bus.clone(),
+            stock.clone(),
+            clock.clone(),
+        ));
+        let writer = BatchWriter::start(backends.orders.clone(), shutdown.clone());
+        let orders = Arc::new(Orders::new(
+            backends.inventory.clone(),
+            backends.orders.clone(),
+            catalog.clone(),
+            writer,
+            rebuilder.clone(),
+            backends.bus.clone(),
+            stock,
+            clock.clone(),
+        ));
+        workers.spawn(orders.clone().follow_events(shutdown.clone()));
+        workers.spawn(orders::reaper::run(orders.clone(), shutdown.clone()));
+        let state = AppState {
+            keys: Arc::new(
+                TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
+            ),
+            catalog,
+            orders,
+            guests: settings.guests,
+            guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
+            clock,
+        };
+        Ok(Node {
+            state,
+            rebuilder,
+            shutdown,
+            workers,
+            _backends: backends,
+        })
+    }
+
+    /// Serves until `shutdown`, then lets in-flight requests and workers finish.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), StartError> {
+        let app = http::app(self.state.clone());
+        let shutdown = self.shutdown.clone();
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+        self.workers.close();
+        self.workers.wait().await;
+        Ok(())
+    }
+}
+
+/// Starts a node on `listener` and serves until `shutdown`.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let node = Node::start(settings, Arc::new(Clock::default()), shutdown).await?;
+    node.serve(listener).await
+}

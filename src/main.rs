@@ -1,0 +1,140 @@
+//! The `lychee-live` binary: parses the command line and calls the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use lychee_live::config::{resolve_secret, Cli, Command, Mode, ServeArgs};
+use lychee_live::identity::{Identity, TokenKeys};
+use lychee_live::{demo, Backends, Node, Settings};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lychee-live: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lychee-live: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn dispatch(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Migrate(store)) => {
+            match store.mode()? {
+                Mode::Production { database_url, .. } => {
+                    lychee_live::connect_postgres(&database_url).await?;
+                }
+                Mode::Embedded { data_dir } => {
+                    lychee_live::open_sqlite(&data_dir).await?;
+                }
+            }
+            println!("migrations applied");
+            Ok(())
+        }
+        Some(Command::Token(args)) => {
+            let mode = args.store.mode()?;
+            let secret = resolve_secret(&mode, args.secret.jwt_secret)?;
+            let who = Identity {
+                user_id: args.sub,
+                name: args.name,
+                role: args.role.parse()?,
+            };
+            let minted =
+                TokenKeys::new(&secret)?.mint(&who, args.ttl.into(), chrono::Utc::now())?;
+            println!("{}", minted.token);
+            Ok(())
+        }
+        Some(Command::Reconcile(args)) => {
+            let mode = args.store.mode()?;
+            if matches!(mode, Mode::Embedded { .. }) {
+                println!("embedded mode: live state is rebuilt at every start; nothing to do");
+                return Ok(());
+            }
+            let settings = Settings {
+                mode,
+                secret: Default::default(),
+                redis_prefix: args.store.redis_prefix,
+                guests: false,
+            };
+            let shutdown = CancellationToken::new();
+            let backends = Backends::open(&settings, &shutdown).await?;
+            let n = backends.rebuilder().reconcile(args.force).await?;
+            shutdown.cancel();
+            println!("rebuilt {n} sale(s)");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Error> {
+    let mode = args.store.mode()?;
+    let secret = resolve_secret(&mode, args.secret.jwt_secret)?;
+    let embedded = matches!(mode, Mode::Embedded { .. });
+    let settings = Settings {
+        mode,
+        secret,
+        redis_prefix: args.store.redis_prefix,
+        guests: args.guests.unwrap_or(embedded),
+    };
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let clock = Arc::new(lychee_live::clock::Clock::default());
+    let node = Node::start(settings, clock, shutdown.clone()).await?;
+    if embedded {
+        let demo = demo::seed(&node.state).await?;
+        println!("{}", demo::banner(&node.state, &demo, addr)?);
+    }
+    tracing::info!(
+        mode = if embedded { "embedded" } else { "production" },
+        %addr,
+        "lychee-live ready"
+    );
+    tokio::spawn(wait_for_signal(shutdown));
+    node.serve(listener).await?;
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

@@ -1,0 +1,317 @@
+//! Completed orders in PostgreSQL, committed in batches (group commit).
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
+use crate::catalog::StoreError;
+
+pub struct PgOrders {
+    pool: PgPool,
+}
+
+impl PgOrders {
+    pub fn new(pool: PgPool) -> Self {
+        PgOrders { pool }
+    }
+}
+
+const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
+     currency, created_at, expires_at, completed_at, payment_ref";
+
+fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
+    Ok(Order {
+        id: row.try_get("id")?,
+        sale_id: row.try_get("sale_id")?,
+        sku: row.try_get("sku")?,
+        qty: row.try_get("qty")?,
+        unit_price_cents: row.try_get("unit_price_cents")?,
+        total_cents: row.try_get("total_cents")?,
+        currency: row.try_get("currency")?,
+        user_id: row.try_get("user_id")?,
+        status: OrderStatus::Completed,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        completed_at: row.try_get("completed_at")?,
+        payment_ref: row.try_get("payment_ref")?,
+    })
+}
+
+/// Inserts the orders not yet present; returns the ids inserted.
+async fn insert_new(
+    tx: &mut Transaction<'_, Postgres>,
+    batch: &[&CompletedOrder],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let inserted: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
+           currency, idempotency_key, created_at, expires_at, completed_at, payment_ref) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], \
+           $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::timestamptz[], \
+           $11::timestamptz[], $12::timestamptz[], $13::text[]) \
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(batch.iter().map(|c| c.order.id).collect::<Vec<_>>())
+    .bind(batch.iter().map(|c| c.order.sale_id).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.sku.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.user_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|c| c.order.qty).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.unit_price_cents)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.total_cents)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.currency.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|c| c.order.created_at).collect::<Vec<_>>())
+    .bind(batch.iter().map(|c| c.order.expires_at).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.completed_at.unwrap_or(c.order.created_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.payment_ref.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(inserted.into_iter().collect())
+}
+
+/// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock` failed.
+async fn raise_sold(
+    tx: &mut Transaction<'_, Postgres>,
+    per_sku: &HashMap<(Uuid, &str), i64>,
+) -> Result<bool, StoreError> {
+    if per_sku.is_empty() {
+        return Ok(true);
+    }
+    let sales: Vec<Uuid> = per_sku.keys().map(|(s, _)| *s).collect();
+    let skus: Vec<&str> = per_sku.keys().map(|(_, k)| *k).collect();
+    let adds: Vec<i64> = per_sku.values().copied().collect();
+    let updated = sqlx::query(
+        "UPDATE products p SET sold = p.sold + d.n \
+         FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS d(sale_id, sku, n) \
+         WHERE p.sale_id = d.sale_id AND p.sku = d.sku AND p.sold + d.n <= p.stock",
+    )
+    .bind(sales)
+    .bind(skus)
+    .bind(adds)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(updated == per_sku.len() as u64)
+}
+
+impl PgOrders {
+    /// What is already there for an order that was not inserted: the same id,
+    /// or another order made with the same key.
+    async fn existing_for(&self, c: &CompletedOrder) -> Result<Option<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 \
+             OR (sale_id = $2 AND user_id = $3 AND idempotency_key = $4) LIMIT 1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.order.id)
+            .bind(c.order.sale_id)
+            .bind(&c.order.user_id)
+            .bind(&c.key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    /// The whole batch in one transaction; `None` if a guard failed (rolled back).
+    async fn commit_all(
+        &self,
+        batch: &[CompletedOrder],
+    ) -> Result<Option<HashSet<Uuid>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let refs: Vec<&CompletedOrder> = batch.iter().collect();
+        let inserted = insert_new(&mut tx, &refs).await?;
+        let mut per_sku: HashMap<(Uuid, &str), i64> = HashMap::new();
+        for c in batch.iter().filter(|c| inserted.contains(&c.order.id)) {
+            *per_sku
+                .entry((c.order.sale_id, c.order.sku.as_str()))
+                .or_default() += c.order.qty;
+        }
+        if !raise_sold(&mut tx, &per_sku).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(inserted))
+    }
+
+    /// After a failed guard: each order alone, so those that fit still ship.
+    async fn commit_one(&self, c: &CompletedOrder) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_new(&mut tx, &[c]).await?;
+        let mut per_sku = HashMap::new();
+        if !inserted.is_empty() {
+            per_sku.insert((c.order.sale_id, c.order.sku.as_str()), c.order.qty);
+        }
+        if !raise_sold(&mut tx, &per_sku).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(!inserted.is_empty())
+    }
+}
+
+#[async_trait]
+impl OrderStore for PgOrders {
+    async fn commit(&self, batch: &[CompletedOrder]) -> Result<Vec<Commit>, StoreError> {
+        let mut out = Vec::with_capacity(batch.len());
+        match self.commit_all(batch).await? {
+            Some(inserted) => {
+                for c in batch {
+                    if inserted.contains(&c.order.id) {
+                        out.push(Commit::Committed);
+                    } else {
+                        out.push(self.existing_outcome(c).await?);
+                    }
+                }
+            }
+            None => {
+                for c in batch {
+                    if self.commit_one(c).await? {
+                        out.push(Commit::Committed);
+                    } else {
+                        match self.existing_for(c).await? {
+                            Some(o) => out.push(Commit::Existing(o)),
+                            None => out.push(Commit::SoldOut),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn existing(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM orders WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn user_orders(&self, user_id: &str, limit: i64) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
+    async fn holdings(&self, sale_id: Uuid) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sku, user_id, SUM(qty)::bigint AS qty FROM orders \
+             WHERE sale_id = $1 GROUP BY sku, user_id",
+        )
+        .bind(sale_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("sku")?, r.try_get("user_id")?, r.try_get("qty")?)))
+            .collect()
+    }
+
+    async fn completed_page(
+        &self,
+        sale_id: Uuid,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
+             AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) \
+             ORDER BY created_at, id LIMIT $4"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1).unwrap_or_default())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
+    async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(total_cents), 0)::bigint FROM orders WHERE sale_id = $1",
+        )
+        .bind(sale_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+impl PgOrders {
+    async fn existing_outcome(&self, c: &CompletedOrder) -> Result<Commit, StoreError> {
+        match self.existing_for(c).await? {
+            Some(o) => Ok(Commit::Existing(o)),
+            // Not inserted and not found: a conflicting row vanished; impossible
+            // without deletes, so say so rather than claim success.
+            None => Err(StoreError::Corrupt(format!(
+                "order {} neither new nor present",
+                c.order.id
+            ))),
+        }
+    }
+}

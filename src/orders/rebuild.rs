@@ -1,0 +1,122 @@
+//! Rebuilding a sale's live state from PostgreSQL (stock − sold), at start-up,
+//! on `lychee-live reconcile`, and whenever a node finds it missing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::OrderStore;
+use crate::catalog::{CatalogStore, SaleStatus, StoreError};
+use crate::inventory::{Inventory, InventoryError, ProductSeed, SaleSeed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error("another node is rebuilding the sale")]
+    Busy,
+}
+
+/// Long enough for a sale with thousands of products and buyers.
+const LOCK_TTL_MS: u64 = 10_000;
+/// How long a node waits for another node's rebuild before answering 503.
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(3);
+
+pub struct Rebuilder {
+    catalog: Arc<dyn CatalogStore>,
+    orders: Arc<dyn OrderStore>,
+    inventory: Arc<dyn Inventory>,
+}
+
+impl Rebuilder {
+    pub fn new(
+        catalog: Arc<dyn CatalogStore>,
+        orders: Arc<dyn OrderStore>,
+        inventory: Arc<dyn Inventory>,
+    ) -> Self {
+        Rebuilder {
+            catalog,
+            orders,
+            inventory,
+        }
+    }
+
+    /// Makes sure the sale has live state, rebuilding it if missing.
+    pub async fn ensure(&self, sale_id: Uuid) -> Result<(), RebuildError> {
+        if self.inventory.has_sale(sale_id).await? {
+            return Ok(());
+        }
+        self.rebuild(sale_id, false).await
+    }
+
+    /// Rebuilds under a lock shared by all nodes; `force` rebuilds even when
+    /// the state is present (reservations held only in Redis are dropped).
+    pub async fn rebuild(&self, sale_id: Uuid, force: bool) -> Result<(), RebuildError> {
+        if !self.inventory.lock_rebuild(sale_id, LOCK_TTL_MS).await? {
+            return self.wait_for_other(sale_id).await;
+        }
+        let result = self.rebuild_locked(sale_id, force).await;
+        if let Err(e) = self.inventory.unlock_rebuild(sale_id).await {
+            tracing::warn!(error = %e, %sale_id, "rebuild lock not released; it expires");
+        }
+        result
+    }
+
+    async fn rebuild_locked(&self, sale_id: Uuid, force: bool) -> Result<(), RebuildError> {
+        if !force && self.inventory.has_sale(sale_id).await? {
+            return Ok(());
+        }
+        let Some(sale) = self.catalog.sale(sale_id).await? else {
+            return Ok(());
+        };
+        let products = self.catalog.products(sale_id).await?;
+        let holdings = self.orders.holdings(sale_id).await?;
+        let seed = SaleSeed {
+            sale_id,
+            status: sale.status,
+            products: products
+                .into_iter()
+                .map(|p| ProductSeed {
+                    sku: p.sku,
+                    stock: p.stock,
+                    sold: p.sold,
+                    per_user_limit: p.per_user_limit,
+                    status: p.status,
+                })
+                .collect(),
+            holdings,
+        };
+        self.inventory.install(&seed).await?;
+        tracing::info!(%sale_id, "rebuilt live state from the database");
+        Ok(())
+    }
+
+    async fn wait_for_other(&self, sale_id: Uuid) -> Result<(), RebuildError> {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.inventory.has_sale(sale_id).await? {
+                return Ok(());
+            }
+        }
+        Err(RebuildError::Busy)
+    }
+
+    /// Every scheduled or live sale: rebuilt where missing (or always, with `force`).
+    /// Returns how many were rebuilt.
+    pub async fn reconcile(&self, force: bool) -> Result<usize, RebuildError> {
+        let mut rebuilt = 0;
+        for status in [SaleStatus::Live, SaleStatus::Scheduled] {
+            for sale in self.catalog.sales(Some(status), i64::MAX).await? {
+                if force || !self.inventory.has_sale(sale.id).await? {
+                    self.rebuild(sale.id, force).await?;
+                    rebuilt += 1;
+                }
+            }
+        }
+        Ok(rebuilt)
+    }
+}

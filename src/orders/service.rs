@@ -1,0 +1,676 @@
+//! The buy path: Redis admits, PostgreSQL decides. Also pay, cancel and reads.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use uuid::Uuid;
+
+use super::batch::{BatchWriter, WriteError};
+use super::rebuild::{RebuildError, Rebuilder};
+use super::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
+use crate::catalog::service::CatalogError;
+use crate::catalog::{validate, Catalog, Checkout, StoreError};
+use crate::clock::Clock;
+use crate::hub::{EventBus, SaleEvent, StockPublisher};
+use crate::identity::{Identity, Role};
+use crate::inventory::{
+    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, Rejection,
+    ReleaseFrom, Released, StockLevel, Stored,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("not your order")]
+    Forbidden,
+    #[error("refused")]
+    Rejected(Rejection),
+    #[error("this Idempotency-Key was used with another body")]
+    IdempotencyMismatch,
+    #[error("the reservation has expired")]
+    ReservationExpired,
+    #[error("{0}")]
+    InvalidState(&'static str),
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
+}
+
+impl From<WriteError> for OrderError {
+    fn from(_: WriteError) -> Self {
+        OrderError::Unavailable("orders cannot be recorded right now; try again")
+    }
+}
+
+/// A buy attempt as parsed from REST or WebSocket.
+#[derive(Debug, Clone)]
+pub struct BuyRequest {
+    pub sale_id: Uuid,
+    pub key: String,
+    pub sku: String,
+    pub qty: i64,
+}
+
+/// No per-user limit exceeds this, so a larger quantity is a malformed request.
+pub const MAX_QTY: i64 = 1000;
+/// How long the reaper leaves an instant order or a payment in commit alone.
+const COMMIT_LEASE_MS: i64 = 30_000;
+/// How long a replay waits for the first attempt's answer.
+const PENDING_WAIT: Duration = Duration::from_secs(5);
+/// After this a sold-out flag is checked against Redis again, covering a
+/// release or restock announced while this node's subscription was down.
+const SOLD_OUT_TTL: Duration = Duration::from_secs(1);
+const MY_ORDERS_LIMIT: i64 = 100;
+
+/// Node-local knowledge that a SKU is sold out, with the users who hold some
+/// of it: only they can have an admitted order to replay, so everybody else
+/// is answered `sold_out` without a Redis round trip.
+#[derive(Default)]
+pub struct SoldOut {
+    flags: Mutex<HashMap<(Uuid, String), SoldOutFlag>>,
+}
+
+struct SoldOutFlag {
+    since: Instant,
+    ver: i64,
+    holders: Arc<HashSet<String>>,
+}
+
+impl SoldOut {
+    /// Short sections, no await: std mutex.
+    fn answers(&self, sale_id: Uuid, sku: &str, user: &str) -> bool {
+        let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        match flags.get(&(sale_id, sku.to_owned())) {
+            Some(f) => f.since.elapsed() < SOLD_OUT_TTL && !f.holders.contains(user),
+            None => false,
+        }
+    }
+
+    fn set(&self, sale_id: Uuid, sku: &str, ver: i64, holders: HashSet<String>) {
+        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (sale_id, sku.to_owned());
+        if flags.get(&key).is_some_and(|f| f.ver > ver) {
+            return;
+        }
+        flags.insert(
+            key,
+            SoldOutFlag {
+                since: Instant::now(),
+                ver,
+                holders: Arc::new(holders),
+            },
+        );
+    }
+
+    /// A level with stock left (a release, a restock) clears the flag.
+    pub fn observe(&self, sale_id: Uuid, level: &StockLevel) -> bool {
+        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (sale_id, level.sku.clone());
+        match flags.get(&key) {
+            Some(f) if f.ver > level.ver => false,
+            Some(_) if level.remaining > 0 => {
+                flags.remove(&key);
+                false
+            }
+            Some(_) => false,
+            // Sold out, not flagged yet: the caller fetches the holders.
+            None => level.remaining <= 0,
+        }
+    }
+}
+
+pub struct Orders {
+    inventory: Arc<dyn Inventory>,
+    store: Arc<dyn OrderStore>,
+    catalog: Arc<Catalog>,
+    writer: BatchWriter,
+    rebuild: Arc<Rebuilder>,
+    bus: Arc<dyn EventBus>,
+    stock: Arc<StockPublisher>,
+    clock: Arc<Clock>,
+    sold_out: SoldOut,
+}
+
+fn fingerprint(sku: &str, qty: i64) -> String {
+    format!("{sku}:{qty}")
+}
+
+fn to_json(order: &Order) -> Result<String, OrderError> {
+    serde_json::to_string(order).map_err(|_| OrderError::Unavailable("order not serializable"))
+}
+
+/// The first answer to a buy: the order's JSON as sent, or a refusal.
+pub type BuyAnswer = Result<String, OrderError>;
+
+impl Orders {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        inventory: Arc<dyn Inventory>,
+        store: Arc<dyn OrderStore>,
+        catalog: Arc<Catalog>,
+        writer: BatchWriter,
+        rebuild: Arc<Rebuilder>,
+        bus: Arc<dyn EventBus>,
+        stock: Arc<StockPublisher>,
+        clock: Arc<Clock>,
+    ) -> Self {
+        Orders {
+            inventory,
+            store,
+            catalog,
+            writer,
+            rebuild,
+            bus,
+            stock,
+            clock,
+            sold_out: SoldOut::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn OrderStore> {
+        &self.store
+    }
+
+    /// Validates a buy's inputs; the same rules for REST and WebSocket.
+    pub fn check_request(key: &str, sku: &str, qty: i64) -> Result<(), OrderError> {
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(OrderError::Invalid(
+                "Idempotency-Key must be 1..=128 characters".into(),
+            ));
+        }
+        validate::sku(sku).map_err(|e| OrderError::Invalid(e.0))?;
+        if !(1..=MAX_QTY).contains(&qty) {
+            return Err(OrderError::Invalid(format!("qty must be 1..={MAX_QTY}")));
+        }
+        Ok(())
+    }
+
+    /// Buys as `who`. `Ok` carries the order JSON to send with 201.
+    pub async fn buy(&self, who: &Identity, req: BuyRequest) -> BuyAnswer {
+        Self::check_request(&req.key, &req.sku, req.qty)?;
+        let facts = self
+            .catalog
+            .facts(req.sale_id, Some(&req.sku))
+            .await?
+            .ok_or(OrderError::NotFound("sale"))?;
+        let product = facts
+            .products
+            .get(&req.sku)
+            .ok_or(OrderError::NotFound("product"))?;
+        if self.sold_out.answers(req.sale_id, &req.sku, &who.user_id) {
+            metrics_sold_out_fast_path();
+            return Err(OrderError::Rejected(Rejection::SoldOut));
+        }
+        let now = self.clock.now();
+        let instant = facts.checkout == Checkout::Instant;
+        let expires_at =
+            (!instant).then(|| now + TimeDelta::seconds(facts.reservation_ttl_secs.into()));
+        let order = Order {
+            id: Uuid::now_v7(),
+            sale_id: req.sale_id,
+            sku: req.sku.clone(),
+            qty: req.qty,
+            unit_price_cents: product.price_cents,
+            total_cents: product.price_cents * req.qty,
+            currency: product.currency.clone(),
+            user_id: who.user_id.clone(),
+            status: OrderStatus::Reserved,
+            created_at: now,
+            expires_at,
+            completed_at: None,
+            payment_ref: None,
+        };
+        let fp = fingerprint(&req.sku, req.qty);
+        let admit = AdmitRequest {
+            sale_id: req.sale_id,
+            user_id: who.user_id.clone(),
+            key: req.key.clone(),
+            fingerprint: fp.clone(),
+            final_answer: if instant {
+                None
+            } else {
+                Some(to_json(&order)?)
+            },
+            deadline_ms: match expires_at {
+                Some(e) => e.timestamp_millis(),
+                None => now.timestamp_millis() + COMMIT_LEASE_MS,
+            },
+            order,
+        };
+        let mut admission = self.inventory.admit(&admit).await?;
+        if admission == Admission::Missing {
+            self.rebuild.ensure(req.sale_id).await?;
+            admission = self.inventory.admit(&admit).await?;
+        }
+        match admission {
+            Admission::Admitted(level) => {
+                self.stock_changed(req.sale_id, level).await;
+                if instant {
+                    self.complete_instant(admit).await
+                } else {
+                    self.inventory.index_order(&admit.order).await?;
+                    admit
+                        .final_answer
+                        .ok_or(OrderError::Unavailable("reservation without an answer"))
+                }
+            }
+            Admission::Rejected(r) => {
+                if r == Rejection::SoldOut {
+                    self.learn_sold_out(req.sale_id, &req.sku).await;
+                }
+                Err(OrderError::Rejected(r))
+            }
+            Admission::Replay(stored) => self.replay(who, &req, stored).await,
+            Admission::Mismatch => Err(OrderError::IdempotencyMismatch),
+            Admission::Missing => Err(OrderError::Unavailable("the sale is being rebuilt")),
+        }
+    }
+
+    /// Instant checkout: the reply waits for PostgreSQL.
+    async fn complete_instant(&self, admit: AdmitRequest) -> BuyAnswer {
+        let mut order = admit.order;
+        let sale_id = order.sale_id;
+        order.status = OrderStatus::Completed;
+        order.completed_at = Some(order.created_at);
+        let committed = self
+            .writer
+            .commit(CompletedOrder {
+                order: order.clone(),
+                key: admit.key.clone(),
+            })
+            .await;
+        let answer = match committed {
+            Ok(Commit::Committed) => {
+                let level = self
+                    .inventory
+                    .confirm(sale_id, order.id, order.created_at.timestamp_millis(), None)
+                    .await;
+                if let Ok(Some(level)) = level {
+                    self.stock_changed(sale_id, level).await;
+                }
+                Stored::Order(to_json(&order)?)
+            }
+            Ok(Commit::Existing(existing)) => {
+                // Redis forgot the key but PostgreSQL did not: the first order stands.
+                self.give_back(sale_id, order.id, OrderStatus::Cancelled)
+                    .await;
+                Stored::Order(to_json(&existing)?)
+            }
+            Ok(Commit::SoldOut) => {
+                self.give_back(sale_id, order.id, OrderStatus::Cancelled)
+                    .await;
+                Stored::Rejected(Rejection::SoldOut)
+            }
+            Err(e) => {
+                // Not recorded: the stock goes back and the key is forgotten,
+                // so the buyer's retry is a fresh attempt.
+                self.give_back(sale_id, order.id, OrderStatus::Expired)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self
+            .inventory
+            .store_answer(
+                sale_id,
+                &order.user_id,
+                &admit.key,
+                &admit.fingerprint,
+                &answer,
+            )
+            .await
+        {
+            // The order is committed; a replay finds it through PostgreSQL.
+            tracing::warn!(error = %e, "final answer not stored");
+        }
+        match answer {
+            Stored::Order(json) => Ok(json),
+            Stored::Rejected(r) => Err(OrderError::Rejected(r)),
+            Stored::Pending(_) => Err(OrderError::Unavailable("order in progress")),
+        }
+    }
+
+    async fn give_back(&self, sale_id: Uuid, order_id: Uuid, to: OrderStatus) {
+        match self
+            .inventory
+            .release(sale_id, order_id, to, ReleaseFrom::AnyHolding)
+            .await
+        {
+            Ok(Released::Done(level)) => self.stock_changed(sale_id, level).await,
+            Ok(_) => {}
+            // The reaper returns it when the lease ends, after checking PostgreSQL.
+            Err(e) => tracing::warn!(error = %e, %order_id, "stock not returned now"),
+        }
+    }
+
+    async fn replay(&self, who: &Identity, req: &BuyRequest, stored: Stored) -> BuyAnswer {
+        let deadline = Instant::now() + PENDING_WAIT;
+        let mut stored = stored;
+        loop {
+            match stored {
+                Stored::Order(json) => return Ok(json),
+                Stored::Rejected(r) => return Err(OrderError::Rejected(r)),
+                Stored::Pending(order_id) => {
+                    if let Some(order) = self.store.order(order_id).await? {
+                        return to_json(&order);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(OrderError::Unavailable(
+                            "the first attempt with this key is still in progress",
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    match self
+                        .inventory
+                        .stored_answer(req.sale_id, &who.user_id, &req.key)
+                        .await?
+                    {
+                        Some((_, s)) => stored = s,
+                        // Released meanwhile: the first attempt failed; try afresh.
+                        None => return Box::pin(self.buy(who, req.clone())).await,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn stock_changed(&self, sale_id: Uuid, level: StockLevel) {
+        let sold_out = self.sold_out.observe(sale_id, &level);
+        let sku = level.sku.clone();
+        self.stock.changed(sale_id, level);
+        if sold_out {
+            self.learn_sold_out(sale_id, &sku).await;
+        }
+    }
+
+    /// Flags the SKU sold out on this node, with its current holders.
+    async fn learn_sold_out(&self, sale_id: Uuid, sku: &str) {
+        let levels = self.inventory.levels(sale_id, &[sku.to_owned()]).await;
+        let Ok(Some(Some(level))) = levels.map(|l| l.into_iter().next()) else {
+            return;
+        };
+        if level.remaining > 0 {
+            return;
+        }
+        match self.inventory.holders(sale_id, sku).await {
+            Ok(h) => self
+                .sold_out
+                .set(sale_id, sku, level.ver, h.into_iter().collect()),
+            Err(e) => tracing::warn!(error = %e, "sold-out holders unavailable"),
+        }
+    }
+
+    /// Keeps the fast path in step with stock events from every node.
+    pub async fn follow_events(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut rx = self.bus.subscribe();
+        loop {
+            let env = tokio::select! {
+                env = rx.recv() => env,
+                _ = shutdown.cancelled() => return,
+            };
+            match env {
+                Ok(env) => {
+                    if let SaleEvent::Stock(level) = &env.event {
+                        if self.sold_out.observe(env.sale_id, level) {
+                            self.learn_sold_out(env.sale_id, &level.sku).await;
+                        }
+                    }
+                }
+                // Missed events: the flags expire on their own within a second.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Where an order is and what it is now: the inventory for reservations,
+    /// PostgreSQL for completed orders (the final word).
+    async fn find(&self, order_id: Uuid) -> Result<(Option<LiveOrder>, Option<Order>), OrderError> {
+        let live = match self.inventory.locate(order_id).await? {
+            Some(sale_id) => self.inventory.order(sale_id, order_id).await?,
+            None => None,
+        };
+        let committed = match &live {
+            Some(l) if l.order.status != OrderStatus::Completed => None,
+            _ => self.store.order(order_id).await?,
+        };
+        Ok((live, committed))
+    }
+
+    pub async fn get(&self, who: &Identity, order_id: Uuid) -> Result<Order, OrderError> {
+        let (live, committed) = self.find(order_id).await?;
+        let order = committed
+            .or(live.map(|l| l.order))
+            .ok_or(OrderError::NotFound("order"))?;
+        if order.user_id == who.user_id || who.role == Role::Operator {
+            return Ok(order);
+        }
+        let host = self.catalog.facts(order.sale_id, None).await?;
+        if host.is_some_and(|f| who.may_manage(&f.host_id)) {
+            Ok(order)
+        } else {
+            Err(OrderError::Forbidden)
+        }
+    }
+
+    pub async fn pay(
+        &self,
+        who: &Identity,
+        order_id: Uuid,
+        payment_ref: &str,
+    ) -> Result<Order, OrderError> {
+        if payment_ref.is_empty() || payment_ref.chars().count() > 128 {
+            return Err(OrderError::Invalid(
+                "payment_ref must be 1..=128 characters".into(),
+            ));
+        }
+        let (live, committed) = self.find(order_id).await?;
+        if let Some(order) = committed {
+            return if order.user_id == who.user_id {
+                Ok(order)
+            } else {
+                Err(OrderError::Forbidden)
+            };
+        }
+        let live = live.ok_or(OrderError::NotFound("order"))?;
+        if live.order.user_id != who.user_id {
+            return Err(OrderError::Forbidden);
+        }
+        let sale_id = live.order.sale_id;
+        let now = self.clock.now();
+        match self
+            .inventory
+            .begin_pay(sale_id, order_id, now.timestamp_millis(), COMMIT_LEASE_MS)
+            .await?
+        {
+            PayStart::Started => {}
+            PayStart::AlreadyCompleted => {
+                return self
+                    .store
+                    .order(order_id)
+                    .await?
+                    .ok_or(OrderError::Unavailable("the order is being recorded"));
+            }
+            PayStart::Expired | PayStart::WrongState(OrderStatus::Expired) => {
+                return Err(OrderError::ReservationExpired)
+            }
+            PayStart::WrongState(OrderStatus::Reserved) => {
+                return Err(OrderError::InvalidState("a payment is already in progress"))
+            }
+            PayStart::WrongState(_) => {
+                return Err(OrderError::InvalidState("the order is not reserved"))
+            }
+            PayStart::NotFound => return Err(OrderError::NotFound("order")),
+        }
+        let mut order = live.order;
+        order.status = OrderStatus::Completed;
+        order.completed_at = Some(now);
+        order.payment_ref = Some(payment_ref.to_owned());
+        let committed = self
+            .writer
+            .commit(CompletedOrder {
+                order: order.clone(),
+                key: live.key,
+            })
+            .await;
+        let order = match committed {
+            Ok(Commit::Committed) => order,
+            Ok(Commit::Existing(existing)) if existing.id == order.id => existing,
+            Ok(Commit::Existing(_)) | Ok(Commit::SoldOut) => {
+                self.give_back(sale_id, order_id, OrderStatus::Expired)
+                    .await;
+                return Err(OrderError::Rejected(Rejection::SoldOut));
+            }
+            Err(e) => {
+                if let Err(e) = self.inventory.abort_pay(sale_id, order_id).await {
+                    tracing::warn!(error = %e, "payment lease not returned; it expires");
+                }
+                return Err(e.into());
+            }
+        };
+        let done_at = order.completed_at.unwrap_or(now).timestamp_millis();
+        match self
+            .inventory
+            .confirm(sale_id, order_id, done_at, order.payment_ref.as_deref())
+            .await
+        {
+            Ok(Some(level)) => self.stock_changed(sale_id, level).await,
+            Ok(None) => {}
+            // Committed: the reaper confirms it later after checking PostgreSQL.
+            Err(e) => tracing::warn!(error = %e, %order_id, "confirm deferred to the reaper"),
+        }
+        self.bus.publish(
+            sale_id,
+            SaleEvent::Order {
+                order: order.clone(),
+            },
+        );
+        Ok(order)
+    }
+
+    pub async fn cancel(&self, who: &Identity, order_id: Uuid) -> Result<Order, OrderError> {
+        let (live, committed) = self.find(order_id).await?;
+        let live = match (live, committed) {
+            (_, Some(o)) if o.user_id != who.user_id => return Err(OrderError::Forbidden),
+            (_, Some(_)) => return Err(OrderError::InvalidState("the order is completed")),
+            (Some(l), None) => l,
+            (None, None) => return Err(OrderError::NotFound("order")),
+        };
+        if live.order.user_id != who.user_id {
+            return Err(OrderError::Forbidden);
+        }
+        let sale_id = live.order.sale_id;
+        match self
+            .inventory
+            .release(
+                sale_id,
+                order_id,
+                OrderStatus::Cancelled,
+                ReleaseFrom::Reserved,
+            )
+            .await?
+        {
+            Released::Done(level) => self.stock_changed(sale_id, level).await,
+            Released::WrongState(OrderStatus::Expired) => {
+                return Err(OrderError::ReservationExpired)
+            }
+            Released::WrongState(_) => {
+                return Err(OrderError::InvalidState(
+                    "only a reserved order can be cancelled",
+                ))
+            }
+            Released::NotFound => return Err(OrderError::NotFound("order")),
+        }
+        let mut order = live.order;
+        order.status = OrderStatus::Cancelled;
+        self.bus.publish(
+            sale_id,
+            SaleEvent::Order {
+                order: order.clone(),
+            },
+        );
+        Ok(order)
+    }
+
+    /// Newest first: completed orders from PostgreSQL, the rest from the inventory.
+    pub async fn mine(&self, who: &Identity) -> Result<Vec<Order>, OrderError> {
+        let mut by_id: HashMap<Uuid, Order> = HashMap::new();
+        for l in self.inventory.user_orders(&who.user_id).await? {
+            by_id.insert(l.order.id, l.order);
+        }
+        for o in self
+            .store
+            .user_orders(&who.user_id, MY_ORDERS_LIMIT)
+            .await?
+        {
+            by_id.insert(o.id, o);
+        }
+        let mut out: Vec<Order> = by_id.into_values().collect();
+        out.sort_by_key(|o| std::cmp::Reverse((o.created_at, o.id)));
+        out.truncate(MY_ORDERS_LIMIT as usize);
+        Ok(out)
+    }
+
+    /// For the reaper: settles one due admission after asking PostgreSQL.
+    pub async fn settle_due(&self, sale_id: Uuid, ids: &[Uuid]) -> Result<(), OrderError> {
+        let committed: HashSet<Uuid> = self.store.existing(ids).await?.into_iter().collect();
+        for &id in ids {
+            if committed.contains(&id) {
+                let done_at = match self.store.order(id).await? {
+                    Some(o) => o.completed_at.unwrap_or(o.created_at).timestamp_millis(),
+                    None => self.clock.now_ms(),
+                };
+                if let Some(level) = self.inventory.confirm(sale_id, id, done_at, None).await? {
+                    self.stock_changed(sale_id, level).await;
+                }
+                continue;
+            }
+            match self
+                .inventory
+                .release(sale_id, id, OrderStatus::Expired, ReleaseFrom::AnyHolding)
+                .await?
+            {
+                Released::Done(level) => {
+                    self.stock_changed(sale_id, level).await;
+                    if let Some(live) = self.inventory.order(sale_id, id).await? {
+                        self.bus
+                            .publish(sale_id, SaleEvent::Order { order: live.order });
+                    }
+                }
+                Released::WrongState(_) | Released::NotFound => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn catalog_status(
+        &self,
+        sale_id: Uuid,
+    ) -> Result<Option<crate::catalog::SaleStatus>, OrderError> {
+        Ok(self.catalog.store().sale(sale_id).await?.map(|s| s.status))
+    }
+
+    pub fn inventory(&self) -> &Arc<dyn Inventory> {
+        &self.inventory
+    }
+
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+}
+
+fn metrics_sold_out_fast_path() {
+    tracing::trace!("sold out, answered locally");
+}

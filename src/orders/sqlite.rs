@@ -1,0 +1,507 @@
+//! Completed orders in SQLite, for the embedded mode: the PostgreSQL store's twin.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
+use crate::catalog::sqlite::{get_opt_time, get_time, get_uuid, time_text};
+use crate::catalog::StoreError;
+
+pub struct SqliteOrders {
+    pool: SqlitePool,
+}
+
+impl SqliteOrders {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteOrders { pool }
+    }
+}
+
+const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
+     currency, created_at, expires_at, completed_at, payment_ref";
+
+/// Ids per `IN (...)` query, well under SQLite's bound-variable limit.
+const IDS_PER_QUERY: usize = 500;
+
+fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
+    Ok(Order {
+        id: get_uuid(row, "id")?,
+        sale_id: get_uuid(row, "sale_id")?,
+        sku: row.try_get("sku")?,
+        qty: row.try_get("qty")?,
+        unit_price_cents: row.try_get("unit_price_cents")?,
+        total_cents: row.try_get("total_cents")?,
+        currency: row.try_get("currency")?,
+        user_id: row.try_get("user_id")?,
+        status: OrderStatus::Completed,
+        created_at: get_time(row, "created_at")?,
+        expires_at: get_opt_time(row, "expires_at")?,
+        completed_at: get_opt_time(row, "completed_at")?,
+        payment_ref: row.try_get("payment_ref")?,
+    })
+}
+
+/// Inserts the orders not yet present; returns the ids inserted.
+async fn insert_new(
+    tx: &mut Transaction<'_, Sqlite>,
+    batch: &[&CompletedOrder],
+) -> Result<HashSet<Uuid>, StoreError> {
+    let mut inserted = HashSet::new();
+    for c in batch {
+        let o = &c.order;
+        let rows = sqlx::query(
+            "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
+               currency, idempotency_key, created_at, expires_at, completed_at, payment_ref) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(o.id.hyphenated())
+        .bind(o.sale_id.hyphenated())
+        .bind(&o.sku)
+        .bind(&o.user_id)
+        .bind(o.qty)
+        .bind(o.unit_price_cents)
+        .bind(o.total_cents)
+        .bind(&o.currency)
+        .bind(&c.key)
+        .bind(time_text(o.created_at))
+        .bind(o.expires_at.map(time_text))
+        .bind(time_text(o.completed_at.unwrap_or(o.created_at)))
+        .bind(o.payment_ref.as_deref())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if rows == 1 {
+            inserted.insert(o.id);
+        }
+    }
+    Ok(inserted)
+}
+
+/// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock` failed.
+async fn raise_sold(
+    tx: &mut Transaction<'_, Sqlite>,
+    per_sku: &HashMap<(Uuid, &str), i64>,
+) -> Result<bool, StoreError> {
+    for (&(sale_id, sku), &n) in per_sku {
+        let updated = sqlx::query(
+            "UPDATE products SET sold = sold + $3 \
+             WHERE sale_id = $1 AND sku = $2 AND sold + $3 <= stock",
+        )
+        .bind(sale_id.hyphenated())
+        .bind(sku)
+        .bind(n)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+impl SqliteOrders {
+    /// What is already there for an order that was not inserted: the same id,
+    /// or another order made with the same key.
+    async fn existing_for(&self, c: &CompletedOrder) -> Result<Option<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 \
+             OR (sale_id = $2 AND user_id = $3 AND idempotency_key = $4) LIMIT 1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.order.id.hyphenated())
+            .bind(c.order.sale_id.hyphenated())
+            .bind(&c.order.user_id)
+            .bind(&c.key)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn existing_outcome(&self, c: &CompletedOrder) -> Result<Commit, StoreError> {
+        match self.existing_for(c).await? {
+            Some(o) => Ok(Commit::Existing(o)),
+            // Not inserted and not found: a conflicting row vanished; impossible
+            // without deletes, so say so rather than claim success.
+            None => Err(StoreError::Corrupt(format!(
+                "order {} neither new nor present",
+                c.order.id
+            ))),
+        }
+    }
+
+    /// The whole batch in one transaction; `None` if a guard failed (rolled back).
+    async fn commit_all(
+        &self,
+        batch: &[CompletedOrder],
+    ) -> Result<Option<HashSet<Uuid>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let refs: Vec<&CompletedOrder> = batch.iter().collect();
+        let inserted = insert_new(&mut tx, &refs).await?;
+        let mut per_sku: HashMap<(Uuid, &str), i64> = HashMap::new();
+        for c in batch.iter().filter(|c| inserted.contains(&c.order.id)) {
+            *per_sku
+                .entry((c.order.sale_id, c.order.sku.as_str()))
+                .or_default() += c.order.qty;
+        }
+        if !raise_sold(&mut tx, &per_sku).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(inserted))
+    }
+
+    /// After a failed guard: each order alone, so those that fit still ship.
+    async fn commit_one(&self, c: &CompletedOrder) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_new(&mut tx, &[c]).await?;
+        let mut per_sku = HashMap::new();
+        if !inserted.is_empty() {
+            per_sku.insert((c.order.sale_id, c.order.sku.as_str()), c.order.qty);
+        }
+        if !raise_sold(&mut tx, &per_sku).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(!inserted.is_empty())
+    }
+}
+
+#[async_trait]
+impl OrderStore for SqliteOrders {
+    async fn commit(&self, batch: &[CompletedOrder]) -> Result<Vec<Commit>, StoreError> {
+        let mut out = Vec::with_capacity(batch.len());
+        match self.commit_all(batch).await? {
+            Some(inserted) => {
+                for c in batch {
+                    if inserted.contains(&c.order.id) {
+                        out.push(Commit::Committed);
+                    } else {
+                        out.push(self.existing_outcome(c).await?);
+                    }
+                }
+            }
+            None => {
+                for c in batch {
+                    if self.commit_one(c).await? {
+                        out.push(Commit::Committed);
+                    } else {
+                        match self.existing_for(c).await? {
+                            Some(o) => out.push(Commit::Existing(o)),
+                            None => out.push(Commit::SoldOut),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn existing(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT id FROM orders WHERE id IN ({placeholders})");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.hyphenated());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                found.push(get_uuid(&row, "id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn user_orders(&self, user_id: &str, limit: i64) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
+    async fn holdings(&self, sale_id: Uuid) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sku, user_id, SUM(qty) AS qty FROM orders \
+             WHERE sale_id = $1 GROUP BY sku, user_id",
+        )
+        .bind(sale_id.hyphenated())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("sku")?, r.try_get("user_id")?, r.try_get("qty")?)))
+            .collect()
+    }
+
+    async fn completed_page(
+        &self,
+        sale_id: Uuid,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        // Fixed-precision times and lowercase hyphenated UUIDs sort as text
+        // in the same order as the values they stand for.
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
+             AND ($2 IS NULL OR (created_at, id) > ($2, $3)) \
+             ORDER BY created_at, id LIMIT $4"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id.hyphenated())
+            .bind(after.map(|a| time_text(a.0)))
+            .bind(after.map(|a| a.1).unwrap_or_default().hyphenated())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
+    async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(total_cents), 0) FROM orders WHERE sale_id = $1",
+        )
+        .bind(sale_id.hyphenated())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::sqlite::tests::{at, memory_pool, new_product, sale_record};
+    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::catalog::CatalogStore;
+
+    struct Fixture {
+        catalog: SqliteCatalog,
+        orders: SqliteOrders,
+        sale_id: Uuid,
+    }
+
+    /// A sale with product "A" (stock 3) and "B" (stock 100).
+    async fn fixture() -> Fixture {
+        let pool = memory_pool().await;
+        let catalog = SqliteCatalog::new(pool.clone());
+        let sale_id = Uuid::new_v4();
+        catalog
+            .insert_sale(&sale_record(sale_id, at(0)))
+            .await
+            .unwrap();
+        catalog
+            .insert_product(sale_id, &new_product("A", 3))
+            .await
+            .unwrap();
+        catalog
+            .insert_product(sale_id, &new_product("B", 100))
+            .await
+            .unwrap();
+        Fixture {
+            catalog,
+            orders: SqliteOrders::new(pool),
+            sale_id,
+        }
+    }
+
+    fn completed(
+        sale_id: Uuid,
+        sku: &str,
+        user: &str,
+        key: &str,
+        qty: i64,
+        secs: i64,
+    ) -> CompletedOrder {
+        CompletedOrder {
+            order: Order {
+                id: Uuid::now_v7(),
+                sale_id,
+                sku: sku.into(),
+                qty,
+                unit_price_cents: 1299,
+                total_cents: 1299 * qty,
+                currency: "EUR".into(),
+                user_id: user.into(),
+                status: OrderStatus::Completed,
+                created_at: at(secs),
+                expires_at: Some(at(secs + 300)),
+                completed_at: Some(at(secs + 1)),
+                payment_ref: Some(format!("pay-{key}")),
+            },
+            key: key.into(),
+        }
+    }
+
+    async fn sold(f: &Fixture, sku: &str) -> i64 {
+        f.catalog
+            .product(f.sale_id, sku)
+            .await
+            .unwrap()
+            .unwrap()
+            .sold
+    }
+
+    #[tokio::test]
+    async fn batch_commits_and_raises_sold() {
+        let f = fixture().await;
+        let batch = vec![
+            completed(f.sale_id, "A", "u1", "k1", 1, 1),
+            completed(f.sale_id, "B", "u1", "k2", 4, 2),
+            completed(f.sale_id, "B", "u2", "k1", 5, 3),
+        ];
+        let out = f.orders.commit(&batch).await.unwrap();
+        assert_eq!(out, vec![Commit::Committed; 3]);
+        assert_eq!(sold(&f, "A").await, 1);
+        assert_eq!(sold(&f, "B").await, 9);
+        assert_eq!(
+            f.orders.order(batch[1].order.id).await.unwrap(),
+            Some(batch[1].order.clone())
+        );
+        assert_eq!(f.orders.order(Uuid::new_v4()).await.unwrap(), None);
+        assert!(f.orders.commit(&[]).await.unwrap().is_empty());
+
+        let stranger = Uuid::new_v4();
+        let mut found = f
+            .orders
+            .existing(&[batch[0].order.id, stranger, batch[2].order.id])
+            .await
+            .unwrap();
+        found.sort();
+        let mut expected = vec![batch[0].order.id, batch[2].order.id];
+        expected.sort();
+        assert_eq!(found, expected);
+        assert!(f.orders.existing(&[]).await.unwrap().is_empty());
+
+        let mine = f.orders.user_orders("u1", 10).await.unwrap();
+        assert_eq!(
+            mine.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [batch[1].order.id, batch[0].order.id]
+        );
+        assert_eq!(f.orders.user_orders("u1", 1).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn guard_refuses_only_what_does_not_fit() {
+        let f = fixture().await;
+        let batch = vec![
+            completed(f.sale_id, "A", "u1", "k", 2, 1),
+            completed(f.sale_id, "A", "u2", "k", 2, 2),
+            completed(f.sale_id, "A", "u3", "k", 1, 3),
+        ];
+        let out = f.orders.commit(&batch).await.unwrap();
+        assert_eq!(
+            out,
+            vec![Commit::Committed, Commit::SoldOut, Commit::Committed]
+        );
+        assert_eq!(sold(&f, "A").await, 3);
+        assert_eq!(f.orders.order(batch[1].order.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn same_id_or_same_key_is_existing() {
+        let f = fixture().await;
+        let first = completed(f.sale_id, "B", "u1", "k1", 2, 1);
+        assert_eq!(
+            f.orders.commit(std::slice::from_ref(&first)).await.unwrap(),
+            [Commit::Committed]
+        );
+
+        let again = f.orders.commit(std::slice::from_ref(&first)).await.unwrap();
+        assert_eq!(again, [Commit::Existing(first.order.clone())]);
+
+        let mut same_key = completed(f.sale_id, "B", "u1", "k1", 3, 5);
+        same_key.order.id = Uuid::now_v7();
+        let fresh = completed(f.sale_id, "B", "u2", "k1", 1, 6);
+        let out = f.orders.commit(&[same_key, fresh]).await.unwrap();
+        assert_eq!(
+            out,
+            [Commit::Existing(first.order.clone()), Commit::Committed]
+        );
+        assert_eq!(sold(&f, "B").await, 3);
+    }
+
+    #[tokio::test]
+    async fn existing_order_beside_a_sold_out_one() {
+        let f = fixture().await;
+        let first = completed(f.sale_id, "A", "u1", "k1", 1, 1);
+        f.orders.commit(std::slice::from_ref(&first)).await.unwrap();
+        let too_many = completed(f.sale_id, "A", "u2", "k1", 3, 2);
+        let out = f.orders.commit(&[first.clone(), too_many]).await.unwrap();
+        assert_eq!(out, [Commit::Existing(first.order), Commit::SoldOut]);
+        assert_eq!(sold(&f, "A").await, 1);
+    }
+
+    #[tokio::test]
+    async fn completed_pages_gmv_and_holdings() {
+        let f = fixture().await;
+        let mut batch = vec![
+            completed(f.sale_id, "B", "u1", "k1", 1, 30),
+            completed(f.sale_id, "B", "u2", "k1", 2, 10),
+            completed(f.sale_id, "A", "u1", "k2", 1, 20),
+            completed(f.sale_id, "B", "u1", "k3", 3, 20),
+        ];
+        f.orders.commit(&batch).await.unwrap();
+        batch.sort_by_key(|c| (c.order.created_at, c.order.id));
+        let expected: Vec<Uuid> = batch.iter().map(|c| c.order.id).collect();
+
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = f.orders.completed_page(f.sale_id, after, 2).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some((last.created_at, last.id));
+            seen.extend(page.iter().map(|o| o.id));
+        }
+        assert_eq!(seen, expected);
+        assert!(f
+            .orders
+            .completed_page(Uuid::new_v4(), None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert_eq!(f.orders.gmv(f.sale_id).await.unwrap(), 1299 * 7);
+        assert_eq!(f.orders.gmv(Uuid::new_v4()).await.unwrap(), 0);
+
+        let mut holdings = f.orders.holdings(f.sale_id).await.unwrap();
+        holdings.sort();
+        assert_eq!(
+            holdings,
+            [
+                ("A".to_string(), "u1".to_string(), 1),
+                ("B".to_string(), "u1".to_string(), 4),
+                ("B".to_string(), "u2".to_string(), 2),
+            ]
+        );
+    }
+}
