@@ -34,6 +34,10 @@ CREATE TABLE products (
     ships_by       DATE,
     -- What the host set; sold_out is derived from the counters, never stored.
     status         TEXT NOT NULL CHECK (status IN ('scheduled', 'on_sale', 'closed')),
+    -- The epoch of the live state in Redis this product's orders were admitted
+    -- under. A rebuild raises it in the same statement that reads `sold`, so an
+    -- order admitted before the rebuild cannot commit after it unseen (a fence).
+    epoch          BIGINT NOT NULL DEFAULT 0,
     -- A SKU is unique within its sale: duplicate_sku.
     PRIMARY KEY (sale_id, sku),
     -- Never oversold, whatever Redis believed: the batch writer's guard

@@ -32,6 +32,8 @@ CREATE TABLE products (
     per_user_limit INTEGER NOT NULL CHECK (per_user_limit BETWEEN 1 AND 1000),
     ships_by       TEXT,
     status         TEXT NOT NULL CHECK (status IN ('scheduled', 'on_sale', 'closed')),
+    -- The live state's epoch, as in PostgreSQL: a fence for rebuilds.
+    epoch          INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sale_id, sku),
     -- Never oversold, whatever the in-memory counters believed.
     CHECK (sold <= stock)

@@ -191,8 +191,18 @@ pub trait CatalogStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<Option<SaleRecord>, StoreError>;
     async fn set_pinned(&self, id: Uuid, sku: &str) -> Result<(), StoreError>;
-    /// `StoreError::Duplicate` when the SKU exists in the sale.
-    async fn insert_product(&self, sale_id: Uuid, p: &NewProduct) -> Result<(), StoreError>;
+    /// `StoreError::Duplicate` when the SKU exists in the sale. `epoch` is the
+    /// sale's live-state epoch the product starts in.
+    async fn insert_product(
+        &self,
+        sale_id: Uuid,
+        p: &NewProduct,
+        epoch: i64,
+    ) -> Result<(), StoreError>;
+    /// Raises every product of the sale to `epoch` and returns them as of that
+    /// moment: waits for commits in progress, and fences out any order admitted
+    /// under an older epoch that has not committed yet.
+    async fn fence(&self, sale_id: Uuid, epoch: i64) -> Result<Vec<ProductRecord>, StoreError>;
     /// In creation order.
     async fn products(&self, sale_id: Uuid) -> Result<Vec<ProductRecord>, StoreError>;
     async fn product(&self, sale_id: Uuid, sku: &str) -> Result<Option<ProductRecord>, StoreError>;

@@ -154,10 +154,16 @@ impl CatalogStore for PgCatalog {
         Ok(())
     }
 
-    async fn insert_product(&self, sale_id: Uuid, p: &NewProduct) -> Result<(), StoreError> {
+    async fn insert_product(
+        &self,
+        sale_id: Uuid,
+        p: &NewProduct,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO products (sale_id, sku, name, price_cents, currency, stock, \
-             per_user_limit, ships_by, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled')",
+             per_user_limit, ships_by, status, epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled', $9)",
         )
         .bind(sale_id)
         .bind(&p.sku)
@@ -167,9 +173,26 @@ impl CatalogStore for PgCatalog {
         .bind(p.stock)
         .bind(p.per_user_limit)
         .bind(p.ships_by)
+        .bind(epoch)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn fence(&self, sale_id: Uuid, epoch: i64) -> Result<Vec<ProductRecord>, StoreError> {
+        // The UPDATE takes each row's lock: it waits for batches in progress,
+        // and batches after it re-check their epoch against the new one.
+        let sql = format!(
+            "UPDATE products SET epoch = $2 WHERE sale_id = $1 RETURNING {PRODUCT_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id)
+            .bind(epoch)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(product_from_row)
+            .collect()
     }
 
     async fn products(&self, sale_id: Uuid) -> Result<Vec<ProductRecord>, StoreError> {

@@ -339,12 +339,12 @@ impl Catalog {
         if sale.status == SaleStatus::Ended {
             return Err(CatalogError::InvalidState("the sale has ended"));
         }
-        match self.store.insert_product(id, &new).await {
+        let epoch = self.rebuild.ensure(id).await?;
+        match self.store.insert_product(id, &new, epoch).await {
             Err(StoreError::Duplicate) => return Err(CatalogError::DuplicateSku),
             other => other?,
         }
         self.forget_facts(id);
-        self.rebuild.ensure(id).await?;
         let seed = ProductSeed {
             sku: new.sku.clone(),
             stock: new.stock,

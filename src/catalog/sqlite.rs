@@ -195,14 +195,19 @@ impl CatalogStore for SqliteCatalog {
         Ok(())
     }
 
-    async fn insert_product(&self, sale_id: Uuid, p: &NewProduct) -> Result<(), StoreError> {
+    async fn insert_product(
+        &self,
+        sale_id: Uuid,
+        p: &NewProduct,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
         // SQLite has no sequence on a non-key column: the next position is
         // computed inside the INSERT, which holds the write lock.
         sqlx::query(
             "INSERT INTO products (sale_id, sku, position, name, price_cents, currency, stock, \
-             per_user_limit, ships_by, status) \
+             per_user_limit, ships_by, status, epoch) \
              VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1), \
-             $3, $4, $5, $6, $7, $8, 'scheduled')",
+             $3, $4, $5, $6, $7, $8, 'scheduled', $9)",
         )
         .bind(sale_id.hyphenated())
         .bind(&p.sku)
@@ -212,9 +217,25 @@ impl CatalogStore for SqliteCatalog {
         .bind(p.stock)
         .bind(p.per_user_limit)
         .bind(p.ships_by.map(|d| d.format(DATE_FORMAT).to_string()))
+        .bind(epoch)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn fence(&self, sale_id: Uuid, epoch: i64) -> Result<Vec<ProductRecord>, StoreError> {
+        // SQLite serializes writers, so this UPDATE is the fence by itself.
+        let sql = format!(
+            "UPDATE products SET epoch = $2 WHERE sale_id = $1 RETURNING {PRODUCT_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id.hyphenated())
+            .bind(epoch)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(product_from_row)
+            .collect()
     }
 
     async fn products(&self, sale_id: Uuid) -> Result<Vec<ProductRecord>, StoreError> {
@@ -363,12 +384,12 @@ pub(crate) mod tests {
 
         for sku in ["B", "A", "C"] {
             store
-                .insert_product(sale.id, &new_product(sku, 10))
+                .insert_product(sale.id, &new_product(sku, 10), 0)
                 .await
                 .unwrap();
         }
         store
-            .insert_product(newer.id, &new_product("A", 1))
+            .insert_product(newer.id, &new_product("A", 1), 0)
             .await
             .unwrap();
         let products = store.products(sale.id).await.unwrap();
@@ -425,11 +446,11 @@ pub(crate) mod tests {
         let sale = sale_record(Uuid::new_v4(), at(0));
         store.insert_sale(&sale).await.unwrap();
         store
-            .insert_product(sale.id, &new_product("A", 1))
+            .insert_product(sale.id, &new_product("A", 1), 0)
             .await
             .unwrap();
         assert!(matches!(
-            store.insert_product(sale.id, &new_product("A", 2)).await,
+            store.insert_product(sale.id, &new_product("A", 2), 0).await,
             Err(StoreError::Duplicate)
         ));
         assert!(matches!(
@@ -444,11 +465,11 @@ pub(crate) mod tests {
         let sale = sale_record(Uuid::new_v4(), at(0));
         store.insert_sale(&sale).await.unwrap();
         store
-            .insert_product(sale.id, &new_product("A", 1))
+            .insert_product(sale.id, &new_product("A", 1), 0)
             .await
             .unwrap();
         store
-            .insert_product(sale.id, &new_product("B", 1))
+            .insert_product(sale.id, &new_product("B", 1), 0)
             .await
             .unwrap();
         let to_ended = Transition {

@@ -114,6 +114,7 @@ struct HeldOrder {
     /// Mirrors this order's entry in `SaleState::deadlines`.
     deadline_ms: Option<i64>,
     deadline_before_pay: Option<i64>,
+    epoch: i64,
 }
 
 impl HeldOrder {
@@ -124,6 +125,7 @@ impl HeldOrder {
             order,
             key: self.key.clone(),
             deadline_ms: self.deadline_ms,
+            epoch: self.epoch,
         }
     }
 }
@@ -133,6 +135,7 @@ struct SaleState {
     /// `None`: the sale was never installed (the Redis marker is absent), yet
     /// bans, answers or products written before an install are kept, as in Redis.
     status: Option<SaleStatus>,
+    epoch: i64,
     products: BTreeMap<String, ProductState>,
     /// sku -> user -> quantity held (reserved or completed).
     holdings: HashMap<String, HashMap<String, i64>>,
@@ -299,15 +302,17 @@ fn from_ms(ms: i64) -> Option<DateTime<Utc>> {
 
 #[async_trait]
 impl Inventory for MemoryInventory {
-    async fn has_sale(&self, sale_id: Uuid) -> Result<bool, InventoryError> {
-        Ok(self
-            .sale(sale_id)
-            .is_some_and(|s| lock(&s).status.is_some()))
+    async fn epoch(&self, sale_id: Uuid) -> Result<Option<i64>, InventoryError> {
+        Ok(self.sale(sale_id).and_then(|s| {
+            let s = lock(&s);
+            s.status.map(|_| s.epoch)
+        }))
     }
 
     async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError> {
         let sale = self.sale_or_create(seed.sale_id);
         let mut s = lock(&sale);
+        s.epoch = seed.epoch;
         let previous = std::mem::take(&mut s.products);
         for p in &seed.products {
             let product = ProductState::seeded(p, previous.get(&p.sku));
@@ -513,6 +518,7 @@ impl Inventory for MemoryInventory {
         let id = req.order.id;
         // A reused id must not leave its old deadline behind in the index.
         s.set_deadline(id, None);
+        let epoch = s.epoch;
         s.orders.insert(
             id,
             HeldOrder {
@@ -521,6 +527,7 @@ impl Inventory for MemoryInventory {
                 state: OrderState::Reserved,
                 deadline_ms: None,
                 deadline_before_pay: None,
+                epoch,
             },
         );
         s.set_deadline(id, Some(req.deadline_ms));
@@ -530,7 +537,7 @@ impl Inventory for MemoryInventory {
             None => Stored::Pending(id),
         };
         s.put_answer(user, &req.key, &req.fingerprint, stored, now);
-        Ok(Admission::Admitted(level))
+        Ok(Admission::Admitted { level, epoch })
     }
 
     async fn store_answer(
@@ -709,7 +716,7 @@ impl Inventory for MemoryInventory {
         };
         let allowed = match o.state {
             OrderState::Reserved => true,
-            OrderState::Paying => from == ReleaseFrom::AnyHolding,
+            OrderState::Paying => from != ReleaseFrom::Reserved,
             _ => false,
         };
         if !allowed {
@@ -724,7 +731,11 @@ impl Inventory for MemoryInventory {
         s.set_deadline(order_id, None);
 
         let level = s.products.get_mut(&sku).map(|p| {
-            p.remaining += qty;
+            if from == ReleaseFrom::Refused {
+                p.sold += qty;
+            } else {
+                p.remaining += qty;
+            }
             p.reserved -= qty;
             p.ver += 1;
             p.level(&sku)
@@ -814,6 +825,7 @@ mod tests {
     async fn live_sale(inv: &MemoryInventory, products: Vec<ProductSeed>) -> Uuid {
         let sale_id = Uuid::new_v4();
         inv.install(&SaleSeed {
+            epoch: 1,
             sale_id,
             status: SaleStatus::Live,
             products,
@@ -857,7 +869,7 @@ mod tests {
 
     fn admitted(a: Admission) -> StockLevel {
         match a {
-            Admission::Admitted(level) => level,
+            Admission::Admitted { level, .. } => level,
             other => panic!("expected an admission, got {other:?}"),
         }
     }
@@ -906,14 +918,14 @@ mod tests {
     async fn missing_sale_is_missing() {
         let inv = MemoryInventory::new();
         let sale = Uuid::new_v4();
-        assert!(!inv.has_sale(sale).await.unwrap());
+        assert!(inv.epoch(sale).await.unwrap().is_none());
         assert_eq!(
             inv.admit(&request(sale, "A", "u1", 1, "k")).await.unwrap(),
             Admission::Missing
         );
         // A ban alone does not make the sale exist.
         inv.ban(sale, "u1").await.unwrap();
-        assert!(!inv.has_sale(sale).await.unwrap());
+        assert!(inv.epoch(sale).await.unwrap().is_none());
         assert_eq!(
             inv.admit(&request(sale, "A", "u1", 1, "k")).await.unwrap(),
             Admission::Missing
@@ -925,6 +937,7 @@ mod tests {
         let inv = MemoryInventory::new();
         let sale = Uuid::new_v4();
         inv.install(&SaleSeed {
+            epoch: 1,
             sale_id: sale,
             status: SaleStatus::Scheduled,
             products: vec![
@@ -1250,6 +1263,7 @@ mod tests {
         inv.ban(sale, "bad").await.unwrap();
 
         inv.install(&SaleSeed {
+            epoch: 1,
             sale_id: sale,
             status: SaleStatus::Live,
             products: vec![product("A", 10, 3, 3, ProductStatus::OnSale)],

@@ -56,6 +56,8 @@ pub struct ProductSeed {
 #[derive(Debug, Clone)]
 pub struct SaleSeed {
     pub sale_id: Uuid,
+    /// Fenced into PostgreSQL's products before the seed was read.
+    pub epoch: i64,
     pub status: SaleStatus,
     pub products: Vec<ProductSeed>,
     /// Completed quantity per (sku, user), so per-user limits survive a rebuild.
@@ -106,7 +108,11 @@ pub enum Stored {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    Admitted(StockLevel),
+    /// Admitted under the sale's live-state `epoch`.
+    Admitted {
+        level: StockLevel,
+        epoch: i64,
+    },
     Rejected(Rejection),
     Replay(Stored),
     /// Same key, another body.
@@ -122,6 +128,8 @@ pub struct LiveOrder {
     pub key: String,
     /// The reaper's deadline in the sorted set, if still there.
     pub deadline_ms: Option<i64>,
+    /// The live-state epoch it was admitted under.
+    pub epoch: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +148,13 @@ pub enum PayStart {
 pub enum ReleaseFrom {
     /// A buyer's cancel: only `reserved`.
     Reserved,
-    /// The reaper or a refused commit: any state still holding stock.
+    /// The reaper or a failed commit: any state still holding stock.
     AnyHolding,
+    /// PostgreSQL refused the order (`sold + n > stock`): the units this
+    /// admission held were already sold through orders the counters missed
+    /// (committed around a rebuild). They move to `sold` instead of back on
+    /// sale, so the counters converge on PostgreSQL's.
+    Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,8 +175,8 @@ pub enum InventoryError {
 /// The inventory port. Every method touching one sale is atomic for that sale.
 #[async_trait]
 pub trait Inventory: Send + Sync + 'static {
-    /// Whether the sale has live state.
-    async fn has_sale(&self, sale_id: Uuid) -> Result<bool, InventoryError>;
+    /// The sale's live-state epoch; `None` when it has no live state.
+    async fn epoch(&self, sale_id: Uuid) -> Result<Option<i64>, InventoryError>;
     /// Overwrites the sale's counters with the seed (reservations are dropped:
     /// stock held by them comes back). The sale's marker is written last.
     async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError>;

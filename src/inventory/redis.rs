@@ -203,12 +203,12 @@ fn order_status(st: &str) -> Result<OrderStatus, InventoryError> {
     })
 }
 
-/// An order hash: `j` the order as admitted, `st`, `cat`, `pref`, `ik`.
+/// An order hash: `j` the order as admitted, `st`, `cat`, `pref`, `ik`, `ep`.
 fn live_order(
     fields: &[Option<String>],
     deadline: Option<f64>,
 ) -> Result<Option<LiveOrder>, InventoryError> {
-    let [Some(j), Some(st), cat, pref, Some(ik)] = fields else {
+    let [Some(j), Some(st), cat, pref, Some(ik), ep] = fields else {
         return Ok(None);
     };
     let mut order: Order = serde_json::from_str(j).map_err(protocol)?;
@@ -223,10 +223,11 @@ fn live_order(
         order,
         key: ik.clone(),
         deadline_ms: deadline.map(|d| d as i64),
+        epoch: ep.as_deref().map(int).transpose()?.unwrap_or_default(),
     }))
 }
 
-const ORDER_FIELDS: [&str; 5] = ["j", "st", "cat", "pref", "ik"];
+const ORDER_FIELDS: [&str; 6] = ["j", "st", "cat", "pref", "ik", "ep"];
 
 fn seed_fields(p: &ProductSeed) -> Vec<(&'static str, String)> {
     vec![
@@ -241,17 +242,22 @@ fn seed_fields(p: &ProductSeed) -> Vec<(&'static str, String)> {
 
 #[async_trait]
 impl Inventory for RedisInventory {
-    async fn has_sale(&self, sale_id: Uuid) -> Result<bool, InventoryError> {
-        Ok(self.conn().exists(self.keys.sale(sale_id)).await?)
+    async fn epoch(&self, sale_id: Uuid) -> Result<Option<i64>, InventoryError> {
+        let (status, epoch): (Option<String>, Option<i64>) = redis::pipe()
+            .hget(self.keys.sale(sale_id), "status")
+            .hget(self.keys.sale(sale_id), "epoch")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(status.and(epoch.or(Some(0))))
     }
 
     async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError> {
         let k = &self.keys;
         let s = seed.sale_id;
-        // A new epoch: orders admitted before it no longer move the counters.
-        // Levels continue from it too, so a viewer never drops the rebuilt
-        // values as older than what it saw before.
-        let epoch = chrono::Utc::now().timestamp_micros();
+        // Orders admitted before this epoch no longer move the counters.
+        // Levels continue from it too (epochs are microsecond times), so a
+        // viewer never drops the rebuilt values as older than what it saw.
+        let epoch = seed.epoch;
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(k.deadlines(s)).ignore();
@@ -446,7 +452,10 @@ impl Inventory for RedisInventory {
             return Err(protocol("empty admit reply"));
         };
         match (kind.as_str(), rest) {
-            ("ok", fields) => Ok(Admission::Admitted(level(&o.sku, fields)?)),
+            ("ok", [epoch, fields @ ..]) => Ok(Admission::Admitted {
+                level: level(&o.sku, fields)?,
+                epoch: int(epoch)?,
+            }),
             ("missing", _) => Ok(Admission::Missing),
             ("rej", [code, a, b]) => Ok(Admission::Rejected(rejection(code, a, b)?)),
             ("replay", [v]) => {
@@ -655,6 +664,7 @@ impl Inventory for RedisInventory {
             .arg(match from {
                 ReleaseFrom::Reserved => "reserved",
                 ReleaseFrom::AnyHolding => "holding",
+                ReleaseFrom::Refused => "refused",
             })
             .invoke_async(&mut self.conn())
             .await?;

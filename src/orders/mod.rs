@@ -62,6 +62,8 @@ pub struct Order {
 pub struct CompletedOrder {
     pub order: Order,
     pub key: String,
+    /// The live-state epoch it was admitted under (see `products.epoch`).
+    pub epoch: i64,
 }
 
 /// What the database did with one order of a batch.
@@ -72,6 +74,9 @@ pub enum Commit {
     Existing(Order),
     /// `sold + qty` would pass `stock`: possible only after Redis lost data.
     SoldOut,
+    /// Admitted under an epoch a rebuild has since fenced out: the admission
+    /// no longer counts; admit it again under the new epoch.
+    Stale,
 }
 
 /// Where completed orders live.

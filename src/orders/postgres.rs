@@ -110,22 +110,27 @@ async fn insert_new(
 /// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock` failed.
 async fn raise_sold(
     tx: &mut Transaction<'_, Postgres>,
-    per_sku: &HashMap<(Uuid, &str), i64>,
+    per_sku: &HashMap<(Uuid, &str, i64), i64>,
 ) -> Result<bool, StoreError> {
     if per_sku.is_empty() {
         return Ok(true);
     }
-    let sales: Vec<Uuid> = per_sku.keys().map(|(s, _)| *s).collect();
-    let skus: Vec<&str> = per_sku.keys().map(|(_, k)| *k).collect();
+    let sales: Vec<Uuid> = per_sku.keys().map(|(s, _, _)| *s).collect();
+    let skus: Vec<&str> = per_sku.keys().map(|(_, k, _)| *k).collect();
+    let epochs: Vec<i64> = per_sku.keys().map(|(_, _, e)| *e).collect();
     let adds: Vec<i64> = per_sku.values().copied().collect();
+    // The epoch condition is re-checked on the row after a rebuild's fence
+    // (which holds the row lock) commits, so a fenced-out order cannot land.
     let updated = sqlx::query(
         "UPDATE products p SET sold = p.sold + d.n \
-         FROM UNNEST($1::uuid[], $2::text[], $3::bigint[]) AS d(sale_id, sku, n) \
-         WHERE p.sale_id = d.sale_id AND p.sku = d.sku AND p.sold + d.n <= p.stock",
+         FROM UNNEST($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) AS d(sale_id, sku, n, epoch) \
+         WHERE p.sale_id = d.sale_id AND p.sku = d.sku AND p.sold + d.n <= p.stock \
+           AND p.epoch = d.epoch",
     )
     .bind(sales)
     .bind(skus)
     .bind(adds)
+    .bind(epochs)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -133,6 +138,18 @@ async fn raise_sold(
 }
 
 impl PgOrders {
+    /// The product's current epoch: another than the order's means a rebuild
+    /// fenced the order out.
+    async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM products WHERE sale_id = $1 AND sku = $2")
+                .bind(c.order.sale_id)
+                .bind(&c.order.sku)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// What is already there for an order that was not inserted: the same id,
     /// or another order made with the same key.
     async fn existing_for(&self, c: &CompletedOrder) -> Result<Option<Order>, StoreError> {
@@ -160,10 +177,10 @@ impl PgOrders {
         let mut tx = self.pool.begin().await?;
         let refs: Vec<&CompletedOrder> = batch.iter().collect();
         let inserted = insert_new(&mut tx, &refs).await?;
-        let mut per_sku: HashMap<(Uuid, &str), i64> = HashMap::new();
+        let mut per_sku: HashMap<(Uuid, &str, i64), i64> = HashMap::new();
         for c in batch.iter().filter(|c| inserted.contains(&c.order.id)) {
             *per_sku
-                .entry((c.order.sale_id, c.order.sku.as_str()))
+                .entry((c.order.sale_id, c.order.sku.as_str(), c.epoch))
                 .or_default() += c.order.qty;
         }
         if !raise_sold(&mut tx, &per_sku).await? {
@@ -180,7 +197,10 @@ impl PgOrders {
         let inserted = insert_new(&mut tx, &[c]).await?;
         let mut per_sku = HashMap::new();
         if !inserted.is_empty() {
-            per_sku.insert((c.order.sale_id, c.order.sku.as_str()), c.order.qty);
+            per_sku.insert(
+                (c.order.sale_id, c.order.sku.as_str(), c.epoch),
+                c.order.qty,
+            );
         }
         if !raise_sold(&mut tx, &per_sku).await? {
             tx.rollback().await?;
@@ -210,10 +230,11 @@ impl OrderStore for PgOrders {
                     if self.commit_one(c).await? {
                         out.push(Commit::Committed);
                     } else {
-                        match self.existing_for(c).await? {
-                            Some(o) => out.push(Commit::Existing(o)),
-                            None => out.push(Commit::SoldOut),
-                        }
+                        out.push(match self.existing_for(c).await? {
+                            Some(o) => Commit::Existing(o),
+                            None if self.epoch_of(c).await? != Some(c.epoch) => Commit::Stale,
+                            None => Commit::SoldOut,
+                        });
                     }
                 }
             }

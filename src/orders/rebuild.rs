@@ -44,12 +44,17 @@ impl Rebuilder {
         }
     }
 
-    /// Makes sure the sale has live state, rebuilding it if missing.
-    pub async fn ensure(&self, sale_id: Uuid) -> Result<(), RebuildError> {
-        if self.inventory.has_sale(sale_id).await? {
-            return Ok(());
+    /// Makes sure the sale has live state, rebuilding it if missing; returns
+    /// its epoch.
+    pub async fn ensure(&self, sale_id: Uuid) -> Result<i64, RebuildError> {
+        if let Some(epoch) = self.inventory.epoch(sale_id).await? {
+            return Ok(epoch);
         }
-        self.rebuild(sale_id, false).await
+        self.rebuild(sale_id, false).await?;
+        self.inventory
+            .epoch(sale_id)
+            .await?
+            .ok_or(RebuildError::Busy)
     }
 
     /// Rebuilds under a lock shared by all nodes; `force` rebuilds even when
@@ -66,16 +71,20 @@ impl Rebuilder {
     }
 
     async fn rebuild_locked(&self, sale_id: Uuid, force: bool) -> Result<(), RebuildError> {
-        if !force && self.inventory.has_sale(sale_id).await? {
+        if !force && self.inventory.epoch(sale_id).await?.is_some() {
             return Ok(());
         }
         let Some(sale) = self.catalog.sale(sale_id).await? else {
             return Ok(());
         };
-        let products = self.catalog.products(sale_id).await?;
+        // Fence first: from here on no order admitted under the old state can
+        // commit, so `sold` and the holdings read below stay true.
+        let epoch = chrono::Utc::now().timestamp_micros();
+        let products = self.catalog.fence(sale_id, epoch).await?;
         let holdings = self.orders.holdings(sale_id).await?;
         let seed = SaleSeed {
             sale_id,
+            epoch,
             status: sale.status,
             products: products
                 .into_iter()
@@ -98,7 +107,7 @@ impl Rebuilder {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.inventory.has_sale(sale_id).await? {
+            if self.inventory.epoch(sale_id).await?.is_some() {
                 return Ok(());
             }
         }
@@ -111,7 +120,7 @@ impl Rebuilder {
         let mut rebuilt = 0;
         for status in [SaleStatus::Live, SaleStatus::Scheduled] {
             for sale in self.catalog.sales(Some(status), i64::MAX).await? {
-                if force || !self.inventory.has_sale(sale.id).await? {
+                if force || self.inventory.epoch(sale.id).await?.is_none() {
                     self.rebuild(sale.id, force).await?;
                     rebuilt += 1;
                 }

@@ -73,6 +73,8 @@ const PENDING_WAIT: Duration = Duration::from_secs(5);
 /// release or restock announced while this node's subscription was down.
 const SOLD_OUT_TTL: Duration = Duration::from_secs(1);
 const MY_ORDERS_LIMIT: i64 = 100;
+/// Admissions of one buy fenced out by rebuilds before giving up with 503.
+const STALE_RETRIES: usize = 3;
 
 /// Node-local knowledge that a SKU is sold out, with the users who hold some
 /// of it: only they can have an admitted order to replay, so everybody else
@@ -200,6 +202,24 @@ impl Orders {
     /// Buys as `who`. `Ok` carries the order JSON to send with 201.
     pub async fn buy(&self, who: &Identity, req: BuyRequest) -> BuyAnswer {
         Self::check_request(&req.key, &req.sku, req.qty)?;
+        // A rebuild can fence out an instant order between admission and
+        // commit; it is then admitted again under the new state.
+        for _ in 0..STALE_RETRIES {
+            if let Some(answer) = self.attempt(who, &req).await? {
+                return Ok(answer);
+            }
+        }
+        Err(OrderError::Unavailable(
+            "the sale is being rebuilt; try again",
+        ))
+    }
+
+    /// One admission (and commit); `None` when the commit was fenced out.
+    async fn attempt(
+        &self,
+        who: &Identity,
+        req: &BuyRequest,
+    ) -> Result<Option<String>, OrderError> {
         let facts = self
             .catalog
             .facts(req.sale_id, Some(&req.sku))
@@ -255,14 +275,15 @@ impl Orders {
             admission = self.inventory.admit(&admit).await?;
         }
         match admission {
-            Admission::Admitted(level) => {
+            Admission::Admitted { level, epoch } => {
                 self.stock_changed(req.sale_id, level).await;
                 if instant {
-                    self.complete_instant(admit).await
+                    self.complete_instant(admit, epoch).await
                 } else {
                     self.inventory.index_order(&admit.order).await?;
                     admit
                         .final_answer
+                        .map(Some)
                         .ok_or(OrderError::Unavailable("reservation without an answer"))
                 }
             }
@@ -272,14 +293,18 @@ impl Orders {
                 }
                 Err(OrderError::Rejected(r))
             }
-            Admission::Replay(stored) => self.replay(who, &req, stored).await,
+            Admission::Replay(stored) => self.replay(who, req, stored).await.map(Some),
             Admission::Mismatch => Err(OrderError::IdempotencyMismatch),
             Admission::Missing => Err(OrderError::Unavailable("the sale is being rebuilt")),
         }
     }
 
-    /// Instant checkout: the reply waits for PostgreSQL.
-    async fn complete_instant(&self, admit: AdmitRequest) -> BuyAnswer {
+    /// Instant checkout: the reply waits for PostgreSQL. `None`: fenced out.
+    async fn complete_instant(
+        &self,
+        admit: AdmitRequest,
+        epoch: i64,
+    ) -> Result<Option<String>, OrderError> {
         let mut order = admit.order;
         let sale_id = order.sale_id;
         order.status = OrderStatus::Completed;
@@ -289,9 +314,15 @@ impl Orders {
             .commit(CompletedOrder {
                 order: order.clone(),
                 key: admit.key.clone(),
+                epoch,
             })
             .await;
         let answer = match committed {
+            Ok(Commit::Stale) => {
+                self.give_back(sale_id, order.id, OrderStatus::Expired)
+                    .await;
+                return Ok(None);
+            }
             Ok(Commit::Committed) => {
                 let level = self
                     .inventory
@@ -309,8 +340,7 @@ impl Orders {
                 Stored::Order(to_json(&existing)?)
             }
             Ok(Commit::SoldOut) => {
-                self.give_back(sale_id, order.id, OrderStatus::Cancelled)
-                    .await;
+                self.refused(sale_id, order.id).await;
                 Stored::Rejected(Rejection::SoldOut)
             }
             Err(e) => {
@@ -336,18 +366,37 @@ impl Orders {
             tracing::warn!(error = %e, "final answer not stored");
         }
         match answer {
-            Stored::Order(json) => Ok(json),
+            Stored::Order(json) => Ok(Some(json)),
             Stored::Rejected(r) => Err(OrderError::Rejected(r)),
             Stored::Pending(_) => Err(OrderError::Unavailable("order in progress")),
         }
     }
 
     async fn give_back(&self, sale_id: Uuid, order_id: Uuid, to: OrderStatus) {
-        match self
-            .inventory
-            .release(sale_id, order_id, to, ReleaseFrom::AnyHolding)
-            .await
-        {
+        self.release_held(sale_id, order_id, to, ReleaseFrom::AnyHolding)
+            .await;
+    }
+
+    /// PostgreSQL said sold out: the counters were optimistic, correct them.
+    async fn refused(&self, sale_id: Uuid, order_id: Uuid) {
+        tracing::warn!(%sale_id, %order_id, "database refused an admitted order; correcting live stock");
+        self.release_held(
+            sale_id,
+            order_id,
+            OrderStatus::Cancelled,
+            ReleaseFrom::Refused,
+        )
+        .await;
+    }
+
+    async fn release_held(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        to: OrderStatus,
+        from: ReleaseFrom,
+    ) {
+        match self.inventory.release(sale_id, order_id, to, from).await {
             Ok(Released::Done(level)) => self.stock_changed(sale_id, level).await,
             Ok(_) => {}
             // The reaper returns it when the lease ends, after checking PostgreSQL.
@@ -523,14 +572,20 @@ impl Orders {
             .commit(CompletedOrder {
                 order: order.clone(),
                 key: live.key,
+                epoch: live.epoch,
             })
             .await;
         let order = match committed {
             Ok(Commit::Committed) => order,
-            Ok(Commit::Existing(existing)) if existing.id == order.id => existing,
-            Ok(Commit::Existing(_)) | Ok(Commit::SoldOut) => {
+            Ok(Commit::Stale) => {
+                // Admitted before a rebuild, which dropped the reservation.
                 self.give_back(sale_id, order_id, OrderStatus::Expired)
                     .await;
+                return Err(OrderError::ReservationExpired);
+            }
+            Ok(Commit::Existing(existing)) if existing.id == order.id => existing,
+            Ok(Commit::Existing(_)) | Ok(Commit::SoldOut) => {
+                self.refused(sale_id, order_id).await;
                 return Err(OrderError::Rejected(Rejection::SoldOut));
             }
             Err(e) => {

@@ -86,16 +86,17 @@ async fn insert_new(
 /// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock` failed.
 async fn raise_sold(
     tx: &mut Transaction<'_, Sqlite>,
-    per_sku: &HashMap<(Uuid, &str), i64>,
+    per_sku: &HashMap<(Uuid, &str, i64), i64>,
 ) -> Result<bool, StoreError> {
-    for (&(sale_id, sku), &n) in per_sku {
+    for (&(sale_id, sku, epoch), &n) in per_sku {
         let updated = sqlx::query(
             "UPDATE products SET sold = sold + $3 \
-             WHERE sale_id = $1 AND sku = $2 AND sold + $3 <= stock",
+             WHERE sale_id = $1 AND sku = $2 AND sold + $3 <= stock AND epoch = $4",
         )
         .bind(sale_id.hyphenated())
         .bind(sku)
         .bind(n)
+        .bind(epoch)
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -107,6 +108,18 @@ async fn raise_sold(
 }
 
 impl SqliteOrders {
+    /// The product's current epoch: another than the order's means a rebuild
+    /// fenced the order out.
+    async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT epoch FROM products WHERE sale_id = $1 AND sku = $2")
+                .bind(c.order.sale_id.hyphenated())
+                .bind(&c.order.sku)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// What is already there for an order that was not inserted: the same id,
     /// or another order made with the same key.
     async fn existing_for(&self, c: &CompletedOrder) -> Result<Option<Order>, StoreError> {
@@ -146,10 +159,10 @@ impl SqliteOrders {
         let mut tx = self.pool.begin().await?;
         let refs: Vec<&CompletedOrder> = batch.iter().collect();
         let inserted = insert_new(&mut tx, &refs).await?;
-        let mut per_sku: HashMap<(Uuid, &str), i64> = HashMap::new();
+        let mut per_sku: HashMap<(Uuid, &str, i64), i64> = HashMap::new();
         for c in batch.iter().filter(|c| inserted.contains(&c.order.id)) {
             *per_sku
-                .entry((c.order.sale_id, c.order.sku.as_str()))
+                .entry((c.order.sale_id, c.order.sku.as_str(), c.epoch))
                 .or_default() += c.order.qty;
         }
         if !raise_sold(&mut tx, &per_sku).await? {
@@ -166,7 +179,10 @@ impl SqliteOrders {
         let inserted = insert_new(&mut tx, &[c]).await?;
         let mut per_sku = HashMap::new();
         if !inserted.is_empty() {
-            per_sku.insert((c.order.sale_id, c.order.sku.as_str()), c.order.qty);
+            per_sku.insert(
+                (c.order.sale_id, c.order.sku.as_str(), c.epoch),
+                c.order.qty,
+            );
         }
         if !raise_sold(&mut tx, &per_sku).await? {
             tx.rollback().await?;
@@ -196,10 +212,11 @@ impl OrderStore for SqliteOrders {
                     if self.commit_one(c).await? {
                         out.push(Commit::Committed);
                     } else {
-                        match self.existing_for(c).await? {
-                            Some(o) => out.push(Commit::Existing(o)),
-                            None => out.push(Commit::SoldOut),
-                        }
+                        out.push(match self.existing_for(c).await? {
+                            Some(o) => Commit::Existing(o),
+                            None if self.epoch_of(c).await? != Some(c.epoch) => Commit::Stale,
+                            None => Commit::SoldOut,
+                        });
                     }
                 }
             }
@@ -320,11 +337,11 @@ mod tests {
             .await
             .unwrap();
         catalog
-            .insert_product(sale_id, &new_product("A", 3))
+            .insert_product(sale_id, &new_product("A", 3), 0)
             .await
             .unwrap();
         catalog
-            .insert_product(sale_id, &new_product("B", 100))
+            .insert_product(sale_id, &new_product("B", 100), 0)
             .await
             .unwrap();
         Fixture {
@@ -359,6 +376,7 @@ mod tests {
                 payment_ref: Some(format!("pay-{key}")),
             },
             key: key.into(),
+            epoch: 0,
         }
     }
 

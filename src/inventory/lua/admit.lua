@@ -37,4 +37,4 @@ if ARGV[7] ~= '' then
 else
   redis.call('SET', KEYS[4], fp .. '\npending\n' .. ARGV[4], 'EX', ttl)
 end
-return {'ok', unpack(redis.call('HMGET', KEYS[2], 'stock', 'remaining', 'reserved', 'sold', 'status', 'ver'))}
+return {'ok', s[2], unpack(redis.call('HMGET', KEYS[2], 'stock', 'remaining', 'reserved', 'sold', 'status', 'ver'))}

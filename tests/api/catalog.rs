@@ -1,0 +1,183 @@
+//! Sales and products, in both modes.
+
+use lychee_live::identity::Role;
+use serde_json::json;
+
+use crate::helpers::{product, TestEnv};
+
+async fn catalog_flow(mut env: TestEnv) {
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app
+        .create_sale(
+            &host,
+            json!({ "title": "Conghua lychee harvest", "description": "picked at dawn",
+                    "stream_url": "https://live.example/room/7", "reservation_ttl_secs": 120 }),
+        )
+        .await
+        .expect(201)
+        .json();
+    let id = sale["id"].as_str().unwrap().to_owned();
+    assert_eq!(sale["status"], "scheduled");
+    assert_eq!(sale["checkout"], "reserve");
+    assert_eq!(sale["host_id"], "alice");
+    assert_eq!(sale["reservation_ttl_secs"], 120);
+    assert_eq!(sale["products"], json!([]));
+
+    let p = app
+        .add_product(
+            &host,
+            &id,
+            json!({ "sku": "HONEY-500G", "name": "Lychee honey 500 g", "price_cents": 6800,
+                    "stock": 40, "ships_by": "2027-07-15" }),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(p["status"], "scheduled");
+    assert_eq!(
+        (p["remaining"].clone(), p["per_user_limit"].clone()),
+        (json!(40), json!(5))
+    );
+    assert_eq!(
+        (p["currency"].clone(), p["ships_by"].clone()),
+        (json!("CNY"), json!("2027-07-15"))
+    );
+
+    let dup = app
+        .add_product(
+            &host,
+            &id,
+            json!({ "sku": "HONEY-500G", "name": "again", "price_cents": 1, "stock": 1 }),
+        )
+        .await
+        .expect(409);
+    assert_eq!(dup.code(), "duplicate_sku");
+
+    // Opening needs a live sale.
+    assert_eq!(
+        app.open(&host, &id, "HONEY-500G").await.expect(409).code(),
+        "sale_not_live"
+    );
+    app.start(&host, &id).await.expect(200);
+    let opened = app.open(&host, &id, "HONEY-500G").await.expect(200).json();
+    assert_eq!(opened["status"], "on_sale");
+    let restocked = app
+        .post(
+            &format!("/sales/{id}/products/HONEY-500G/restock"),
+            Some(&host),
+            json!({ "add": 10 }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        (restocked["stock"].clone(), restocked["remaining"].clone()),
+        (json!(50), json!(50))
+    );
+    let pinned = app
+        .post(
+            &format!("/sales/{id}/pin"),
+            Some(&host),
+            json!({ "sku": "HONEY-500G" }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(pinned["pinned_sku"], "HONEY-500G");
+
+    let live = app.get("/sales?status=live", None).await.expect(200).json();
+    assert!(live["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id.as_str()));
+    let scheduled = app
+        .get("/sales?status=scheduled", None)
+        .await
+        .expect(200)
+        .json();
+    assert!(!scheduled["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == id.as_str()));
+
+    let closed = app
+        .post(
+            &format!("/sales/{id}/products/HONEY-500G/close"),
+            Some(&host),
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(closed["status"], "closed");
+    app.open(&host, &id, "HONEY-500G").await.expect(200);
+
+    let ended = app
+        .post(&format!("/sales/{id}/end"), Some(&host), json!({}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(ended["status"], "ended");
+    assert!(ended["ended_at"].is_string());
+    assert_eq!(product(&ended, "HONEY-500G")["status"], "closed");
+    let twice = app
+        .post(&format!("/sales/{id}/end"), Some(&host), json!({}))
+        .await
+        .expect(409);
+    assert_eq!(twice.code(), "invalid_state");
+    assert_eq!(
+        app.start(&host, &id).await.expect(409).code(),
+        "invalid_state"
+    );
+}
+
+#[tokio::test]
+async fn catalog_in_production_mode() {
+    catalog_flow(TestEnv::production().await).await;
+}
+
+#[tokio::test]
+async fn catalog_in_embedded_mode() {
+    catalog_flow(TestEnv::embedded()).await;
+}
+
+#[tokio::test]
+async fn guests_sign_up_and_are_viewers() {
+    let mut env = TestEnv::embedded();
+    let app = env.node().await;
+    let g = app
+        .post("/guests", None, json!({ "name": "Mei" }))
+        .await
+        .expect(201)
+        .json();
+    let token = g["token"].as_str().unwrap();
+    assert!(g["user_id"].as_str().unwrap().starts_with("guest-"));
+    assert!(g["expires_at"].is_string());
+    // A guest is a viewer: it cannot create sales.
+    let r = app
+        .create_sale(token, json!({ "title": "mine" }))
+        .await
+        .expect(403);
+    assert_eq!(r.code(), "forbidden");
+    let r = app
+        .post("/guests", None, json!({ "name": "" }))
+        .await
+        .expect(400);
+    assert_eq!(r.code(), "bad_request");
+}
+
+#[tokio::test]
+async fn guests_are_off_by_default_in_production() {
+    let mut env = TestEnv::production().await;
+    let mut settings = env.settings();
+    settings.guests = false;
+    let app = env.node_with(settings).await;
+    let r = app
+        .post("/guests", None, json!({ "name": "Mei" }))
+        .await
+        .expect(403);
+    assert_eq!(r.code(), "forbidden");
+}

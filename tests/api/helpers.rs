@@ -1,0 +1,436 @@
+//! `TestEnv`: a fresh PostgreSQL database and a unique Redis prefix (or an
+//! embedded data dir), removed when the test ends, pass or fail. `TestApp`:
+//! one node of it on 127.0.0.1:0, with a method per endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lychee_live::clock::Clock;
+use lychee_live::config::{Mode, Secret};
+use lychee_live::http::AppState;
+use lychee_live::identity::{Identity, Role, TokenKeys};
+use lychee_live::{Node, Settings};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+enum Backing {
+    Production { db: String, prefix: String },
+    Embedded { dir: PathBuf },
+}
+
+pub struct TestEnv {
+    backing: Backing,
+    pub clock: Arc<Clock>,
+    keys: TokenKeys,
+    nodes: Vec<CancellationToken>,
+}
+
+impl TestEnv {
+    /// Production mode: its own database and Redis prefix.
+    pub async fn production() -> TestEnv {
+        let id = Uuid::new_v4().simple().to_string();
+        let db = format!("lychee_test_{id}");
+        let admin = sqlx::PgPool::connect(&admin_url())
+            .await
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        TestEnv::with(Backing::Production {
+            db,
+            prefix: format!("t{}", &id[..12]),
+        })
+    }
+
+    /// Embedded mode: its own data dir.
+    pub fn embedded() -> TestEnv {
+        let dir = std::env::temp_dir().join(format!("lychee-test-{}", Uuid::new_v4().simple()));
+        TestEnv::with(Backing::Embedded { dir })
+    }
+
+    fn with(backing: Backing) -> TestEnv {
+        TestEnv {
+            backing,
+            clock: Arc::new(Clock::default()),
+            keys: TokenKeys::new(&Secret(SECRET.into())).expect("keys"),
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn database_url(&self) -> Option<String> {
+        match &self.backing {
+            Backing::Production { db, .. } => {
+                let mut url = url::Url::parse(&admin_url()).expect("admin url");
+                url.set_path(db);
+                Some(url.to_string())
+            }
+            Backing::Embedded { .. } => None,
+        }
+    }
+
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.backing {
+            Backing::Production { prefix, .. } => Some(prefix),
+            Backing::Embedded { .. } => None,
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        let (mode, prefix) = match &self.backing {
+            Backing::Production { prefix, .. } => (
+                Mode::Production {
+                    database_url: self.database_url().expect("url"),
+                    redis_url: redis_url(),
+                },
+                prefix.clone(),
+            ),
+            Backing::Embedded { dir } => (
+                Mode::Embedded {
+                    data_dir: dir.clone(),
+                },
+                "ll".into(),
+            ),
+        };
+        Settings {
+            mode,
+            secret: Secret(SECRET.into()),
+            redis_prefix: prefix,
+            guests: true,
+        }
+    }
+
+    /// Starts one more node sharing this environment.
+    pub async fn node(&mut self) -> TestApp {
+        let settings = self.settings();
+        self.node_with(settings).await
+    }
+
+    /// A node with adjusted settings (guests off, Redis behind a proxy...).
+    pub async fn node_with(&mut self, settings: Settings) -> TestApp {
+        let shutdown = CancellationToken::new();
+        let node = Node::start(settings, self.clock.clone(), shutdown.clone())
+            .await
+            .expect("node starts");
+        let state = node.state.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(node.serve(listener));
+        self.nodes.push(shutdown.clone());
+        TestApp {
+            addr,
+            base: format!("http://{addr}/api/v1"),
+            http: reqwest::Client::new(),
+            state,
+            shutdown,
+        }
+    }
+
+    pub fn token(&self, role: Role, sub: &str) -> String {
+        let who = Identity {
+            user_id: sub.into(),
+            name: Some(sub.into()),
+            role,
+        };
+        self.keys
+            .mint(&who, Duration::from_secs(3600), chrono::Utc::now())
+            .expect("mint")
+            .token
+    }
+
+    /// A raw Redis connection for tests that break things on purpose.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    }
+
+    /// Deletes every Redis key of this test's prefix: Redis "lost its data".
+    pub async fn wipe_redis(&self) -> usize {
+        let Some(prefix) = self.prefix() else {
+            return 0;
+        };
+        delete_prefix(&redis_url(), prefix).await
+    }
+
+    pub async fn pg(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.database_url().expect("production env"))
+            .await
+            .expect("pg")
+    }
+}
+
+async fn delete_prefix(url: &str, prefix: &str) -> usize {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut cursor: u64 = 0;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("scan");
+        if !keys.is_empty() {
+            n += keys.len();
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("del");
+        }
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.cancel();
+        }
+        match &self.backing {
+            Backing::Embedded { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Backing::Production { db, prefix } => {
+                let (db, prefix) = (db.clone(), prefix.clone());
+                // Runs even when the test panicked; a thread of its own because
+                // we may be inside the test's runtime.
+                let cleanup = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        delete_prefix(&redis_url(), &prefix).await;
+                        if let Ok(admin) = sqlx::PgPool::connect(&admin_url()).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                            )))
+                            .execute(&admin)
+                            .await;
+                        }
+                    });
+                });
+                let _ = cleanup.join();
+            }
+        }
+    }
+}
+
+/// One node, with a method per endpoint.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub shutdown: CancellationToken,
+}
+
+/// A response read whole: status, headers and JSON (or text) body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(r: Response) -> Reply {
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.expect("body");
+        Reply {
+            status,
+            headers,
+            text,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} {}", self.status, self.text))
+    }
+
+    /// The contract's error code, asserting the error shape on the way.
+    pub fn code(&self) -> String {
+        let v = self.json();
+        let code = v["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {}", self.text));
+        assert!(
+            v["error"]["message"].is_string(),
+            "no message in {}",
+            self.text
+        );
+        code.to_owned()
+    }
+
+    pub fn expect(self, status: u16) -> Reply {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        self
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        Reply::from(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        let mut req = self.http.post(self.url(path)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn create_sale(&self, token: &str, body: Value) -> Reply {
+        self.post("/sales", Some(token), body).await
+    }
+
+    pub async fn add_product(&self, token: &str, sale: &str, body: Value) -> Reply {
+        self.post(&format!("/sales/{sale}/products"), Some(token), body)
+            .await
+    }
+
+    pub async fn start(&self, token: &str, sale: &str) -> Reply {
+        self.post(&format!("/sales/{sale}/start"), Some(token), json!({}))
+            .await
+    }
+
+    pub async fn open(&self, token: &str, sale: &str, sku: &str) -> Reply {
+        self.post(
+            &format!("/sales/{sale}/products/{sku}/open"),
+            Some(token),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn sale(&self, sale: &str) -> Value {
+        self.get(&format!("/sales/{sale}"), None)
+            .await
+            .expect(200)
+            .json()
+    }
+
+    pub async fn buy(&self, token: &str, sale: &str, key: &str, sku: &str, qty: i64) -> Reply {
+        let req = self
+            .http
+            .post(self.url(&format!("/sales/{sale}/orders")))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "sku": sku, "qty": qty }));
+        self.send(req).await
+    }
+
+    pub async fn pay(&self, token: &str, order: &str, payment_ref: &str) -> Reply {
+        self.post(
+            &format!("/orders/{order}/pay"),
+            Some(token),
+            json!({ "payment_ref": payment_ref }),
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, token: &str, order: &str) -> Reply {
+        self.post(&format!("/orders/{order}/cancel"), Some(token), json!({}))
+            .await
+    }
+
+    /// A live sale with one product on sale; returns the sale id.
+    pub async fn live_sale(
+        &self,
+        host: &str,
+        checkout: &str,
+        sku: &str,
+        stock: i64,
+        limit: i64,
+    ) -> String {
+        let sale = self
+            .create_sale(host, json!({ "title": "Harvest", "checkout": checkout }))
+            .await
+            .expect(201)
+            .json();
+        let id = sale["id"].as_str().expect("id").to_owned();
+        self.add_product(
+            host,
+            &id,
+            json!({ "sku": sku, "name": "Feizixiao 5 kg", "price_cents": 12800,
+                    "stock": stock, "per_user_limit": limit }),
+        )
+        .await
+        .expect(201);
+        self.start(host, &id).await.expect(200);
+        self.open(host, &id, sku).await.expect(200);
+        id
+    }
+
+    /// Polls until `f` holds for the sale, or fails after `secs`.
+    pub async fn wait_for_sale(&self, sale: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.sale(sale).await;
+            if f(&s) {
+                return s;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met in {secs}s: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn product<'a>(sale: &'a Value, sku: &str) -> &'a Value {
+    sale["products"]
+        .as_array()
+        .expect("products")
+        .iter()
+        .find(|p| p["sku"] == sku)
+        .expect("product present")
+}

@@ -1,0 +1,8 @@
+//! Integration tests against real PostgreSQL and Redis (and the embedded mode).
+//! One binary; each test owns its database, Redis prefix or data dir.
+
+mod buy;
+mod catalog;
+mod errors;
+mod helpers;
+mod rebuild;
