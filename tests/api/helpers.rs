@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use lychee_live::clock::Clock;
 use lychee_live::config::{Mode, Secret};
-use lychee_live::http::AppState;
 use lychee_live::identity::{Identity, Role, TokenKeys};
 use lychee_live::{Node, Settings};
 use reqwest::{Response, StatusCode};
@@ -128,7 +127,6 @@ impl TestEnv {
         let node = Node::start(settings, self.clock.clone(), shutdown.clone())
             .await
             .expect("node starts");
-        let state = node.state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -139,8 +137,6 @@ impl TestEnv {
             addr,
             base: format!("http://{addr}/api/v1"),
             http: reqwest::Client::new(),
-            state,
-            shutdown,
         }
     }
 
@@ -154,15 +150,6 @@ impl TestEnv {
             .mint(&who, Duration::from_secs(3600), chrono::Utc::now())
             .expect("mint")
             .token
-    }
-
-    /// A raw Redis connection for tests that break things on purpose.
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis")
     }
 
     /// Deletes every Redis key of this test's prefix: Redis "lost its data".
@@ -253,8 +240,6 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
-    pub state: AppState,
-    pub shutdown: CancellationToken,
 }
 
 /// A response read whole: status, headers and JSON (or text) body.
