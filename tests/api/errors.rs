@@ -187,7 +187,13 @@ async fn malformed_bodies_never_500() {
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 2).await;
     let orders = format!("/sales/{sale}/orders");
 
-    type Case = (&'static str, Option<&'static str>, Vec<u8>, u16, &'static str);
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
     let cases: Vec<Case> = vec![
         (
             "/sales",
