@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 /// Wall clock plus an offset that only tests move.
 #[derive(Debug, Default)]
@@ -12,8 +12,10 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// Microsecond precision, as PostgreSQL keeps it: a time reads back as sent.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + TimeDelta::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        let now = Utc::now() + TimeDelta::milliseconds(self.offset_ms.load(Ordering::Relaxed));
+        now.trunc_subsecs(6)
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -111,6 +111,10 @@ fn token(keys: &TokenKeys, role: Role, sub: &str) -> String {
         .token
 }
 
+fn token_for_late(keys: &TokenKeys, i: usize) -> String {
+    token(keys, Role::Viewer, &format!("late-{i}"))
+}
+
 async fn call(req: reqwest::RequestBuilder) -> Result<(u16, Value), String> {
     let r = req.send().await.map_err(|e| e.to_string())?;
     let status = r.status().as_u16();
@@ -171,6 +175,8 @@ async fn rush(a: RushArgs) -> Result<Value, String> {
         let http = http.clone();
         let url = format!("{}/api/v1/sales/{sale}/orders", a.nodes[i % a.nodes.len()]);
         let token = token(&keys, Role::Viewer, &format!("buyer-{i}"));
+        // After sell-out the crowd that missed out keeps pressing "buy".
+        let late = token_for_late(&keys, i);
         let (sold_out, sold_out_at) = (sold_out.clone(), sold_out_at.clone());
         let (after, max) = (
             Duration::from_secs(a.after_secs),
@@ -184,10 +190,11 @@ async fn rush(a: RushArgs) -> Result<Value, String> {
                 if end_of_after.is_some_and(|e| Instant::now() >= e) || started.elapsed() > max {
                     break;
                 }
+                let phase_after = sold_out.load(Ordering::Relaxed);
                 let t = Instant::now();
                 let r = call(
                     http.post(&url)
-                        .bearer_auth(&token)
+                        .bearer_auth(if phase_after { &late } else { &token })
                         .header("Idempotency-Key", format!("b{i}-{n}"))
                         .json(&json!({ "sku": "RUSH", "qty": 1 })),
                 )
@@ -201,7 +208,6 @@ async fn rush(a: RushArgs) -> Result<Value, String> {
                     Ok((s, v)) => format!("{s} {}", v["error"]["code"].as_str().unwrap_or("?")),
                     Err(_) => "transport error".to_owned(),
                 };
-                let phase_after = sold_out.load(Ordering::Relaxed);
                 if outcome.ends_with("sold_out") && !phase_after {
                     sold_out.store(true, Ordering::Relaxed);
                     if let Ok(mut at) = sold_out_at.lock() {

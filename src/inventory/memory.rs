@@ -667,8 +667,10 @@ impl Inventory for MemoryInventory {
         &self,
         sale_id: Uuid,
         order_id: Uuid,
+        _sku: &str,
         completed_at_ms: i64,
         payment_ref: Option<&str>,
+        answer: Option<(&str, &Stored)>,
     ) -> Result<Option<StockLevel>, InventoryError> {
         let Some(sale) = self.sale(sale_id) else {
             return Ok(None);
@@ -678,6 +680,16 @@ impl Inventory for MemoryInventory {
             return Ok(None);
         };
         let (sku, qty) = (o.order.sku.clone(), o.order.qty);
+        let (user, key) = (o.order.user_id.clone(), o.key.clone());
+        let state = o.state;
+        if let Some((fp, stored)) = answer {
+            if state != OrderState::Cancelled && state != OrderState::Expired {
+                s.put_answer(&user, &key, fp, stored.clone(), Instant::now());
+            }
+        }
+        let Some(o) = s.orders.get_mut(&order_id) else {
+            return Ok(None);
+        };
         match o.state {
             OrderState::Reserved | OrderState::Paying => {}
             OrderState::Completed => return Ok(s.level(&sku)),
@@ -1027,7 +1039,7 @@ mod tests {
 
         let done_at = NOW + 1_000;
         let lvl = inv
-            .confirm(sale, req.order.id, done_at, Some("pay_1"))
+            .confirm(sale, req.order.id, "A", done_at, Some("pay_1"), None)
             .await
             .unwrap()
             .unwrap();
@@ -1043,7 +1055,7 @@ mod tests {
 
         // Idempotent: the same level, nothing counted twice.
         let again = inv
-            .confirm(sale, req.order.id, done_at, None)
+            .confirm(sale, req.order.id, "A", done_at, None, None)
             .await
             .unwrap();
         assert_eq!(again, Some(lvl));
@@ -1059,7 +1071,7 @@ mod tests {
             Released::WrongState(OrderStatus::Completed)
         );
         assert_eq!(
-            inv.confirm(sale, Uuid::new_v4(), done_at, None)
+            inv.confirm(sale, Uuid::new_v4(), "A", done_at, None, None)
                 .await
                 .unwrap(),
             None
@@ -1188,7 +1200,9 @@ mod tests {
             inv.begin_pay(sale, id, NOW, 5_000).await.unwrap(),
             PayStart::Started
         );
-        inv.confirm(sale, id, NOW + 10, None).await.unwrap();
+        inv.confirm(sale, id, "A", NOW + 10, None, None)
+            .await
+            .unwrap();
         assert_eq!(
             inv.begin_pay(sale, id, NOW, 5_000).await.unwrap(),
             PayStart::AlreadyCompleted
@@ -1257,7 +1271,9 @@ mod tests {
         let sale = live_sale(&inv, vec![product("A", 10, 0, 3, ProductStatus::OnSale)]).await;
         let done = request(sale, "A", "u1", 1, "k1");
         admitted(inv.admit(&done).await.unwrap());
-        inv.confirm(sale, done.order.id, NOW, None).await.unwrap();
+        inv.confirm(sale, done.order.id, "A", NOW, None, None)
+            .await
+            .unwrap();
         let held = request(sale, "A", "u2", 2, "k2");
         let before = admitted(inv.admit(&held).await.unwrap());
         inv.ban(sale, "bad").await.unwrap();
@@ -1324,7 +1340,7 @@ mod tests {
         let a = request(sale, "A", "u1", 1, "k1");
         seen.push(admitted(inv.admit(&a).await.unwrap()).ver);
         seen.push(
-            inv.confirm(sale, a.order.id, NOW, None)
+            inv.confirm(sale, a.order.id, "A", NOW, None, None)
                 .await
                 .unwrap()
                 .unwrap()

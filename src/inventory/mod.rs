@@ -259,12 +259,17 @@ pub trait Inventory: Send + Sync + 'static {
     /// Back to `reserved` with its old deadline (the commit failed).
     async fn abort_pay(&self, sale_id: Uuid, order_id: Uuid) -> Result<(), InventoryError>;
     /// Reservation -> sold, after PostgreSQL committed the order. Idempotent.
+    /// `answer` (fingerprint, final answer) is written for the order's key in
+    /// the same step: instant checkout needs no extra round trip.
+    #[allow(clippy::too_many_arguments)]
     async fn confirm(
         &self,
         sale_id: Uuid,
         order_id: Uuid,
+        sku: &str,
         completed_at_ms: i64,
         payment_ref: Option<&str>,
+        answer: Option<(&str, &Stored)>,
     ) -> Result<Option<StockLevel>, InventoryError>;
     /// Returns the order's stock and limit; its status becomes `to`. When the
     /// key is still pending for this order it is forgotten, so a retry is fresh.

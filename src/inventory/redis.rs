@@ -613,27 +613,28 @@ impl Inventory for RedisInventory {
         &self,
         sale_id: Uuid,
         order_id: Uuid,
+        sku: &str,
         completed_at_ms: i64,
         payment_ref: Option<&str>,
+        answer: Option<(&str, &Stored)>,
     ) -> Result<Option<StockLevel>, InventoryError> {
         let k = &self.keys;
-        let order = k.order(sale_id, order_id);
-        let sku: Option<String> = self.conn().hget(&order, "sku").await?;
-        let Some(sku) = sku else { return Ok(None) };
         let reply: Vec<String> = self
             .scripts
             .confirm
-            .key(k.product(sale_id, &sku))
+            .key(k.product(sale_id, sku))
             .key(k.deadlines(sale_id))
-            .key(&order)
+            .key(k.order(sale_id, order_id))
             .key(k.sale(sale_id))
             .arg(order_id.to_string())
             .arg(completed_at_ms)
             .arg(payment_ref.unwrap_or(""))
+            .arg(answer.map_or(String::new(), |(fp, a)| encode_stored(fp, a)))
+            .arg(KEEP_SECS)
             .invoke_async(&mut self.conn())
             .await?;
         match reply.split_first() {
-            Some((ok, rest)) if ok == "ok" && rest.len() == 6 => level(&sku, rest).map(Some),
+            Some((ok, rest)) if ok == "ok" && rest.len() == 6 => level(sku, rest).map(Some),
             _ => Ok(None),
         }
     }

@@ -100,6 +100,13 @@ impl SoldOut {
         }
     }
 
+    fn is_flagged(&self, sale_id: Uuid, sku: &str) -> bool {
+        let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        flags
+            .get(&(sale_id, sku.to_owned()))
+            .is_some_and(|f| f.since.elapsed() < SOLD_OUT_TTL)
+    }
+
     fn set(&self, sale_id: Uuid, sku: &str, ver: i64, holders: HashSet<String>) {
         let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
         let key = (sale_id, sku.to_owned());
@@ -324,14 +331,30 @@ impl Orders {
                 return Ok(None);
             }
             Ok(Commit::Committed) => {
-                let level = self
+                // Confirm and record the key's final answer in one round trip.
+                let answer = Stored::Order(to_json(&order)?);
+                let confirmed = self
                     .inventory
-                    .confirm(sale_id, order.id, order.created_at.timestamp_millis(), None)
+                    .confirm(
+                        sale_id,
+                        order.id,
+                        &order.sku,
+                        order.created_at.timestamp_millis(),
+                        None,
+                        Some((&admit.fingerprint, &answer)),
+                    )
                     .await;
-                if let Ok(Some(level)) = level {
-                    self.stock_changed(sale_id, level).await;
+                match confirmed {
+                    Ok(Some(level)) => self.stock_changed(sale_id, level).await,
+                    Ok(None) => {}
+                    // Committed: the reaper confirms it after asking PostgreSQL,
+                    // and a replay finds the order there.
+                    Err(e) => tracing::warn!(error = %e, order_id = %order.id, "confirm deferred"),
                 }
-                Stored::Order(to_json(&order)?)
+                return match answer {
+                    Stored::Order(json) => Ok(Some(json)),
+                    _ => Err(OrderError::Unavailable("order in progress")),
+                };
             }
             Ok(Commit::Existing(existing)) => {
                 // Redis forgot the key but PostgreSQL did not: the first order stands.
@@ -362,7 +385,6 @@ impl Orders {
             )
             .await
         {
-            // The order is committed; a replay finds it through PostgreSQL.
             tracing::warn!(error = %e, "final answer not stored");
         }
         match answer {
@@ -444,8 +466,12 @@ impl Orders {
         }
     }
 
-    /// Flags the SKU sold out on this node, with its current holders.
+    /// Flags the SKU sold out on this node, with its current holders. Once
+    /// per flag: the refusals that follow must not each fetch the holders.
     async fn learn_sold_out(&self, sale_id: Uuid, sku: &str) {
+        if self.sold_out.is_flagged(sale_id, sku) {
+            return;
+        }
         let levels = self.inventory.levels(sale_id, &[sku.to_owned()]).await;
         let Ok(Some(Some(level))) = levels.map(|l| l.into_iter().next()) else {
             return;
@@ -598,7 +624,14 @@ impl Orders {
         let done_at = order.completed_at.unwrap_or(now).timestamp_millis();
         match self
             .inventory
-            .confirm(sale_id, order_id, done_at, order.payment_ref.as_deref())
+            .confirm(
+                sale_id,
+                order_id,
+                &order.sku,
+                done_at,
+                order.payment_ref.as_deref(),
+                None,
+            )
             .await
         {
             Ok(Some(level)) => self.stock_changed(sale_id, level).await,
@@ -683,11 +716,15 @@ impl Orders {
         let committed: HashSet<Uuid> = self.store.existing(ids).await?.into_iter().collect();
         for &id in ids {
             if committed.contains(&id) {
-                let done_at = match self.store.order(id).await? {
-                    Some(o) => o.completed_at.unwrap_or(o.created_at).timestamp_millis(),
-                    None => self.clock.now_ms(),
+                let Some(o) = self.store.order(id).await? else {
+                    continue;
                 };
-                if let Some(level) = self.inventory.confirm(sale_id, id, done_at, None).await? {
+                let done_at = o.completed_at.unwrap_or(o.created_at).timestamp_millis();
+                let confirmed = self
+                    .inventory
+                    .confirm(sale_id, id, &o.sku, done_at, o.payment_ref.as_deref(), None)
+                    .await?;
+                if let Some(level) = confirmed {
                     self.stock_changed(sale_id, level).await;
                 }
                 continue;

@@ -344,3 +344,42 @@ async fn sold_out_fast_path_keeps_replays() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The embedded mode under the same rush: one process, no oversell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_never_oversells() {
+    let mut env = TestEnv::embedded();
+    let app = Arc::new(env.node().await);
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "instant", "FZX", 100, 2).await;
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let app = app.clone();
+        let token = env.token(Role::Viewer, &format!("buyer-{i}"));
+        let sale = sale.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut qty = 0;
+            for n in 0..3 {
+                let r = app.buy(&token, &sale, &format!("k{n}"), "FZX", 1).await;
+                match r.status.as_u16() {
+                    201 => qty += 1,
+                    409 => {}
+                    _ => panic!("unexpected {:?} {}", r.status, r.text),
+                }
+            }
+            qty
+        }));
+    }
+    let mut sold = 0;
+    for t in tasks {
+        let q = t.await.unwrap();
+        assert!(q <= 2, "over the limit: {q}");
+        sold += q;
+    }
+    assert_eq!(sold, 100);
+    let p = product(&app.sale(&sale).await, "FZX").clone();
+    assert_eq!(
+        (p["sold"].clone(), p["remaining"].clone()),
+        (json!(100), json!(0))
+    );
+}
