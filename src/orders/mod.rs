@@ -9,6 +9,8 @@ pub mod rebuild;
 pub mod service;
 pub mod sqlite;
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -101,4 +103,79 @@ pub trait OrderStore: Send + Sync + 'static {
     ) -> Result<Vec<Order>, StoreError>;
     /// Sum of `total_cents` of the sale's completed orders.
     async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError>;
+}
+
+/// Per (sale, sku, epoch): what one transaction adds to `sold`.
+pub(crate) type SoldIncrements<'a> = HashMap<(Uuid, &'a str, i64), i64>;
+
+/// Sums the quantities of the orders actually inserted.
+pub(crate) fn sold_increments<'a>(
+    batch: &[&'a CompletedOrder],
+    inserted: &HashSet<Uuid>,
+) -> SoldIncrements<'a> {
+    let mut per_sku = SoldIncrements::new();
+    for c in batch.iter().filter(|c| inserted.contains(&c.order.id)) {
+        *per_sku
+            .entry((c.order.sale_id, c.order.sku.as_str(), c.epoch))
+            .or_default() += c.order.qty;
+    }
+    per_sku
+}
+
+/// What a backend gives the group-commit algorithm of `commit_batch`.
+#[async_trait]
+pub(crate) trait GuardedInsert: Send + Sync {
+    /// One transaction: inserts the orders not present yet and raises each
+    /// (sale, sku, epoch)'s `sold` once, guarded by `sold + n <= stock` and the
+    /// epoch. Commits and returns the ids inserted, or rolls back and returns
+    /// `None` when a guard failed.
+    async fn insert_guarded(
+        &self,
+        batch: &[&CompletedOrder],
+    ) -> Result<Option<HashSet<Uuid>>, StoreError>;
+    /// The order already there for this one's id or key.
+    async fn existing_for(&self, c: &CompletedOrder) -> Result<Option<Order>, StoreError>;
+    /// The product's current epoch.
+    async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError>;
+}
+
+/// Group commit: the whole batch in one transaction; if a guard fails (only
+/// after Redis lost data), each order alone, so those that fit still ship.
+pub(crate) async fn commit_batch(
+    db: &dyn GuardedInsert,
+    batch: &[CompletedOrder],
+) -> Result<Vec<Commit>, StoreError> {
+    let all: Vec<&CompletedOrder> = batch.iter().collect();
+    let mut out = Vec::with_capacity(batch.len());
+    if let Some(inserted) = db.insert_guarded(&all).await? {
+        for c in batch {
+            out.push(if inserted.contains(&c.order.id) {
+                Commit::Committed
+            } else {
+                already_there(db, c).await?
+            });
+        }
+        return Ok(out);
+    }
+    for c in batch {
+        out.push(match db.insert_guarded(&[c]).await? {
+            Some(inserted) if inserted.contains(&c.order.id) => Commit::Committed,
+            Some(_) => already_there(db, c).await?,
+            None if db.epoch_of(c).await? != Some(c.epoch) => Commit::Stale,
+            None => Commit::SoldOut,
+        });
+    }
+    Ok(out)
+}
+
+async fn already_there(db: &dyn GuardedInsert, c: &CompletedOrder) -> Result<Commit, StoreError> {
+    match db.existing_for(c).await? {
+        Some(o) => Ok(Commit::Existing(o)),
+        // Not inserted and not found: a conflicting row vanished; impossible
+        // without deletes, so say so rather than claim success.
+        None => Err(StoreError::Corrupt(format!(
+            "order {} neither new nor present",
+            c.order.id
+        ))),
+    }
 }

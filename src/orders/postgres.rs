@@ -1,13 +1,16 @@
 //! Completed orders in PostgreSQL, committed in batches (group commit).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
+use super::{
+    commit_batch, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
+    OrderStore, SoldIncrements,
+};
 use crate::catalog::StoreError;
 
 pub struct PgOrders {
@@ -110,7 +113,7 @@ async fn insert_new(
 /// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock` failed.
 async fn raise_sold(
     tx: &mut Transaction<'_, Postgres>,
-    per_sku: &HashMap<(Uuid, &str, i64), i64>,
+    per_sku: &SoldIncrements<'_>,
 ) -> Result<bool, StoreError> {
     if per_sku.is_empty() {
         return Ok(true);
@@ -137,7 +140,22 @@ async fn raise_sold(
     Ok(updated == per_sku.len() as u64)
 }
 
-impl PgOrders {
+#[async_trait]
+impl GuardedInsert for PgOrders {
+    async fn insert_guarded(
+        &self,
+        batch: &[&CompletedOrder],
+    ) -> Result<Option<HashSet<Uuid>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = insert_new(&mut tx, batch).await?;
+        if !raise_sold(&mut tx, &sold_increments(batch, &inserted)).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(inserted))
+    }
+
     /// The product's current epoch: another than the order's means a rebuild
     /// fenced the order out.
     async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError> {
@@ -168,78 +186,12 @@ impl PgOrders {
             .map(order_from_row)
             .transpose()
     }
-
-    /// The whole batch in one transaction; `None` if a guard failed (rolled back).
-    async fn commit_all(
-        &self,
-        batch: &[CompletedOrder],
-    ) -> Result<Option<HashSet<Uuid>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let refs: Vec<&CompletedOrder> = batch.iter().collect();
-        let inserted = insert_new(&mut tx, &refs).await?;
-        let mut per_sku: HashMap<(Uuid, &str, i64), i64> = HashMap::new();
-        for c in batch.iter().filter(|c| inserted.contains(&c.order.id)) {
-            *per_sku
-                .entry((c.order.sale_id, c.order.sku.as_str(), c.epoch))
-                .or_default() += c.order.qty;
-        }
-        if !raise_sold(&mut tx, &per_sku).await? {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        tx.commit().await?;
-        Ok(Some(inserted))
-    }
-
-    /// After a failed guard: each order alone, so those that fit still ship.
-    async fn commit_one(&self, c: &CompletedOrder) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = insert_new(&mut tx, &[c]).await?;
-        let mut per_sku = HashMap::new();
-        if !inserted.is_empty() {
-            per_sku.insert(
-                (c.order.sale_id, c.order.sku.as_str(), c.epoch),
-                c.order.qty,
-            );
-        }
-        if !raise_sold(&mut tx, &per_sku).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(!inserted.is_empty())
-    }
 }
 
 #[async_trait]
 impl OrderStore for PgOrders {
     async fn commit(&self, batch: &[CompletedOrder]) -> Result<Vec<Commit>, StoreError> {
-        let mut out = Vec::with_capacity(batch.len());
-        match self.commit_all(batch).await? {
-            Some(inserted) => {
-                for c in batch {
-                    if inserted.contains(&c.order.id) {
-                        out.push(Commit::Committed);
-                    } else {
-                        out.push(self.existing_outcome(c).await?);
-                    }
-                }
-            }
-            None => {
-                for c in batch {
-                    if self.commit_one(c).await? {
-                        out.push(Commit::Committed);
-                    } else {
-                        out.push(match self.existing_for(c).await? {
-                            Some(o) => Commit::Existing(o),
-                            None if self.epoch_of(c).await? != Some(c.epoch) => Commit::Stale,
-                            None => Commit::SoldOut,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(out)
+        commit_batch(self, batch).await
     }
 
     async fn order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -320,19 +272,5 @@ impl OrderStore for PgOrders {
         .bind(sale_id)
         .fetch_one(&self.pool)
         .await?)
-    }
-}
-
-impl PgOrders {
-    async fn existing_outcome(&self, c: &CompletedOrder) -> Result<Commit, StoreError> {
-        match self.existing_for(c).await? {
-            Some(o) => Ok(Commit::Existing(o)),
-            // Not inserted and not found: a conflicting row vanished; impossible
-            // without deletes, so say so rather than claim success.
-            None => Err(StoreError::Corrupt(format!(
-                "order {} neither new nor present",
-                c.order.id
-            ))),
-        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod buy;
 mod catalog;
+mod cli;
 mod errors;
 mod helpers;
 mod rebuild;
