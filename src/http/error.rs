@@ -137,7 +137,6 @@ impl From<Rejection> for ApiError {
                     extra,
                 }
             }
-            Rejection::UnknownSku => ApiError::NotFound("product not found".into()),
             Rejection::Banned => ApiError::Banned,
         }
     }

@@ -347,6 +347,10 @@ impl Inventory for MemoryInventory {
         Ok(())
     }
 
+    async fn rebuilding(&self, _sale_id: Uuid) -> Result<bool, InventoryError> {
+        Ok(false)
+    }
+
     async fn set_sale_status(
         &self,
         sale_id: Uuid,
@@ -459,7 +463,7 @@ impl Inventory for MemoryInventory {
         let now = Instant::now();
         // No entry at all means no earlier answer either.
         let Some(sale) = self.sale(req.sale_id) else {
-            return Ok(Admission::Missing);
+            return Ok(Admission::Missing { epoch: None });
         };
         let mut s = lock(&sale);
         let user = req.user_id.as_str();
@@ -472,7 +476,7 @@ impl Inventory for MemoryInventory {
             });
         }
         let Some(sale_status) = s.status else {
-            return Ok(Admission::Missing);
+            return Ok(Admission::Missing { epoch: None });
         };
 
         let sku = req.order.sku.as_str();
@@ -483,7 +487,12 @@ impl Inventory for MemoryInventory {
             Some(Rejection::SaleNotLive)
         } else {
             match s.products.get(sku) {
-                None => Some(Rejection::UnknownSku),
+                // The catalog knows the SKU (the caller checked): live state lost.
+                None => {
+                    return Ok(Admission::Missing {
+                        epoch: Some(s.epoch),
+                    })
+                }
                 Some(p) if p.status != ProductStatus::OnSale => Some(Rejection::NotOnSale),
                 Some(p) if p.remaining < qty => Some(Rejection::SoldOut),
                 Some(p) => {
@@ -506,8 +515,9 @@ impl Inventory for MemoryInventory {
             return Ok(Admission::Rejected(r));
         }
 
+        let epoch = s.epoch;
         let Some(product) = s.products.get_mut(sku) else {
-            return Ok(Admission::Rejected(Rejection::UnknownSku));
+            return Ok(Admission::Missing { epoch: Some(epoch) });
         };
         product.remaining -= qty;
         product.reserved += qty;
@@ -933,14 +943,14 @@ mod tests {
         assert!(inv.epoch(sale).await.unwrap().is_none());
         assert_eq!(
             inv.admit(&request(sale, "A", "u1", 1, "k")).await.unwrap(),
-            Admission::Missing
+            Admission::Missing { epoch: None }
         );
         // A ban alone does not make the sale exist.
         inv.ban(sale, "u1").await.unwrap();
         assert!(inv.epoch(sale).await.unwrap().is_none());
         assert_eq!(
             inv.admit(&request(sale, "A", "u1", 1, "k")).await.unwrap(),
-            Admission::Missing
+            Admission::Missing { epoch: None }
         );
     }
 
@@ -986,7 +996,7 @@ mod tests {
         );
         assert_eq!(
             inv.admit(&request(sale, "Z", "u1", 1, "z")).await.unwrap(),
-            rejected(Rejection::UnknownSku)
+            Admission::Missing { epoch: Some(1) }
         );
         assert_eq!(
             inv.admit(&request(sale, "S", "u1", 1, "s")).await.unwrap(),

@@ -91,7 +91,6 @@ pub enum Rejection {
     NotOnSale,
     SoldOut,
     LimitExceeded { bought: i64, limit: i64 },
-    UnknownSku,
     Banned,
 }
 
@@ -117,8 +116,11 @@ pub enum Admission {
     Replay(Stored),
     /// Same key, another body.
     Mismatch,
-    /// The sale has no live state (never installed, or Redis lost it).
-    Missing,
+    /// Live state is missing: the whole sale (`epoch` None) or, for a SKU the
+    /// catalog knows, the product (Redis lost keys; `epoch` as seen).
+    Missing {
+        epoch: Option<i64>,
+    },
 }
 
 /// An order the inventory holds (reserved, or recently changed).
@@ -183,6 +185,8 @@ pub trait Inventory: Send + Sync + 'static {
     /// One rebuilder per sale across nodes; `false` when another holds it.
     async fn lock_rebuild(&self, sale_id: Uuid, ttl_ms: u64) -> Result<bool, InventoryError>;
     async fn unlock_rebuild(&self, sale_id: Uuid) -> Result<(), InventoryError>;
+    /// Whether some node holds the rebuild lock.
+    async fn rebuilding(&self, sale_id: Uuid) -> Result<bool, InventoryError>;
 
     /// Ended closes every product too. Returns the changed levels.
     async fn set_sale_status(

@@ -138,7 +138,6 @@ fn rejection(code: &str, a: &str, b: &str) -> Result<Rejection, InventoryError> 
     Ok(match code {
         "banned" => Rejection::Banned,
         "sale_not_live" => Rejection::SaleNotLive,
-        "unknown_sku" => Rejection::UnknownSku,
         "not_on_sale" => Rejection::NotOnSale,
         "sold_out" => Rejection::SoldOut,
         "limit_exceeded" => Rejection::LimitExceeded {
@@ -153,7 +152,6 @@ fn rejection_fields(r: &Rejection) -> (&'static str, i64, i64) {
     match r {
         Rejection::Banned => ("banned", 0, 0),
         Rejection::SaleNotLive => ("sale_not_live", 0, 0),
-        Rejection::UnknownSku => ("unknown_sku", 0, 0),
         Rejection::NotOnSale => ("not_on_sale", 0, 0),
         Rejection::SoldOut => ("sold_out", 0, 0),
         Rejection::LimitExceeded { bought, limit } => ("limit_exceeded", *bought, *limit),
@@ -298,6 +296,10 @@ impl Inventory for RedisInventory {
     async fn unlock_rebuild(&self, sale_id: Uuid) -> Result<(), InventoryError> {
         self.conn().del::<_, ()>(self.keys.lock(sale_id)).await?;
         Ok(())
+    }
+
+    async fn rebuilding(&self, sale_id: Uuid) -> Result<bool, InventoryError> {
+        Ok(self.conn().exists(self.keys.lock(sale_id)).await?)
     }
 
     async fn set_sale_status(
@@ -456,7 +458,10 @@ impl Inventory for RedisInventory {
                 level: level(&o.sku, fields)?,
                 epoch: int(epoch)?,
             }),
-            ("missing", _) => Ok(Admission::Missing),
+            ("missing", []) => Ok(Admission::Missing { epoch: None }),
+            ("missing", [epoch]) => Ok(Admission::Missing {
+                epoch: Some(int(epoch)?),
+            }),
             ("rej", [code, a, b]) => Ok(Admission::Rejected(rejection(code, a, b)?)),
             ("replay", [v]) => {
                 let (fp, stored) = decode_stored(v)?;

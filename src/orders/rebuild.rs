@@ -50,30 +50,47 @@ impl Rebuilder {
         if let Some(epoch) = self.inventory.epoch(sale_id).await? {
             return Ok(epoch);
         }
-        self.rebuild(sale_id, false).await?;
+        self.rebuild_if(sale_id, |current| current.is_none())
+            .await?;
         self.inventory
             .epoch(sale_id)
             .await?
             .ok_or(RebuildError::Busy)
     }
 
-    /// Rebuilds under a lock shared by all nodes; `force` rebuilds even when
-    /// the state is present (reservations held only in Redis are dropped).
-    pub async fn rebuild(&self, sale_id: Uuid, force: bool) -> Result<(), RebuildError> {
+    /// Live state was found missing or incomplete under epoch `seen`: rebuild,
+    /// unless another node already did (the epoch moved on since).
+    pub async fn repair(&self, sale_id: Uuid, seen: Option<i64>) -> Result<(), RebuildError> {
+        self.rebuild_if(sale_id, |current| current.is_none() || current == seen)
+            .await
+    }
+
+    /// Rebuilds unconditionally (reservations held only in Redis are dropped).
+    pub async fn rebuild(&self, sale_id: Uuid) -> Result<(), RebuildError> {
+        self.rebuild_if(sale_id, |_| true).await
+    }
+
+    /// Under a lock shared by all nodes, rebuilds if `needed(current epoch)`.
+    async fn rebuild_if(
+        &self,
+        sale_id: Uuid,
+        needed: impl Fn(Option<i64>) -> bool,
+    ) -> Result<(), RebuildError> {
         if !self.inventory.lock_rebuild(sale_id, LOCK_TTL_MS).await? {
             return self.wait_for_other(sale_id).await;
         }
-        let result = self.rebuild_locked(sale_id, force).await;
+        let result = match self.inventory.epoch(sale_id).await {
+            Ok(current) if needed(current) => self.rebuild_locked(sale_id).await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
         if let Err(e) = self.inventory.unlock_rebuild(sale_id).await {
             tracing::warn!(error = %e, %sale_id, "rebuild lock not released; it expires");
         }
         result
     }
 
-    async fn rebuild_locked(&self, sale_id: Uuid, force: bool) -> Result<(), RebuildError> {
-        if !force && self.inventory.epoch(sale_id).await?.is_some() {
-            return Ok(());
-        }
+    async fn rebuild_locked(&self, sale_id: Uuid) -> Result<(), RebuildError> {
         let Some(sale) = self.catalog.sale(sale_id).await? else {
             return Ok(());
         };
@@ -103,11 +120,14 @@ impl Rebuilder {
         Ok(())
     }
 
+    /// Another node holds the lock: wait until it is done.
     async fn wait_for_other(&self, sale_id: Uuid) -> Result<(), RebuildError> {
         let deadline = tokio::time::Instant::now() + WAIT_FOR_OTHER;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.inventory.epoch(sale_id).await?.is_some() {
+            if !self.inventory.rebuilding(sale_id).await?
+                && self.inventory.epoch(sale_id).await?.is_some()
+            {
                 return Ok(());
             }
         }
@@ -120,8 +140,11 @@ impl Rebuilder {
         let mut rebuilt = 0;
         for status in [SaleStatus::Live, SaleStatus::Scheduled] {
             for sale in self.catalog.sales(Some(status), i64::MAX).await? {
-                if force || self.inventory.epoch(sale.id).await?.is_none() {
-                    self.rebuild(sale.id, force).await?;
+                if force {
+                    self.rebuild(sale.id).await?;
+                    rebuilt += 1;
+                } else if self.inventory.epoch(sale.id).await?.is_none() {
+                    self.ensure(sale.id).await?;
                     rebuilt += 1;
                 }
             }

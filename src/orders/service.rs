@@ -277,8 +277,8 @@ impl Orders {
             order,
         };
         let mut admission = self.inventory.admit(&admit).await?;
-        if admission == Admission::Missing {
-            self.rebuild.ensure(req.sale_id).await?;
+        if let Admission::Missing { epoch } = admission {
+            self.rebuild.repair(req.sale_id, epoch).await?;
             admission = self.inventory.admit(&admit).await?;
         }
         match admission {
@@ -302,7 +302,7 @@ impl Orders {
             }
             Admission::Replay(stored) => self.replay(who, req, stored).await.map(Some),
             Admission::Mismatch => Err(OrderError::IdempotencyMismatch),
-            Admission::Missing => Err(OrderError::Unavailable("the sale is being rebuilt")),
+            Admission::Missing { .. } => Err(OrderError::Unavailable("the sale is being rebuilt")),
         }
     }
 

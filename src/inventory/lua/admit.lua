@@ -17,7 +17,8 @@ if not sale then return {'missing'} end
 if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then return reject('banned') end
 if sale ~= 'live' then return reject('sale_not_live') end
 local p = redis.call('HMGET', KEYS[2], 'status', 'remaining', 'limit')
-if not p[1] then return reject('unknown_sku') end
+-- The node only asks for SKUs the catalog knows: a missing product is lost state.
+if not p[1] then return {'missing', s[2]} end
 if p[1] ~= 'on_sale' then return reject('not_on_sale') end
 local qty = tonumber(ARGV[2])
 if tonumber(p[2]) < qty then return reject('sold_out') end
