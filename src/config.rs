@@ -81,6 +81,15 @@ pub struct ServeArgs {
     /// Allow `POST /api/v1/guests` (default: on in embedded mode, off in production).
     #[arg(long, env = "LIVE_GUESTS")]
     pub guests: Option<bool>,
+    /// Chat messages a second per user, on average, across nodes.
+    #[arg(long, env = "LIVE_CHAT_RATE", default_value_t = 1.0)]
+    pub chat_rate: f64,
+    /// Chat messages a user may send at once.
+    #[arg(long, env = "LIVE_CHAT_BURST", default_value_t = 3)]
+    pub chat_burst: u32,
+    /// Comma-separated words refused in chat (`invalid_message`).
+    #[arg(long, env = "LIVE_BLOCKED_WORDS", value_delimiter = ',')]
+    pub blocked_words: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

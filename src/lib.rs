@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::catalog::postgres::PgCatalog;
 use crate::catalog::sqlite::SqliteCatalog;
@@ -25,8 +26,10 @@ use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
 use crate::http::ratelimit::RateLimiter;
-use crate::http::AppState;
-use crate::hub::{EventBus, LocalBus, RedisBus, StockPublisher};
+use crate::http::{AppState, Live};
+use crate::hub::chat::{ChatRate, ChatStore, MemoryChat, RedisChat};
+use crate::hub::presence::{LocalPresence, Presence, RedisPresence};
+use crate::hub::{EventBus, Hub, LocalBus, RedisBus, StockPublisher};
 use crate::identity::TokenKeys;
 use crate::inventory::memory::MemoryInventory;
 use crate::inventory::redis::RedisInventory;
@@ -64,6 +67,25 @@ pub struct Settings {
     pub secret: Secret,
     pub redis_prefix: String,
     pub guests: bool,
+    /// Per-user chat pace, across nodes.
+    pub chat_rate: ChatRate,
+    /// Words a chat message may not contain (matched lower-cased).
+    pub blocked_words: Vec<String>,
+}
+
+impl Settings {
+    /// Defaults for everything but where state lives and the secret.
+    pub fn new(mode: Mode, secret: Secret, redis_prefix: String) -> Self {
+        let guests = matches!(mode, Mode::Embedded { .. });
+        Settings {
+            mode,
+            secret,
+            redis_prefix,
+            guests,
+            chat_rate: ChatRate::default(),
+            blocked_words: Vec::new(),
+        }
+    }
 }
 
 /// Pool bounds: a node never waits long for a connection, it answers 503.
@@ -85,6 +107,8 @@ pub struct Backends {
     pub orders: Arc<dyn OrderStore>,
     pub inventory: Arc<dyn Inventory>,
     pub bus: Arc<dyn EventBus>,
+    pub chat: Arc<dyn ChatStore>,
+    pub presence: Arc<dyn Presence>,
     /// Holds the embedded data dir's lock for the life of the process.
     _lock: Option<std::fs::File>,
 }
@@ -148,21 +172,27 @@ impl Backends {
             } => {
                 let pool = connect_postgres(database_url).await?;
                 let (client, conn) = connect_redis(redis_url).await?;
+                let prefix = &settings.redis_prefix;
                 Ok(Backends {
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
-                    inventory: Arc::new(RedisInventory::new(conn.clone(), &settings.redis_prefix)),
-                    bus: RedisBus::start(client, conn, &settings.redis_prefix, shutdown.clone()),
+                    inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
+                    bus: RedisBus::start(client, conn.clone(), prefix, shutdown.clone()),
+                    chat: Arc::new(RedisChat::new(conn.clone(), prefix, settings.chat_rate)),
+                    presence: Arc::new(RedisPresence::new(conn, prefix, Uuid::new_v4())),
                     _lock: None,
                 })
             }
             Mode::Embedded { data_dir } => {
                 let (pool, lock) = open_sqlite(data_dir).await?;
+                let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new());
                 Ok(Backends {
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
                     inventory: Arc::new(MemoryInventory::new()),
-                    bus: Arc::new(LocalBus::new()),
+                    chat: Arc::new(MemoryChat::new(bus.clone(), settings.chat_rate)),
+                    presence: Arc::new(LocalPresence::default()),
+                    bus,
                     _lock: Some(lock),
                 })
             }
@@ -224,7 +254,27 @@ impl Node {
         ));
         workers.spawn(orders.clone().follow_events(shutdown.clone()));
         workers.spawn(orders::reaper::run(orders.clone(), shutdown.clone()));
+        let hub = Hub::new(
+            backends.bus.clone(),
+            backends.presence.clone(),
+            catalog.clone(),
+            clock.clone(),
+            shutdown.clone(),
+        );
+        workers.spawn(hub.clone().run());
+        let live = Arc::new(Live {
+            hub,
+            chat: backends.chat.clone(),
+            blocked_words: settings
+                .blocked_words
+                .iter()
+                .map(|w| w.trim().to_lowercase())
+                .filter(|w| !w.is_empty())
+                .collect(),
+            shutdown: shutdown.clone(),
+        });
         let state = AppState {
+            live,
             keys: Arc::new(
                 TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
             ),

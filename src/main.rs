@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use lychee_live::config::{resolve_secret, Cli, Command, Mode, ServeArgs};
+use lychee_live::hub::chat::ChatRate;
 use lychee_live::identity::{Identity, TokenKeys};
 use lychee_live::{demo, Backends, Node, Settings};
 
@@ -71,12 +72,7 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 println!("embedded mode: live state is rebuilt at every start; nothing to do");
                 return Ok(());
             }
-            let settings = Settings {
-                mode,
-                secret: Default::default(),
-                redis_prefix: args.store.redis_prefix,
-                guests: false,
-            };
+            let settings = Settings::new(mode, Default::default(), args.store.redis_prefix);
             let shutdown = CancellationToken::new();
             let backends = Backends::open(&settings, &shutdown).await?;
             let n = backends.rebuilder().reconcile(args.force).await?;
@@ -91,12 +87,16 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let mode = args.store.mode()?;
     let secret = resolve_secret(&mode, args.secret.jwt_secret)?;
     let embedded = matches!(mode, Mode::Embedded { .. });
-    let settings = Settings {
-        mode,
-        secret,
-        redis_prefix: args.store.redis_prefix,
-        guests: args.guests.unwrap_or(embedded),
+    if !(args.chat_rate > 0.0 && args.chat_rate <= 100.0) || args.chat_burst == 0 {
+        return Err("--chat-rate must be in (0, 100] and --chat-burst at least 1".into());
+    }
+    let mut settings = Settings::new(mode, secret, args.store.redis_prefix);
+    settings.guests = args.guests.unwrap_or(embedded);
+    settings.chat_rate = ChatRate {
+        per_sec: args.chat_rate,
+        burst: args.chat_burst,
     };
+    settings.blocked_words = args.blocked_words;
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -180,6 +180,18 @@ impl From<InventoryError> for ApiError {
     }
 }
 
+impl From<crate::hub::chat::ChatError> for ApiError {
+    fn from(e: crate::hub::chat::ChatError) -> Self {
+        match e {
+            crate::hub::chat::ChatError::Redis(_) => {
+                tracing::warn!(error = %e, "chat unavailable");
+                ApiError::Unavailable("chat is unavailable; try again".into())
+            }
+            crate::hub::chat::ChatError::Protocol(p) => ApiError::Internal(p),
+        }
+    }
+}
+
 impl From<RebuildError> for ApiError {
     fn from(e: RebuildError) -> Self {
         match e {

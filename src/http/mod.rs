@@ -5,6 +5,7 @@ pub mod extract;
 mod orders;
 pub mod ratelimit;
 mod sales;
+mod ws;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use axum::Router;
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::hub::chat::ChatStore;
+use crate::hub::Hub;
 use crate::identity::TokenKeys;
 use crate::orders::Orders;
 use error::ApiError;
@@ -40,11 +43,30 @@ pub struct AppState {
     pub guest_limiter: Arc<RateLimiter<Option<IpAddr>>>,
     /// Domain time (tests move it).
     pub clock: Arc<Clock>,
+    /// The live rooms: WebSocket fan-out and chat.
+    pub live: Arc<Live>,
+}
+
+/// What the live room needs beyond the REST state.
+pub struct Live {
+    /// This node's rooms.
+    pub hub: Arc<Hub>,
+    /// Chat history, rules and moderation.
+    pub chat: Arc<dyn ChatStore>,
+    /// Lower-cased words a chat message may not contain.
+    pub blocked_words: Vec<String>,
+    /// Cancelled on SIGTERM: sockets close with 1001.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .nest("/api/v1", sales::router().merge(orders::router()))
+        .nest(
+            "/api/v1",
+            sales::router()
+                .merge(orders::router())
+                .route("/sales/{id}/live", get(ws::live)),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -6,6 +6,9 @@
 //! sees every event once, its own first.
 
 pub mod bus;
+pub mod chat;
+pub mod presence;
+pub mod room;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use crate::inventory::StockLevel;
 use crate::orders::Order;
 
 pub use bus::{EventBus, LocalBus, RedisBus};
+pub use room::Hub;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -37,6 +41,21 @@ pub enum SaleEvent {
     /// For the buyer alone: an order changed (completed, cancelled, expired).
     Order {
         order: Order,
+    },
+    Chat(chat::ChatMessage),
+    ChatDeleted {
+        seq: u64,
+    },
+    Announcement {
+        text: String,
+        ts: i64,
+    },
+    SlowMode {
+        secs: u32,
+    },
+    /// Not for viewers: close this user's sockets in the sale (a ban).
+    Kick {
+        user_id: String,
     },
 }
 

@@ -52,8 +52,24 @@ impl Keys {
     fn order(&self, sale: Uuid, id: Uuid) -> String {
         format!("{}:o:{id}", self.tag(sale))
     }
-    fn bans(&self, sale: Uuid) -> String {
+    pub fn bans(&self, sale: Uuid) -> String {
         format!("{}:bans", self.tag(sale))
+    }
+    pub fn chat_seq(&self, sale: Uuid) -> String {
+        format!("{}:chat:seq", self.tag(sale))
+    }
+    pub fn chat_stream(&self, sale: Uuid) -> String {
+        format!("{}:chat:log", self.tag(sale))
+    }
+    pub fn chat_settings(&self, sale: Uuid) -> String {
+        format!("{}:chat:settings", self.tag(sale))
+    }
+    /// Per-user chat state (`mute`, `slow`, `rate`).
+    pub fn chat_user(&self, sale: Uuid, kind: &str, user: &str) -> String {
+        format!("{}:chat:{kind}:{user}", self.tag(sale))
+    }
+    pub fn presence(&self, sale: Uuid) -> String {
+        format!("{}:presence", self.tag(sale))
     }
     fn lock(&self, sale: Uuid) -> String {
         format!("{}:lock", self.tag(sale))

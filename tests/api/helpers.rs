@@ -107,12 +107,10 @@ impl TestEnv {
                 "ll".into(),
             ),
         };
-        Settings {
-            mode,
-            secret: Secret(SECRET.into()),
-            redis_prefix: prefix,
-            guests: true,
-        }
+        let mut settings = Settings::new(mode, Secret(SECRET.into()), prefix);
+        settings.guests = true;
+        settings.blocked_words = vec!["counterfeit".into()];
+        settings
     }
 
     /// Starts one more node sharing this environment.

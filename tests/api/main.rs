@@ -6,4 +6,6 @@ mod catalog;
 mod cli;
 mod errors;
 mod helpers;
+mod live;
+mod live_helpers;
 mod rebuild;

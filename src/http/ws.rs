@@ -1,0 +1,599 @@
+//! `GET /api/v1/sales/{id}/live`: the live room over WebSocket.
+//!
+//! One task per socket: it reads the client's messages and writes what the
+//! room queued for it, draining the queue into one frame (or a `batch`) per
+//! write. A socket that cannot keep up loses chat (and is told), never state;
+//! one that stays stuck is closed; the others never wait for it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{parse_id, AppPath, AppQuery};
+use super::AppState;
+use crate::hub::chat::{check_text, Post, Posted, WELCOME_LAST};
+use crate::hub::room::{Frame, Membership, Personal};
+use crate::hub::SaleEvent;
+use crate::identity::{Identity, IdentityError};
+use crate::orders::service::BuyRequest;
+
+/// The contract's cap on one client message.
+pub const MAX_MESSAGE: usize = 4096;
+/// Bad messages tolerated within `ABUSE_WINDOW` before closing with 1008.
+const ABUSE_LIMIT: usize = 20;
+const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+/// A write that cannot finish within this closes the socket: it is stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames drained into one write at most.
+const MAX_BATCH: usize = 64;
+/// Buys of one socket in flight at once.
+const BUYS_IN_FLIGHT: usize = 4;
+/// Longest mute: a week.
+const MAX_MUTE_SECS: u32 = 7 * 24 * 3600;
+const MAX_SLOW_MODE_SECS: u32 = 3600;
+
+#[derive(Deserialize)]
+pub struct LiveQuery {
+    access_token: Option<String>,
+    since: Option<u64>,
+}
+
+pub async fn live(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+    AppQuery(q): AppQuery<LiveQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let sale_id = parse_id(&id, "sale")?;
+    let token = super::extract::bearer_header(&headers)
+        .or(q.access_token.as_deref())
+        .ok_or(IdentityError::Missing)?;
+    let who = state.keys.verify(token)?;
+    let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    state
+        .catalog
+        .facts(sale_id, None)
+        .await?
+        .ok_or(ApiError::NotFound("sale not found".into()))?;
+    if state.live.chat.is_banned(sale_id, &who.user_id).await? {
+        return Err(ApiError::Banned);
+    }
+    let since = q.since;
+    Ok(upgrade
+        // Larger than the contract's 4 KiB so we can close with 1009 ourselves.
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| async move {
+            run(socket, state, who, sale_id, since).await;
+        })
+        .into_response())
+}
+
+/// A client message, after `type` told which.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Chat {
+        text: String,
+    },
+    Buy {
+        sku: String,
+        qty: i64,
+        #[serde(rename = "ref")]
+        reference: String,
+    },
+    Ping {
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+    },
+    Announce {
+        text: String,
+    },
+    Pin {
+        sku: String,
+    },
+    DeleteChat {
+        seq: u64,
+    },
+    Mute {
+        user_id: String,
+        secs: u32,
+    },
+    Ban {
+        user_id: String,
+    },
+    SlowMode {
+        secs: u32,
+    },
+}
+
+fn frame(value: Value) -> Frame {
+    Frame {
+        text: Utf8Bytes::from(value.to_string()),
+        seq: None,
+    }
+}
+
+fn error_frame(code: &str, message: &str, reference: Option<&str>) -> Frame {
+    let mut v = json!({ "type": "error", "code": code, "message": message });
+    if let Some(r) = reference {
+        v["ref"] = r.into();
+    }
+    frame(v)
+}
+
+fn api_error_frame(e: &ApiError, reference: Option<&str>) -> Frame {
+    let mut v = e.body()["error"].clone();
+    v["type"] = "error".into();
+    if let Some(r) = reference {
+        v["ref"] = r.into();
+    }
+    frame(v)
+}
+
+/// What one client message leads to.
+enum Outcome {
+    Reply(Frame),
+    Nothing,
+    Bad(Frame),
+    Close(u16, &'static str),
+}
+
+struct Socket {
+    state: AppState,
+    who: Identity,
+    sale_id: Uuid,
+    member: Membership,
+    buys: Arc<Semaphore>,
+    /// The last chat seq this socket has sent, so welcome history and live
+    /// frames never repeat a message.
+    last_seq: u64,
+    bad: VecDeque<Instant>,
+}
+
+async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, since: Option<u64>) {
+    let (mut sink, mut stream) = socket.split();
+    let member = match state.live.hub.join(sale_id, &who.user_id).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "joining a room failed");
+            let _ = sink.send(close(1011, "try again")).await;
+            return;
+        }
+    };
+    let mut s = Socket {
+        state,
+        who,
+        sale_id,
+        member,
+        buys: Arc::new(Semaphore::new(BUYS_IN_FLIGHT)),
+        last_seq: since.unwrap_or(0),
+        bad: VecDeque::new(),
+    };
+    let welcome = match s.welcome(since).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = sink
+                .send(Message::Text(api_error_frame(&e, None).text))
+                .await;
+            let _ = sink.send(close(1011, "try again")).await;
+            return;
+        }
+    };
+    if send(&mut sink, vec![welcome]).await.is_err() {
+        return;
+    }
+    let shutdown = s.state.live.shutdown.clone();
+    let stuck = s.member.stuck.clone();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                let _ = send_close(&mut sink, 1001, "server shutting down").await;
+                return;
+            }
+            _ = stuck.cancelled() => {
+                let _ = send_close(&mut sink, 1008, "too slow").await;
+                return;
+            }
+            msg = stream.next() => {
+                let Some(Ok(msg)) = msg else { return };
+                match s.on_message(msg).await {
+                    Outcome::Reply(f) | Outcome::Bad(f) => {
+                        if send(&mut sink, vec![f]).await.is_err() { return; }
+                    }
+                    Outcome::Nothing => {}
+                    Outcome::Close(code, why) => {
+                        let _ = send_close(&mut sink, code, why).await;
+                        return;
+                    }
+                }
+            }
+            personal = s.member.personal.recv() => {
+                match personal {
+                    Some(Personal::Frame(f)) => {
+                        if send(&mut sink, vec![f]).await.is_err() { return; }
+                    }
+                    Some(Personal::Close(code, why)) => {
+                        let _ = send_close(&mut sink, code, why).await;
+                        return;
+                    }
+                    None => return,
+                }
+            }
+            first = s.member.frames.recv() => {
+                let frames = match s.drain(first) {
+                    Some(f) => f,
+                    None => return,
+                };
+                if !frames.is_empty() && send(&mut sink, frames).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) -> Result<(), ()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(code, reason))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// One write: a frame alone, or a `batch` of several; flushed once.
+async fn send(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), ()> {
+    let text = if frames.len() == 1 {
+        frames
+            .into_iter()
+            .next()
+            .map(|f| f.text)
+            .unwrap_or_default()
+    } else {
+        let mut s =
+            String::with_capacity(frames.iter().map(|f| f.text.len() + 1).sum::<usize>() + 32);
+        s.push_str(r#"{"type":"batch","events":["#);
+        for (i, f) in frames.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(f.text.as_str());
+        }
+        s.push_str("]}");
+        Utf8Bytes::from(s)
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        // Stuck or gone: either way this socket is done.
+        _ => Err(()),
+    }
+}
+
+impl Socket {
+    async fn welcome(&mut self, since: Option<u64>) -> Result<Frame, ApiError> {
+        let live = &self.state.live;
+        let history = live.chat.history(self.sale_id, since, WELCOME_LAST).await?;
+        if let Some(last) = history.last() {
+            self.last_seq = self.last_seq.max(last.seq);
+        }
+        let slow = live.chat.slow_mode(self.sale_id).await?;
+        let sale = self.state.catalog.sale(self.sale_id).await?;
+        let viewers = self.member.room.viewers().max(1);
+        let chat: Vec<SaleEvent> = history.into_iter().map(SaleEvent::Chat).collect();
+        Ok(frame(json!({
+            "type": "welcome",
+            "you": {
+                "user_id": self.who.user_id,
+                "name": self.who.name,
+                "role": self.who.role,
+            },
+            "sale": sale,
+            "viewers": viewers,
+            "chat": chat,
+            "slow_mode_secs": slow,
+        })))
+    }
+
+    /// The first frame and whatever else is queued, minus chat already sent.
+    /// `None`: the room is gone.
+    fn drain(&mut self, first: Result<Frame, RecvError>) -> Option<Vec<Frame>> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        while let Some(r) = next.take() {
+            match r {
+                Ok(f) => match f.seq {
+                    Some(seq) if seq <= self.last_seq => {}
+                    seq => {
+                        self.last_seq = seq.unwrap_or(self.last_seq);
+                        out.push(f);
+                    }
+                },
+                Err(RecvError::Lagged(skipped)) => {
+                    // Chat is lost, state is not: tell, then resend the stock.
+                    out.push(frame(json!({ "type": "lagged", "skipped": skipped })));
+                    out.extend(self.member.room.stock_snapshot());
+                }
+                Err(RecvError::Closed) => return None,
+            }
+            if out.len() >= MAX_BATCH {
+                break;
+            }
+            next = match self.member.frames.try_recv() {
+                Ok(f) => Some(Ok(f)),
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                Err(TryRecvError::Empty) => None,
+            };
+        }
+        Some(out)
+    }
+
+    fn bad(&mut self, code: &str, message: &str, reference: Option<&str>) -> Outcome {
+        let now = Instant::now();
+        self.bad.push_back(now);
+        while self
+            .bad
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > ABUSE_WINDOW)
+        {
+            self.bad.pop_front();
+        }
+        if self.bad.len() >= ABUSE_LIMIT {
+            return Outcome::Close(1008, "too many bad messages");
+        }
+        Outcome::Bad(error_frame(code, message, reference))
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Outcome {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => return self.bad("bad_request", "send JSON text frames", None),
+            Message::Ping(_) | Message::Pong(_) => return Outcome::Nothing,
+            Message::Close(_) => return Outcome::Close(1000, "bye"),
+        };
+        if text.len() > MAX_MESSAGE {
+            return Outcome::Close(1009, "message over 4096 bytes");
+        }
+        let value: Value = match serde_json::from_str(text.as_str()) {
+            Ok(v) => v,
+            Err(_) => return self.bad("bad_request", "not a JSON object", None),
+        };
+        let reference = value.get("ref").and_then(Value::as_str).map(str::to_owned);
+        let parsed: ClientMessage = match serde_json::from_value(value) {
+            Ok(m) => m,
+            Err(e) => {
+                let msg = format!("unknown or malformed message: {e}");
+                return self.bad("bad_request", &msg, reference.as_deref());
+            }
+        };
+        match self.handle(parsed).await {
+            Ok(o) => o,
+            Err((e, r)) => {
+                let frame = api_error_frame(&e, r.as_deref());
+                match e {
+                    ApiError::BadRequest(_) => {
+                        let _ = self.bad("bad_request", "", None);
+                        Outcome::Bad(frame)
+                    }
+                    _ => Outcome::Reply(frame),
+                }
+            }
+        }
+    }
+
+    async fn may_manage(&self) -> Result<(), ApiError> {
+        let facts = self
+            .state
+            .catalog
+            .facts(self.sale_id, None)
+            .await?
+            .ok_or(ApiError::NotFound("sale not found".into()))?;
+        if self.who.may_manage(&facts.host_id) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "only the sale's host or an operator may do this".into(),
+            ))
+        }
+    }
+
+    async fn handle(&mut self, msg: ClientMessage) -> Result<Outcome, (ApiError, Option<String>)> {
+        let live = self.state.live.clone();
+        let sale_id = self.sale_id;
+        let plain = |e: ApiError| (e, None);
+        match msg {
+            ClientMessage::Ping { reference } => {
+                let mut v = json!({ "type": "pong" });
+                if let Some(r) = reference {
+                    v["ref"] = r.into();
+                }
+                Ok(Outcome::Reply(frame(v)))
+            }
+            ClientMessage::Chat { text } => {
+                let text = match check_text(&text, &live.blocked_words) {
+                    Ok(t) => t,
+                    Err(why) => return Ok(self.bad("invalid_message", why, None)),
+                };
+                let post = Post {
+                    sale_id,
+                    user_id: self.who.user_id.clone(),
+                    name: self
+                        .who
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| self.who.user_id.clone()),
+                    text,
+                    ts: self.state.clock.now_ms(),
+                    moderator: self.may_manage().await.is_ok(),
+                };
+                let secs = |ms: i64| (ms as u64).div_ceil(1000);
+                Ok(
+                    match live.chat.post(&post).await.map_err(|e| plain(e.into()))? {
+                        Posted::Sent(_) => Outcome::Nothing,
+                        Posted::Banned => Outcome::Reply(error_frame(
+                            "banned",
+                            "you are banned from this sale",
+                            None,
+                        )),
+                        Posted::Muted { ms } => Outcome::Reply(error_frame(
+                            "muted",
+                            &format!("you are muted for {} s", secs(ms)),
+                            None,
+                        )),
+                        Posted::SlowMode { ms } => Outcome::Reply(error_frame(
+                            "slow_mode",
+                            &format!("slow mode: wait {} s", secs(ms)),
+                            None,
+                        )),
+                        Posted::RateLimited { ms } => Outcome::Reply(error_frame(
+                            "rate_limited",
+                            &format!("too fast: wait {} s", secs(ms)),
+                            None,
+                        )),
+                    },
+                )
+            }
+            ClientMessage::Buy {
+                sku,
+                qty,
+                reference,
+            } => {
+                let Ok(permit) = self.buys.clone().try_acquire_owned() else {
+                    return Err((ApiError::RateLimited(1), Some(reference)));
+                };
+                let (orders, who, me) = (
+                    self.state.orders.clone(),
+                    self.who.clone(),
+                    self.member.me.clone(),
+                );
+                // The reader goes on while PostgreSQL commits; the answer is
+                // queued to this socket like any personal frame.
+                tokio::spawn(async move {
+                    let req = BuyRequest {
+                        sale_id,
+                        key: reference.clone(),
+                        sku,
+                        qty,
+                    };
+                    let f = match orders.buy(&who, req).await {
+                        Ok(json) => Frame {
+                            text: Utf8Bytes::from(format!(
+                                r#"{{"type":"order","ref":{},"order":{json}}}"#,
+                                Value::from(reference)
+                            )),
+                            seq: None,
+                        },
+                        Err(e) => api_error_frame(&ApiError::from(e), Some(&reference)),
+                    };
+                    let _ = me.send(Personal::Frame(f)).await;
+                    drop(permit);
+                });
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::Announce { text } => {
+                self.may_manage().await.map_err(plain)?;
+                let text = match check_text(&text, &[]) {
+                    Ok(t) => t,
+                    Err(why) => return Ok(self.bad("invalid_message", why, None)),
+                };
+                let ts = self.state.clock.now_ms();
+                live.hub
+                    .bus()
+                    .publish(sale_id, SaleEvent::Announcement { text, ts });
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::Pin { sku } => {
+                self.state
+                    .catalog
+                    .pin(&self.who, sale_id, &sku)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::DeleteChat { seq } => {
+                self.may_manage().await.map_err(plain)?;
+                if !live
+                    .chat
+                    .delete(sale_id, seq)
+                    .await
+                    .map_err(|e| plain(e.into()))?
+                {
+                    return Err(plain(ApiError::NotFound(
+                        "no such message in history".into(),
+                    )));
+                }
+                live.hub
+                    .bus()
+                    .publish(sale_id, SaleEvent::ChatDeleted { seq });
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::Mute { user_id, secs } => {
+                self.may_manage().await.map_err(plain)?;
+                if secs > MAX_MUTE_SECS {
+                    return Err(plain(ApiError::BadRequest(format!(
+                        "secs must be 0..={MAX_MUTE_SECS}"
+                    ))));
+                }
+                live.chat
+                    .mute(sale_id, &user_id, secs)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::Ban { user_id } => {
+                self.may_manage().await.map_err(plain)?;
+                live.chat
+                    .ban(sale_id, &user_id)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                self.state
+                    .orders
+                    .inventory()
+                    .ban(sale_id, &user_id)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                live.hub.bus().publish(sale_id, SaleEvent::Kick { user_id });
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::SlowMode { secs } => {
+                self.may_manage().await.map_err(plain)?;
+                if secs > MAX_SLOW_MODE_SECS {
+                    return Err(plain(ApiError::BadRequest(format!(
+                        "secs must be 0..={MAX_SLOW_MODE_SECS}"
+                    ))));
+                }
+                live.chat
+                    .set_slow_mode(sale_id, secs)
+                    .await
+                    .map_err(|e| plain(e.into()))?;
+                live.hub
+                    .bus()
+                    .publish(sale_id, SaleEvent::SlowMode { secs });
+                Ok(Outcome::Nothing)
+            }
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! Chat: one line per message, a sequence number per sale, a capped history,
+//! and the host's tools (mute, ban, slow mode, delete).
+//!
+//! Redis keeps it for all nodes (one Lua script checks the rules, numbers the
+//! message, appends it to the sale's stream and publishes it, so every node
+//! sees messages in `seq` order); the embedded mode keeps it in memory.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::bus::Channels;
+use super::{EventBus, SaleEvent};
+use crate::inventory::redis::Keys;
+
+/// At least this many messages stay in a sale's history.
+pub const HISTORY: usize = 1000;
+/// Messages in `welcome` without `since`.
+pub const WELCOME_LAST: usize = 50;
+pub const MAX_CHARS: usize = 280;
+
+/// A chat message as viewers see it (the `chat` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub seq: u64,
+    pub user_id: String,
+    pub name: String,
+    pub text: String,
+    pub ts: i64,
+}
+
+/// Per-user pace: `per_sec` messages a second on average, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatRate {
+    pub per_sec: f64,
+    pub burst: u32,
+}
+
+impl Default for ChatRate {
+    fn default() -> Self {
+        ChatRate {
+            per_sec: 1.0,
+            burst: 3,
+        }
+    }
+}
+
+/// A message to post, already validated.
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub sale_id: Uuid,
+    pub user_id: String,
+    pub name: String,
+    pub text: String,
+    pub ts: i64,
+    /// Hosts and operators: no slow mode, mute or rate limit.
+    pub moderator: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posted {
+    Sent(u64),
+    Banned,
+    Muted { ms: i64 },
+    SlowMode { ms: i64 },
+    RateLimited { ms: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply from the chat store: {0}")]
+    Protocol(String),
+}
+
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
+    /// Checks ban, mute, slow mode and rate, numbers the message, keeps it in
+    /// history and delivers it to the sale's viewers on every node.
+    async fn post(&self, post: &Post) -> Result<Posted, ChatError>;
+    /// All kept messages after `since`, or the last `last` ones.
+    async fn history(
+        &self,
+        sale_id: Uuid,
+        since: Option<u64>,
+        last: usize,
+    ) -> Result<Vec<ChatMessage>, ChatError>;
+    /// Removes a message from history; `false` if it was not there.
+    async fn delete(&self, sale_id: Uuid, seq: u64) -> Result<bool, ChatError>;
+    async fn mute(&self, sale_id: Uuid, user_id: &str, secs: u32) -> Result<(), ChatError>;
+    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError>;
+    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError>;
+    async fn slow_mode(&self, sale_id: Uuid) -> Result<u32, ChatError>;
+    async fn set_slow_mode(&self, sale_id: Uuid, secs: u32) -> Result<(), ChatError>;
+}
+
+/// Why a chat text is refused (`invalid_message`).
+pub fn check_text(text: &str, blocked: &[String]) -> Result<String, &'static str> {
+    let t = text.trim();
+    let n = t.chars().count();
+    if n == 0 || n > MAX_CHARS {
+        return Err("a message is 1..=280 characters");
+    }
+    if t.chars().any(char::is_control) {
+        return Err("a message is one line without control characters");
+    }
+    let lower = t.to_lowercase();
+    if blocked.iter().any(|w| lower.contains(w.as_str())) {
+        return Err("this message contains a blocked word");
+    }
+    Ok(t.to_owned())
+}
+
+/// The chat event's JSON around its `seq`: the store inserts the number it
+/// assigns, so a message is serialized once, here.
+fn frame_parts(post: &Post) -> (String, String) {
+    #[derive(Serialize)]
+    struct Rest<'a> {
+        user_id: &'a str,
+        name: &'a str,
+        text: &'a str,
+        ts: i64,
+    }
+    let rest = serde_json::to_string(&Rest {
+        user_id: &post.user_id,
+        name: &post.name,
+        text: &post.text,
+        ts: post.ts,
+    })
+    .unwrap_or_else(|_| "{}".into());
+    // `{"user_id":...}` becomes `,"user_id":...}` after the seq.
+    let suffix = format!(",{}", &rest[1..]);
+    (r#"{"type":"chat","seq":"#.to_owned(), suffix)
+}
+
+/// In Redis, shared by every node.
+pub struct RedisChat {
+    conn: ConnectionManager,
+    keys: Keys,
+    channels: Channels,
+    rate: ChatRate,
+    post: Script,
+}
+
+impl RedisChat {
+    pub fn new(conn: ConnectionManager, prefix: &str, rate: ChatRate) -> Self {
+        RedisChat {
+            conn,
+            keys: Keys::new(prefix),
+            channels: Channels::new(prefix),
+            rate,
+            post: Script::new(include_str!("lua/chat.lua")),
+        }
+    }
+}
+
+fn parse_frame(entry: &redis::streams::StreamId) -> Option<ChatMessage> {
+    let f: String = entry.get("f")?;
+    let v: SaleEvent = serde_json::from_str(&f).ok()?;
+    match v {
+        SaleEvent::Chat(m) => Some(m),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl ChatStore for RedisChat {
+    async fn post(&self, p: &Post) -> Result<Posted, ChatError> {
+        let k = &self.keys;
+        let (prefix, suffix) = frame_parts(p);
+        let env_prefix = format!(
+            r#"{{"sale_id":"{}","origin":"{}","event":"#,
+            p.sale_id,
+            Uuid::nil()
+        );
+        let reply: Vec<String> = self
+            .post
+            .key(k.chat_seq(p.sale_id))
+            .key(k.chat_stream(p.sale_id))
+            .key(k.bans(p.sale_id))
+            .key(k.chat_user(p.sale_id, "mute", &p.user_id))
+            .key(k.chat_user(p.sale_id, "slow", &p.user_id))
+            .key(k.chat_settings(p.sale_id))
+            .key(k.chat_user(p.sale_id, "rate", &p.user_id))
+            .arg(&p.user_id)
+            .arg(p.ts)
+            .arg(if p.moderator { "1" } else { "0" })
+            .arg(self.rate.per_sec)
+            .arg(self.rate.burst)
+            .arg(prefix)
+            .arg(suffix)
+            .arg(env_prefix)
+            .arg("}")
+            .arg(self.channels.sale(p.sale_id))
+            .arg(HISTORY)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let num = |s: &String| {
+            s.parse::<i64>()
+                .map_err(|_| ChatError::Protocol(format!("not a number: {s}")))
+        };
+        Ok(match reply.as_slice() {
+            [ok, seq] if ok == "ok" => Posted::Sent(num(seq)? as u64),
+            [b] if b == "banned" => Posted::Banned,
+            [m, ms] if m == "muted" => Posted::Muted { ms: num(ms)? },
+            [s, ms] if s == "slow_mode" => Posted::SlowMode { ms: num(ms)? },
+            [r, ms] if r == "rate_limited" => Posted::RateLimited { ms: num(ms)? },
+            other => return Err(ChatError::Protocol(format!("{other:?}"))),
+        })
+    }
+
+    async fn history(
+        &self,
+        sale_id: Uuid,
+        since: Option<u64>,
+        last: usize,
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        let key = self.keys.chat_stream(sale_id);
+        let mut conn = self.conn.clone();
+        let entries: redis::streams::StreamRangeReply = match since {
+            Some(s) => {
+                conn.xrange_count(&key, format!("{}-0", s + 1), "+", HISTORY)
+                    .await?
+            }
+            None => conn.xrevrange_count(&key, "+", "-", last).await?,
+        };
+        let mut out: Vec<ChatMessage> = entries.ids.iter().filter_map(parse_frame).collect();
+        out.sort_by_key(|m| m.seq);
+        Ok(out)
+    }
+
+    async fn delete(&self, sale_id: Uuid, seq: u64) -> Result<bool, ChatError> {
+        let n: u64 = self
+            .conn
+            .clone()
+            .xdel(self.keys.chat_stream(sale_id), &[format!("{seq}-0")])
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn mute(&self, sale_id: Uuid, user_id: &str, secs: u32) -> Result<(), ChatError> {
+        let key = self.keys.chat_user(sale_id, "mute", user_id);
+        let mut conn = self.conn.clone();
+        if secs == 0 {
+            conn.del::<_, ()>(key).await?;
+        } else {
+            conn.set_ex::<_, _, ()>(key, 1, u64::from(secs)).await?;
+        }
+        Ok(())
+    }
+
+    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
+        self.conn
+            .clone()
+            .sadd::<_, _, ()>(self.keys.bans(sale_id), user_id)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError> {
+        Ok(self
+            .conn
+            .clone()
+            .sismember(self.keys.bans(sale_id), user_id)
+            .await?)
+    }
+
+    async fn slow_mode(&self, sale_id: Uuid) -> Result<u32, ChatError> {
+        let v: Option<u32> = self
+            .conn
+            .clone()
+            .hget(self.keys.chat_settings(sale_id), "slow_mode")
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn set_slow_mode(&self, sale_id: Uuid, secs: u32) -> Result<(), ChatError> {
+        self.conn
+            .clone()
+            .hset::<_, _, _, ()>(self.keys.chat_settings(sale_id), "slow_mode", secs)
+            .await?;
+        Ok(())
+    }
+}
+
+/// In process: the embedded mode. Same rules, a mutex per store.
+pub struct MemoryChat {
+    bus: Arc<dyn EventBus>,
+    rate: ChatRate,
+    sales: Mutex<HashMap<Uuid, SaleChat>>,
+}
+
+#[derive(Default)]
+struct SaleChat {
+    seq: u64,
+    history: BTreeMap<u64, ChatMessage>,
+    bans: HashSet<String>,
+    muted_until: HashMap<String, Instant>,
+    slow_mode: u32,
+    last_post: HashMap<String, Instant>,
+    /// Token bucket per user: (tokens, at).
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl MemoryChat {
+    pub fn new(bus: Arc<dyn EventBus>, rate: ChatRate) -> Self {
+        MemoryChat {
+            bus,
+            rate,
+            sales: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Short sections, no await: std mutex.
+    fn with<T>(&self, sale_id: Uuid, f: impl FnOnce(&mut SaleChat) -> T) -> T {
+        let mut sales = self.sales.lock().unwrap_or_else(|e| e.into_inner());
+        f(sales.entry(sale_id).or_default())
+    }
+}
+
+fn ms_until(t: Instant, now: Instant) -> i64 {
+    t.saturating_duration_since(now).as_millis() as i64
+}
+
+#[async_trait]
+impl ChatStore for MemoryChat {
+    async fn post(&self, p: &Post) -> Result<Posted, ChatError> {
+        let now = Instant::now();
+        let rate = self.rate;
+        let posted = self.with(p.sale_id, |c| {
+            if c.bans.contains(&p.user_id) {
+                return Posted::Banned;
+            }
+            if !p.moderator {
+                if let Some(until) = c.muted_until.get(&p.user_id).filter(|u| **u > now) {
+                    return Posted::Muted {
+                        ms: ms_until(*until, now),
+                    };
+                }
+                if c.slow_mode > 0 {
+                    let next = c
+                        .last_post
+                        .get(&p.user_id)
+                        .map(|t| *t + std::time::Duration::from_secs(c.slow_mode.into()));
+                    if let Some(next) = next.filter(|n| *n > now) {
+                        return Posted::SlowMode {
+                            ms: ms_until(next, now),
+                        };
+                    }
+                }
+                let burst = f64::from(rate.burst);
+                let (tokens, at) = c.buckets.entry(p.user_id.clone()).or_insert((burst, now));
+                *tokens =
+                    (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_sec).min(burst);
+                *at = now;
+                if *tokens < 1.0 {
+                    return Posted::RateLimited {
+                        ms: ((1.0 - *tokens) / rate.per_sec * 1000.0).ceil() as i64,
+                    };
+                }
+                *tokens -= 1.0;
+                c.last_post.insert(p.user_id.clone(), now);
+            }
+            c.seq += 1;
+            let msg = ChatMessage {
+                seq: c.seq,
+                user_id: p.user_id.clone(),
+                name: p.name.clone(),
+                text: p.text.clone(),
+                ts: p.ts,
+            };
+            c.history.insert(c.seq, msg.clone());
+            while c.history.len() > HISTORY {
+                c.history.pop_first();
+            }
+            // Published under the lock: viewers see messages in seq order.
+            self.bus.publish(p.sale_id, SaleEvent::Chat(msg));
+            Posted::Sent(c.seq)
+        });
+        Ok(posted)
+    }
+
+    async fn history(
+        &self,
+        sale_id: Uuid,
+        since: Option<u64>,
+        last: usize,
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        Ok(self.with(sale_id, |c| match since {
+            Some(s) => c.history.range(s + 1..).map(|(_, m)| m.clone()).collect(),
+            None => {
+                let skip = c.history.len().saturating_sub(last);
+                c.history.values().skip(skip).cloned().collect()
+            }
+        }))
+    }
+
+    async fn delete(&self, sale_id: Uuid, seq: u64) -> Result<bool, ChatError> {
+        Ok(self.with(sale_id, |c| c.history.remove(&seq).is_some()))
+    }
+
+    async fn mute(&self, sale_id: Uuid, user_id: &str, secs: u32) -> Result<(), ChatError> {
+        let until = Instant::now() + std::time::Duration::from_secs(secs.into());
+        self.with(sale_id, |c| c.muted_until.insert(user_id.to_owned(), until));
+        Ok(())
+    }
+
+    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
+        self.with(sale_id, |c| c.bans.insert(user_id.to_owned()));
+        Ok(())
+    }
+
+    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError> {
+        Ok(self.with(sale_id, |c| c.bans.contains(user_id)))
+    }
+
+    async fn slow_mode(&self, sale_id: Uuid) -> Result<u32, ChatError> {
+        Ok(self.with(sale_id, |c| c.slow_mode))
+    }
+
+    async fn set_slow_mode(&self, sale_id: Uuid, secs: u32) -> Result<(), ChatError> {
+        self.with(sale_id, |c| c.slow_mode = secs);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_rules() {
+        let blocked = vec!["spam".to_owned()];
+        assert_eq!(check_text("  hello  ", &blocked).unwrap(), "hello");
+        assert!(check_text("   ", &blocked).is_err());
+        assert!(check_text(&"x".repeat(281), &blocked).is_err());
+        assert!(check_text(&"荔".repeat(280), &blocked).is_ok());
+        assert!(check_text("two\nlines", &blocked).is_err());
+        assert!(check_text("bell\u{7}", &blocked).is_err());
+        assert!(check_text("buy SPAM here", &blocked).is_err());
+    }
+
+    #[test]
+    fn frame_parts_make_a_chat_event() {
+        let p = Post {
+            sale_id: Uuid::nil(),
+            user_id: "u\"1".into(),
+            name: "Mei".into(),
+            text: "</script> \u{1F600}".into(),
+            ts: 7,
+            moderator: false,
+        };
+        let (a, b) = frame_parts(&p);
+        let ev: SaleEvent = serde_json::from_str(&format!("{a}42{b}")).unwrap();
+        assert_eq!(
+            ev,
+            SaleEvent::Chat(ChatMessage {
+                seq: 42,
+                user_id: "u\"1".into(),
+                name: "Mei".into(),
+                text: "</script> \u{1F600}".into(),
+                ts: 7
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_rules_and_history() {
+        let bus = Arc::new(super::super::LocalBus::new());
+        let chat = MemoryChat::new(bus, ChatRate::default());
+        let sale = Uuid::new_v4();
+        let post = |user: &str, moderator| Post {
+            sale_id: sale,
+            user_id: user.into(),
+            name: user.into(),
+            text: "hi".into(),
+            ts: 1,
+            moderator,
+        };
+        for i in 1..=3 {
+            assert_eq!(chat.post(&post("a", false)).await.unwrap(), Posted::Sent(i));
+        }
+        assert!(matches!(
+            chat.post(&post("a", false)).await.unwrap(),
+            Posted::RateLimited { .. }
+        ));
+        assert_eq!(
+            chat.post(&post("host", true)).await.unwrap(),
+            Posted::Sent(4)
+        );
+        chat.mute(sale, "b", 60).await.unwrap();
+        assert!(matches!(
+            chat.post(&post("b", false)).await.unwrap(),
+            Posted::Muted { .. }
+        ));
+        chat.set_slow_mode(sale, 30).await.unwrap();
+        assert_eq!(chat.post(&post("c", false)).await.unwrap(), Posted::Sent(5));
+        assert!(matches!(
+            chat.post(&post("c", false)).await.unwrap(),
+            Posted::SlowMode { .. }
+        ));
+        chat.ban(sale, "d").await.unwrap();
+        assert_eq!(chat.post(&post("d", false)).await.unwrap(), Posted::Banned);
+        assert!(chat.delete(sale, 2).await.unwrap());
+        let seqs: Vec<u64> = chat
+            .history(sale, None, 50)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(seqs, [1, 3, 4, 5]);
+        let after: Vec<u64> = chat
+            .history(sale, Some(3), 50)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(after, [4, 5]);
+        let last2: Vec<u64> = chat
+            .history(sale, None, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(last2, [4, 5]);
+    }
+}

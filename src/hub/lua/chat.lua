@@ -1,0 +1,34 @@
+-- Post a chat message: ban, mute, slow mode and rate checks, then number it,
+-- keep it in the sale's capped stream and publish it, all in one step, so
+-- every node receives a sale's messages in seq order.
+-- KEYS: 1 seq, 2 stream, 3 bans, 4 mute(user), 5 slow(user), 6 settings, 7 rate(user)
+-- ARGV: 1 user, 2 now ms, 3 moderator '1'/'0', 4 rate per s, 5 burst,
+--       6 frame prefix, 7 frame suffix, 8 envelope prefix, 9 envelope suffix,
+--       10 channel, 11 history length
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'banned'} end
+local now = tonumber(ARGV[2])
+if ARGV[3] ~= '1' then
+  local muted = redis.call('PTTL', KEYS[4])
+  if muted > 0 then return {'muted', tostring(muted)} end
+  local slow = tonumber(redis.call('HGET', KEYS[6], 'slow_mode') or '0')
+  if slow > 0 then
+    local wait = redis.call('PTTL', KEYS[5])
+    if wait > 0 then return {'slow_mode', tostring(wait)} end
+  end
+  local rate, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local b = redis.call('HMGET', KEYS[7], 't', 'ts')
+  local tokens = tonumber(b[1] or burst)
+  local ts = tonumber(b[2] or now)
+  tokens = math.min(burst, tokens + math.max(0, now - ts) / 1000 * rate)
+  if tokens < 1 then
+    return {'rate_limited', tostring(math.ceil((1 - tokens) / rate * 1000))}
+  end
+  redis.call('HSET', KEYS[7], 't', tostring(tokens - 1), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[7], math.ceil(burst / rate * 1000) + 1000)
+  if slow > 0 then redis.call('SET', KEYS[5], '1', 'PX', slow * 1000) end
+end
+local seq = redis.call('INCR', KEYS[1])
+local frame = ARGV[6] .. seq .. ARGV[7]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[11], seq .. '-0', 'f', frame)
+redis.call('PUBLISH', ARGV[10], ARGV[8] .. frame .. ARGV[9])
+return {'ok', tostring(seq)}

@@ -1,0 +1,399 @@
+//! Rooms: one per sale with viewers on this node. Every event is serialized
+//! once here and shared as bytes by all local sockets of the sale.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::presence::Presence;
+use super::{EventBus, SaleEvent};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::inventory::StockLevel;
+
+/// Frames a socket may fall behind by before it loses chat (and is told).
+pub const ROOM_QUEUE: usize = 1024;
+/// Personal frames (order events, closes) waiting for one socket.
+const PERSONAL_QUEUE: usize = 256;
+/// Stock is coalesced per SKU on this tick: at most 10 frames a second per
+/// SKU, the latest value at most one tick (plus the publisher's) late.
+pub const STOCK_TICK: Duration = Duration::from_millis(100);
+/// Viewer counts are reported and sent at most this often.
+const PRESENCE_EVERY: u32 = 10;
+
+/// One serialized event, shared by every socket that sends it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub text: Utf8Bytes,
+    /// Chat frames carry their seq, so a socket can skip what its welcome
+    /// history already held.
+    pub seq: Option<u64>,
+}
+
+impl Frame {
+    pub fn of<T: Serialize>(value: &T) -> Option<Frame> {
+        match serde_json::to_string(value) {
+            Ok(s) => Some(Frame {
+                text: Utf8Bytes::from(s),
+                seq: None,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "event not serializable");
+                None
+            }
+        }
+    }
+}
+
+/// What only one socket gets.
+#[derive(Debug, Clone)]
+pub enum Personal {
+    Frame(Frame),
+    /// Close with this code and reason (a ban: 4003).
+    Close(u16, &'static str),
+}
+
+struct Member {
+    user_id: String,
+    personal: mpsc::Sender<Personal>,
+    /// Cancelled when the socket cannot keep up with its personal frames.
+    stuck: CancellationToken,
+}
+
+#[derive(Default)]
+struct Stock {
+    levels: BTreeMap<String, StockLevel>,
+    dirty: Vec<String>,
+}
+
+pub struct Room {
+    pub sale_id: Uuid,
+    tx: broadcast::Sender<Frame>,
+    members: Mutex<HashMap<u64, Member>>,
+    stock: Mutex<Stock>,
+    viewers: AtomicU64,
+    next_id: AtomicU64,
+}
+
+/// A socket's place in a room; leaving is dropping it.
+pub struct Membership {
+    pub room: Arc<Room>,
+    pub id: u64,
+    pub frames: broadcast::Receiver<Frame>,
+    pub personal: mpsc::Receiver<Personal>,
+    /// A sender to this socket's own queue (for answers to its own requests).
+    pub me: mpsc::Sender<Personal>,
+    pub stuck: CancellationToken,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.room.lock_members().remove(&self.id);
+    }
+}
+
+impl Room {
+    fn new(sale_id: Uuid) -> Self {
+        Room {
+            sale_id,
+            tx: broadcast::channel(ROOM_QUEUE).0,
+            members: Mutex::new(HashMap::new()),
+            stock: Mutex::new(Stock::default()),
+            viewers: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Short sections, no await: std mutex.
+    fn lock_members(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Member>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_stock(&self) -> std::sync::MutexGuard<'_, Stock> {
+        self.stock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn local_count(&self) -> u64 {
+        self.lock_members().len() as u64
+    }
+
+    /// Viewers on every node, as last reported.
+    pub fn viewers(&self) -> u64 {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    fn enter(self: &Arc<Self>, user_id: &str) -> Membership {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (me, personal) = mpsc::channel(PERSONAL_QUEUE);
+        let stuck = CancellationToken::new();
+        // Subscribed before the member is visible: nothing sent after the
+        // welcome's snapshot is missed.
+        let frames = self.tx.subscribe();
+        self.lock_members().insert(
+            id,
+            Member {
+                user_id: user_id.to_owned(),
+                personal: me.clone(),
+                stuck: stuck.clone(),
+            },
+        );
+        Membership {
+            room: self.clone(),
+            id,
+            frames,
+            personal,
+            me,
+            stuck,
+        }
+    }
+
+    pub fn broadcast(&self, frame: Frame) {
+        // No receivers: nobody left to tell.
+        let _ = self.tx.send(frame);
+    }
+
+    fn to_user(&self, user_id: &str, msg: Personal) {
+        for m in self.lock_members().values() {
+            if m.user_id == user_id && m.personal.try_send(msg.clone()).is_err() {
+                m.stuck.cancel();
+            }
+        }
+    }
+
+    fn stock_changed(&self, level: StockLevel) {
+        let mut stock = self.lock_stock();
+        let newer = stock
+            .levels
+            .get(&level.sku)
+            .is_none_or(|old| old.ver < level.ver);
+        if newer {
+            if !stock.dirty.contains(&level.sku) {
+                stock.dirty.push(level.sku.clone());
+            }
+            stock.levels.insert(level.sku.clone(), level);
+        }
+    }
+
+    /// Stock frames for every product: what a lagged socket gets again.
+    pub fn stock_snapshot(&self) -> Vec<Frame> {
+        let stock = self.lock_stock();
+        stock
+            .levels
+            .values()
+            .filter_map(|l| Frame::of(&SaleEvent::Stock(l.clone())))
+            .collect()
+    }
+
+    fn flush_stock(&self) {
+        let frames: Vec<Frame> = {
+            let mut stock = self.lock_stock();
+            let dirty = std::mem::take(&mut stock.dirty);
+            dirty
+                .iter()
+                .filter_map(|sku| stock.levels.get(sku))
+                .filter_map(|l| Frame::of(&SaleEvent::Stock(l.clone())))
+                .collect()
+        };
+        for f in frames {
+            self.broadcast(f);
+        }
+    }
+
+    fn on_event(&self, event: &SaleEvent) {
+        match event {
+            SaleEvent::Stock(level) => self.stock_changed(level.clone()),
+            SaleEvent::Order { order } => {
+                if let Some(f) = Frame::of(event) {
+                    self.to_user(&order.user_id, Personal::Frame(f));
+                }
+            }
+            SaleEvent::Kick { user_id } => {
+                self.to_user(user_id, Personal::Close(4003, "banned from this sale"));
+            }
+            SaleEvent::Chat(m) => {
+                if let Some(mut f) = Frame::of(event) {
+                    f.seq = Some(m.seq);
+                    self.broadcast(f);
+                }
+            }
+            SaleEvent::Product { .. }
+            | SaleEvent::Sale { .. }
+            | SaleEvent::Pinned { .. }
+            | SaleEvent::ChatDeleted { .. }
+            | SaleEvent::Announcement { .. }
+            | SaleEvent::SlowMode { .. } => {
+                if let Some(f) = Frame::of(event) {
+                    self.broadcast(f);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "viewers")]
+struct Viewers {
+    count: u64,
+}
+
+/// This node's rooms, fed from the bus.
+pub struct Hub {
+    bus: Arc<dyn EventBus>,
+    presence: Arc<dyn Presence>,
+    catalog: Arc<Catalog>,
+    clock: Arc<Clock>,
+    rooms: tokio::sync::Mutex<HashMap<Uuid, Arc<Room>>>,
+    /// A copy of the map for the dispatcher, which must not wait on joins.
+    index: Mutex<HashMap<Uuid, Arc<Room>>>,
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        presence: Arc<dyn Presence>,
+        catalog: Arc<Catalog>,
+        clock: Arc<Clock>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Hub {
+            bus,
+            presence,
+            catalog,
+            clock,
+            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            index: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Room>>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn room(&self, sale_id: Uuid) -> Option<Arc<Room>> {
+        self.lock_index().get(&sale_id).cloned()
+    }
+
+    /// Enters the sale's room on this node, opening it (and subscribing to the
+    /// sale's events) if it is the first socket.
+    pub async fn join(
+        self: &Arc<Self>,
+        sale_id: Uuid,
+        user_id: &str,
+    ) -> Result<Membership, super::bus::BusError> {
+        let mut rooms = self.rooms.lock().await;
+        if let Some(room) = rooms.get(&sale_id) {
+            return Ok(room.enter(user_id));
+        }
+        let room = Arc::new(Room::new(sale_id));
+        // Listed before subscribing: no event of the sale falls in between.
+        self.lock_index().insert(sale_id, room.clone());
+        if let Err(e) = self.bus.watch(sale_id).await {
+            self.lock_index().remove(&sale_id);
+            return Err(e);
+        }
+        if let Ok(sale) = self.catalog.sale(sale_id).await {
+            for p in sale.products {
+                room.stock_changed(StockLevel {
+                    sku: p.sku,
+                    stock: p.stock,
+                    remaining: p.remaining,
+                    reserved: p.reserved,
+                    sold: p.sold,
+                    status: p.status,
+                    ver: 0,
+                });
+            }
+            room.lock_stock().dirty.clear();
+        }
+        rooms.insert(sale_id, room.clone());
+        let membership = room.enter(user_id);
+        tokio::spawn(self.clone().tick(room));
+        Ok(membership)
+    }
+
+    /// Stock coalescing, presence, and closing the room when it empties.
+    async fn tick(self: Arc<Self>, room: Arc<Room>) {
+        let mut tick = tokio::time::interval(STOCK_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u32 = 0;
+        let mut empty_ticks = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            room.flush_stock();
+            n = n.wrapping_add(1);
+            if !n.is_multiple_of(PRESENCE_EVERY) {
+                continue;
+            }
+            let local = room.local_count();
+            match self
+                .presence
+                .report(room.sale_id, local, self.clock.now_ms())
+                .await
+            {
+                Ok(total) if total != room.viewers() => {
+                    room.viewers.store(total, Ordering::Relaxed);
+                    if let Some(f) = Frame::of(&Viewers { count: total }) {
+                        room.broadcast(f);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "presence report failed"),
+            }
+            empty_ticks = if local == 0 { empty_ticks + 1 } else { 0 };
+            if empty_ticks >= 2 && self.close_if_empty(&room).await {
+                return;
+            }
+        }
+    }
+
+    async fn close_if_empty(&self, room: &Arc<Room>) -> bool {
+        let mut rooms = self.rooms.lock().await;
+        if room.local_count() > 0 {
+            return false;
+        }
+        rooms.remove(&room.sale_id);
+        self.lock_index().remove(&room.sale_id);
+        if let Err(e) = self.bus.unwatch(room.sale_id).await {
+            tracing::warn!(error = %e, "unsubscribing a sale failed");
+        }
+        true
+    }
+
+    /// Feeds the rooms from the bus, until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        let mut rx = self.bus.subscribe();
+        loop {
+            let env = tokio::select! {
+                env = rx.recv() => env,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match env {
+                Ok(env) => {
+                    if let Some(room) = self.room(env.sale_id) {
+                        room.on_event(&env.event);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "hub fell behind the bus");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
