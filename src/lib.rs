@@ -272,6 +272,7 @@ impl Node {
                 .filter(|w| !w.is_empty())
                 .collect(),
             shutdown: shutdown.clone(),
+            sockets: workers.clone(),
         });
         let state = AppState {
             live,

@@ -57,6 +57,8 @@ pub struct Live {
     pub blocked_words: Vec<String>,
     /// Cancelled on SIGTERM: sockets close with 1001.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Open sockets count as work: the node exits after they sent their 1001.
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 pub fn app(state: AppState) -> Router {

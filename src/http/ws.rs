@@ -39,6 +39,8 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames drained into one write at most.
 const MAX_BATCH: usize = 64;
+/// Client messages are small (4 KiB at most); the default is 128 KiB.
+const READ_BUFFER: usize = 4096;
 /// Buys of one socket in flight at once.
 const BUYS_IN_FLIGHT: usize = 4;
 /// Longest mute: a week.
@@ -77,6 +79,10 @@ pub async fn live(
         // Larger than the contract's 4 KiB so we can close with 1009 ourselves.
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
+        // Small buffers: thousands of mostly idle sockets per node. Writes go
+        // out at once; batching happens before, in `send`.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             run(socket, state, who, sale_id, since).await;
         })
@@ -166,6 +172,7 @@ struct Socket {
 }
 
 async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, since: Option<u64>) {
+    let _open = state.live.sockets.token();
     let (mut sink, mut stream) = socket.split();
     let member = match state.live.hub.join(sale_id, &who.user_id).await {
         Ok(m) => m,

@@ -1,0 +1,136 @@
+//! `rush`: a host opens one SKU; buyers buy it at full speed until it is sold
+//! out, then the crowd that missed out keeps pressing "buy" for a while.
+//! Reports completed orders/s and latency while selling, answered
+//! attempts/s and latency after sell-out, and checks the invariants.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lychee_live::config::Secret;
+use lychee_live::identity::{Role, TokenKeys};
+use serde_json::{json, Value};
+
+use crate::common::{call, live_sale, token, token_for_late, Phase};
+
+#[derive(clap::Args, Clone)]
+pub struct RushArgs {
+    /// Base URL of a node; repeat to spread buyers over several nodes.
+    #[arg(long = "node", default_value = "http://127.0.0.1:8080")]
+    pub nodes: Vec<String>,
+    /// The nodes' JWT secret, to sign the host's and buyers' tokens.
+    #[arg(long, env = "LIVE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// Concurrent buyers.
+    #[arg(long, default_value_t = 1000)]
+    pub buyers: usize,
+    /// Units on sale.
+    #[arg(long, default_value_t = 20_000)]
+    pub stock: i64,
+    /// reserve or instant.
+    #[arg(long, default_value = "instant")]
+    pub checkout: String,
+    /// Seconds of buying after sell-out.
+    #[arg(long, default_value_t = 5)]
+    pub after_secs: u64,
+    /// Give up selling after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub max_secs: u64,
+}
+
+pub async fn run(a: RushArgs) -> Result<Value, String> {
+    let keys = TokenKeys::new(&Secret(a.jwt_secret.clone())).map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.buyers)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let host = token(&keys, Role::Host, "load-host");
+    let sale = live_sale(&http, &a.nodes[0], &host, &a.checkout, a.stock).await?;
+    let sold_out = Arc::new(AtomicBool::new(false));
+    let sold_out_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..a.buyers {
+        let http = http.clone();
+        let url = format!("{}/api/v1/sales/{sale}/orders", a.nodes[i % a.nodes.len()]);
+        let token = token(&keys, Role::Viewer, &format!("buyer-{i}"));
+        // After sell-out the crowd that missed out keeps pressing "buy".
+        let late = token_for_late(&keys, i);
+        let (sold_out, sold_out_at) = (sold_out.clone(), sold_out_at.clone());
+        let (after, max) = (
+            Duration::from_secs(a.after_secs),
+            Duration::from_secs(a.max_secs),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut selling, mut after_phase) = (Phase::default(), Phase::default());
+            let mut bought = 0i64;
+            for n in 0.. {
+                let end_of_after = sold_out_at.lock().ok().and_then(|t| *t).map(|t| t + after);
+                if end_of_after.is_some_and(|e| Instant::now() >= e) || started.elapsed() > max {
+                    break;
+                }
+                let phase_after = sold_out.load(Ordering::Relaxed);
+                let t = Instant::now();
+                let r = call(
+                    http.post(&url)
+                        .bearer_auth(if phase_after { &late } else { &token })
+                        .header("Idempotency-Key", format!("b{i}-{n}"))
+                        .json(&json!({ "sku": "RUSH", "qty": 1 })),
+                )
+                .await;
+                let micros = t.elapsed().as_micros() as u64;
+                let outcome = match &r {
+                    Ok((201, _)) => {
+                        bought += 1;
+                        "201".to_owned()
+                    }
+                    Ok((s, v)) => format!("{s} {}", v["error"]["code"].as_str().unwrap_or("?")),
+                    Err(_) => "transport error".to_owned(),
+                };
+                if outcome.ends_with("sold_out") && !phase_after {
+                    sold_out.store(true, Ordering::Relaxed);
+                    if let Ok(mut at) = sold_out_at.lock() {
+                        at.get_or_insert_with(Instant::now);
+                    }
+                }
+                if phase_after {
+                    after_phase.record(micros, &outcome)
+                } else {
+                    selling.record(micros, &outcome)
+                }
+            }
+            (selling, after_phase, bought)
+        }));
+    }
+    let (mut selling, mut after_phase, mut bought) = (Phase::default(), Phase::default(), 0);
+    for t in tasks {
+        let (s, af, b) = t.await.map_err(|e| e.to_string())?;
+        selling.merge(s);
+        after_phase.merge(af);
+        bought += b;
+    }
+    let sell_secs = sold_out_at
+        .lock()
+        .ok()
+        .and_then(|t| *t)
+        .map_or(started.elapsed(), |t| t - started)
+        .as_secs_f64();
+    let (_, after_sale) = call(http.get(format!("{}/api/v1/sales/{sale}", a.nodes[0]))).await?;
+    let product = &after_sale["products"][0];
+    let ok = product["sold"].as_i64() == Some(bought) && bought <= a.stock;
+    Ok(json!({
+        "scenario": "rush",
+        "sale_id": sale,
+        "buyers": a.buyers,
+        "nodes": a.nodes.len(),
+        "stock": a.stock,
+        "checkout": a.checkout,
+        "bought_2xx": bought,
+        "api_sold": product["sold"],
+        "api_remaining": product["remaining"],
+        "invariants_ok": ok,
+        "selling": selling.summary(sell_secs),
+        "completed_orders_per_sec": bought as f64 / sell_secs,
+        "after_sell_out": after_phase.summary(a.after_secs as f64),
+    }))
+}
