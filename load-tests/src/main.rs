@@ -3,6 +3,7 @@
 
 mod chat;
 mod common;
+mod room;
 mod rush;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ enum Command {
     Rush(rush::RushArgs),
     /// Viewers in one room while many senders chat.
     Chat(chat::ChatArgs),
+    /// A scripted host and two viewers, printing every frame (docs, smoke).
+    Room(room::RoomArgs),
 }
 
 #[tokio::main]
@@ -27,6 +30,7 @@ async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Rush(a) => rush::run(a).await,
         Command::Chat(a) => chat::run(a).await,
+        Command::Room(a) => room::run(a).await,
     };
     match result {
         Ok(report) => {

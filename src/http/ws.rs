@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::Semaphore;
@@ -125,6 +125,17 @@ enum ClientMessage {
     SlowMode {
         secs: u32,
     },
+}
+
+/// Always the first frame of a socket.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "welcome")]
+struct Welcome<'a> {
+    you: &'a Identity,
+    sale: &'a crate::catalog::Sale,
+    viewers: u64,
+    chat: Vec<SaleEvent>,
+    slow_mode_secs: u32,
 }
 
 fn frame(value: Value) -> Frame {
@@ -310,18 +321,14 @@ impl Socket {
         let sale = self.state.catalog.sale(self.sale_id).await?;
         let viewers = self.member.room.viewers().max(1);
         let chat: Vec<SaleEvent> = history.into_iter().map(SaleEvent::Chat).collect();
-        Ok(frame(json!({
-            "type": "welcome",
-            "you": {
-                "user_id": self.who.user_id,
-                "name": self.who.name,
-                "role": self.who.role,
-            },
-            "sale": sale,
-            "viewers": viewers,
-            "chat": chat,
-            "slow_mode_secs": slow,
-        })))
+        Frame::of(&Welcome {
+            you: &self.who,
+            sale: &sale,
+            viewers,
+            chat,
+            slow_mode_secs: slow,
+        })
+        .ok_or_else(|| ApiError::Internal("welcome not serializable".into()))
     }
 
     /// The first frame and whatever else is queued, minus chat already sent.
