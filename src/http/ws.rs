@@ -229,8 +229,14 @@ async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, s
                 return;
             }
             msg = stream.next() => {
-                let Some(Ok(msg)) = msg else { return };
-                match s.on_message(msg).await {
+                let outcome = match msg {
+                    Some(Ok(msg)) => s.on_message(msg).await,
+                    Some(Err(e)) if is_bad_utf8(&e) => {
+                        s.bad("bad_request", "text frames must be valid UTF-8", None)
+                    }
+                    Some(Err(_)) | None => return,
+                };
+                match outcome {
                     Outcome::Reply(f) | Outcome::Bad(f) => {
                         if send(&mut sink, vec![f]).await.is_err() { return; }
                     }
@@ -267,6 +273,19 @@ async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, s
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+/// A text frame that is not UTF-8 is a bad message, not a broken socket.
+fn is_bad_utf8(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<tungstenite::Error>() {
+            return matches!(t, tungstenite::Error::Utf8(_));
+        }
+        source = s.source();
+    }
+    false
+}
 
 fn close(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
