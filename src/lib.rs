@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod http;
 pub mod hub;
@@ -25,6 +26,7 @@ use crate::catalog::sqlite::SqliteCatalog;
 use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
+use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::{AppState, Live};
 use crate::hub::chat::{ChatRate, ChatStore, MemoryChat, RedisChat};
@@ -109,6 +111,7 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     pub chat: Arc<dyn ChatStore>,
     pub presence: Arc<dyn Presence>,
+    pub figures: Arc<dyn FiguresStore>,
     /// Holds the embedded data dir's lock for the life of the process.
     _lock: Option<std::fs::File>,
 }
@@ -179,7 +182,8 @@ impl Backends {
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
                     bus: RedisBus::start(client, conn.clone(), prefix, shutdown.clone()),
                     chat: Arc::new(RedisChat::new(conn.clone(), prefix, settings.chat_rate)),
-                    presence: Arc::new(RedisPresence::new(conn, prefix, Uuid::new_v4())),
+                    presence: Arc::new(RedisPresence::new(conn.clone(), prefix, Uuid::new_v4())),
+                    figures: Arc::new(RedisFigures::new(conn, prefix)),
                     _lock: None,
                 })
             }
@@ -192,6 +196,7 @@ impl Backends {
                     inventory: Arc::new(MemoryInventory::new()),
                     chat: Arc::new(MemoryChat::new(bus.clone(), settings.chat_rate)),
                     presence: Arc::new(LocalPresence::default()),
+                    figures: Arc::new(MemoryFigures::default()),
                     bus,
                     _lock: Some(lock),
                 })
@@ -224,6 +229,8 @@ impl Node {
         clock: Arc<Clock>,
         shutdown: CancellationToken,
     ) -> Result<Node, StartError> {
+        // The process's metrics recorder, before anything records.
+        dashboard::metrics::handle();
         let backends = Backends::open(&settings, &shutdown).await?;
         let rebuilder = backends.rebuilder();
         let rebuilt = rebuilder.reconcile(false).await?;
@@ -242,6 +249,8 @@ impl Node {
             clock.clone(),
         ));
         let writer = BatchWriter::start(backends.orders.clone(), shutdown.clone());
+        let stats = Stats::new(clock.clone(), backends.figures.clone());
+        workers.spawn(stats.clone().run(shutdown.clone()));
         let orders = Arc::new(Orders::new(
             backends.inventory.clone(),
             backends.orders.clone(),
@@ -250,6 +259,7 @@ impl Node {
             rebuilder.clone(),
             backends.bus.clone(),
             stock,
+            stats.clone(),
             clock.clone(),
         ));
         workers.spawn(orders.clone().follow_events(shutdown.clone()));
@@ -273,6 +283,8 @@ impl Node {
                 .collect(),
             shutdown: shutdown.clone(),
             sockets: workers.clone(),
+            stats,
+            presence: backends.presence.clone(),
         });
         let state = AppState {
             live,

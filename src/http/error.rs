@@ -158,6 +158,9 @@ impl From<IdentityError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::Unavailable(_) | StoreError::Database(_)) {
+            metrics::counter!("lychee_db_errors_total").increment(1);
+        }
         match e {
             StoreError::Unavailable(_) => {
                 ApiError::Unavailable("the database is unavailable".into())
@@ -172,6 +175,7 @@ impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> Self {
         match e {
             InventoryError::Redis(_) => {
+                metrics::counter!("lychee_redis_errors_total").increment(1);
                 tracing::warn!(error = %e, "inventory unavailable");
                 ApiError::Unavailable("live stock is unavailable; try again".into())
             }
@@ -184,6 +188,7 @@ impl From<crate::hub::chat::ChatError> for ApiError {
     fn from(e: crate::hub::chat::ChatError) -> Self {
         match e {
             crate::hub::chat::ChatError::Redis(_) => {
+                metrics::counter!("lychee_redis_errors_total").increment(1);
                 tracing::warn!(error = %e, "chat unavailable");
                 ApiError::Unavailable("chat is unavailable; try again".into())
             }

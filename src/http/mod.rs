@@ -1,5 +1,6 @@
 //! HTTP: thin handlers that parse, authorize, call the domain and map errors.
 
+mod dashboard;
 pub mod error;
 pub mod extract;
 mod orders;
@@ -18,7 +19,9 @@ use axum::Router;
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::dashboard::Stats;
 use crate::hub::chat::ChatStore;
+use crate::hub::presence::Presence;
 use crate::hub::Hub;
 use crate::identity::TokenKeys;
 use crate::orders::Orders;
@@ -59,6 +62,10 @@ pub struct Live {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Open sockets count as work: the node exits after they sent their 1001.
     pub sockets: tokio_util::task::TaskTracker,
+    /// Per-second figures for the dashboard.
+    pub stats: Arc<Stats>,
+    /// Viewer counts over all nodes.
+    pub presence: Arc<dyn Presence>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -67,8 +74,10 @@ pub fn app(state: AppState) -> Router {
             "/api/v1",
             sales::router()
                 .merge(orders::router())
-                .route("/sales/{id}/live", get(ws::live)),
+                .route("/sales/{id}/live", get(ws::live))
+                .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )
+        .route("/metrics", get(dashboard::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -184,6 +184,7 @@ struct Socket {
 
 async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, since: Option<u64>) {
     let _open = state.live.sockets.token();
+    let _gauge = OpenSocket::new();
     let (mut sink, mut stream) = socket.split();
     let member = match state.live.hub.join(sale_id, &who.user_id).await {
         Ok(m) => m,
@@ -274,6 +275,22 @@ async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, s
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
+/// Counts this socket in `lychee_ws_open_sockets` while it lives.
+struct OpenSocket;
+
+impl OpenSocket {
+    fn new() -> Self {
+        metrics::gauge!("lychee_ws_open_sockets").increment(1.0);
+        OpenSocket
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        metrics::gauge!("lychee_ws_open_sockets").decrement(1.0);
+    }
+}
+
 /// A text frame that is not UTF-8 is a bad message, not a broken socket.
 fn is_bad_utf8(e: &axum::Error) -> bool {
     use std::error::Error as _;
@@ -303,6 +320,8 @@ async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) -> Result<
 
 /// One write: a frame alone, or a `batch` of several; flushed once.
 async fn send(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), ()> {
+    metrics::counter!("lychee_ws_frames_out_total").increment(1);
+    metrics::counter!("lychee_fanout_deliveries_total").increment(frames.len() as u64);
     let text = if frames.len() == 1 {
         frames
             .into_iter()
@@ -365,6 +384,7 @@ impl Socket {
                     }
                 },
                 Err(RecvError::Lagged(skipped)) => {
+                    metrics::counter!("lychee_lagged_viewers_total").increment(1);
                     // Chat is lost, state is not: tell, then resend the stock.
                     out.push(frame(json!({ "type": "lagged", "skipped": skipped })));
                     out.extend(self.member.room.stock_snapshot());
@@ -401,6 +421,7 @@ impl Socket {
     }
 
     async fn on_message(&mut self, msg: Message) -> Outcome {
+        metrics::counter!("lychee_ws_frames_in_total").increment(1);
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => return self.bad("bad_request", "send JSON text frames", None),
@@ -485,7 +506,10 @@ impl Socket {
                 let secs = |ms: i64| (ms as u64).div_ceil(1000);
                 Ok(
                     match live.chat.post(&post).await.map_err(|e| plain(e.into()))? {
-                        Posted::Sent(_) => Outcome::Nothing,
+                        Posted::Sent(_) => {
+                            live.stats.chat(sale_id);
+                            Outcome::Nothing
+                        }
                         Posted::Banned => Outcome::Reply(error_frame(
                             "banned",
                             "you are banned from this sale",

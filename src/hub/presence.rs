@@ -1,7 +1,8 @@
 //! Viewer counts: each node reports its own count per sale with an expiry;
 //! the count shown is the sum of the live reports. No per-join broadcast.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -22,19 +23,28 @@ pub trait Presence: Send + Sync + 'static {
         local: u64,
         now_ms: i64,
     ) -> Result<u64, redis::RedisError>;
+    /// The sum over nodes, without reporting (the dashboard).
+    async fn total(&self, sale_id: Uuid, now_ms: i64) -> Result<u64, redis::RedisError>;
 }
 
 /// One node: its own count is the total.
 #[derive(Default)]
 pub struct LocalPresence {
-    last: AtomicU64,
+    counts: Mutex<HashMap<Uuid, u64>>,
 }
 
 #[async_trait]
 impl Presence for LocalPresence {
-    async fn report(&self, _: Uuid, local: u64, _: i64) -> Result<u64, redis::RedisError> {
-        self.last.store(local, Ordering::Relaxed);
+    async fn report(&self, sale_id: Uuid, local: u64, _: i64) -> Result<u64, redis::RedisError> {
+        // Short section, no await: std mutex.
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.insert(sale_id, local);
         Ok(local)
+    }
+
+    async fn total(&self, sale_id: Uuid, _: i64) -> Result<u64, redis::RedisError> {
+        let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(c.get(&sale_id).copied().unwrap_or(0))
     }
 }
 
@@ -73,5 +83,20 @@ impl Presence for RedisPresence {
             .arg(REPORT_TTL_MS)
             .invoke_async(&mut self.conn.clone())
             .await
+    }
+
+    async fn total(&self, sale_id: Uuid, now_ms: i64) -> Result<u64, redis::RedisError> {
+        let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.presence(sale_id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(all
+            .values()
+            .filter_map(|v| {
+                let (count, expires) = v.split_once(':')?;
+                let expires: i64 = expires.parse().ok()?;
+                (expires > now_ms).then(|| count.parse::<u64>().ok())?
+            })
+            .sum())
     }
 }

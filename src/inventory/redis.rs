@@ -71,6 +71,10 @@ impl Keys {
     pub fn presence(&self, sale: Uuid) -> String {
         format!("{}:presence", self.tag(sale))
     }
+    /// The dashboard's figures of one sale and second, summed over nodes.
+    pub fn figures(&self, sale: Uuid, second: i64) -> String {
+        format!("{}:fig:{second}", self.tag(sale))
+    }
     fn lock(&self, sale: Uuid) -> String {
         format!("{}:lock", self.tag(sale))
     }

@@ -98,5 +98,6 @@ fn fail(replies: Vec<Reply>, e: WriteError) {
 }
 
 fn log_store_error(e: &StoreError) {
+    metrics::counter!("lychee_db_errors_total").increment(1);
     tracing::error!(error = %e, "committing a batch of orders failed");
 }

@@ -13,6 +13,7 @@ use super::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
 use crate::catalog::service::CatalogError;
 use crate::catalog::{validate, Catalog, Checkout, StoreError};
 use crate::clock::Clock;
+use crate::dashboard::{BuyOutcome, Stats};
 use crate::hub::{EventBus, SaleEvent, StockPublisher};
 use crate::identity::{Identity, Role};
 use crate::inventory::{
@@ -46,6 +47,30 @@ pub enum OrderError {
     Inventory(#[from] InventoryError),
     #[error(transparent)]
     Rebuild(#[from] RebuildError),
+}
+
+impl OrderError {
+    /// The contract's code of this error, for metrics and the dashboard.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OrderError::Invalid(_) => "bad_request",
+            OrderError::NotFound(_) => "not_found",
+            OrderError::Forbidden => "forbidden",
+            OrderError::Rejected(Rejection::SaleNotLive) => "sale_not_live",
+            OrderError::Rejected(Rejection::NotOnSale) => "not_on_sale",
+            OrderError::Rejected(Rejection::SoldOut) => "sold_out",
+            OrderError::Rejected(Rejection::LimitExceeded { .. }) => "limit_exceeded",
+            OrderError::Rejected(Rejection::Banned) => "banned",
+            OrderError::IdempotencyMismatch => "idempotency_mismatch",
+            OrderError::ReservationExpired => "reservation_expired",
+            OrderError::InvalidState(_) => "invalid_state",
+            OrderError::Unavailable(_)
+            | OrderError::Store(_)
+            | OrderError::Inventory(_)
+            | OrderError::Rebuild(_)
+            | OrderError::Catalog(_) => "unavailable",
+        }
+    }
 }
 
 impl From<WriteError> for OrderError {
@@ -148,6 +173,7 @@ pub struct Orders {
     rebuild: Arc<Rebuilder>,
     bus: Arc<dyn EventBus>,
     stock: Arc<StockPublisher>,
+    stats: Arc<Stats>,
     clock: Arc<Clock>,
     sold_out: SoldOut,
 }
@@ -173,6 +199,7 @@ impl Orders {
         rebuild: Arc<Rebuilder>,
         bus: Arc<dyn EventBus>,
         stock: Arc<StockPublisher>,
+        stats: Arc<Stats>,
         clock: Arc<Clock>,
     ) -> Self {
         Orders {
@@ -183,6 +210,7 @@ impl Orders {
             rebuild,
             bus,
             stock,
+            stats,
             clock,
             sold_out: SoldOut::default(),
         }
@@ -208,6 +236,18 @@ impl Orders {
 
     /// Buys as `who`. `Ok` carries the order JSON to send with 201.
     pub async fn buy(&self, who: &Identity, req: BuyRequest) -> BuyAnswer {
+        let started = Instant::now();
+        let sale_id = req.sale_id;
+        let answer = self.buy_once(who, req).await;
+        let outcome = match &answer {
+            Ok(_) => BuyOutcome::Created,
+            Err(e) => BuyOutcome::Refused(e.code()),
+        };
+        self.stats.buy(sale_id, outcome, started.elapsed());
+        answer
+    }
+
+    async fn buy_once(&self, who: &Identity, req: BuyRequest) -> BuyAnswer {
         Self::check_request(&req.key, &req.sku, req.qty)?;
         // A rebuild can fence out an instant order between admission and
         // commit; it is then admitted again under the new state.
@@ -331,6 +371,7 @@ impl Orders {
                 return Ok(None);
             }
             Ok(Commit::Committed) => {
+                self.stats.order(sale_id);
                 // Confirm and record the key's final answer in one round trip.
                 let answer = Stored::Order(to_json(&order)?);
                 let confirmed = self
@@ -450,7 +491,7 @@ impl Orders {
                     {
                         Some((_, s)) => stored = s,
                         // Released meanwhile: the first attempt failed; try afresh.
-                        None => return Box::pin(self.buy(who, req.clone())).await,
+                        None => return Box::pin(self.buy_once(who, req.clone())).await,
                     }
                 }
             }
@@ -602,7 +643,10 @@ impl Orders {
             })
             .await;
         let order = match committed {
-            Ok(Commit::Committed) => order,
+            Ok(Commit::Committed) => {
+                self.stats.order(sale_id);
+                order
+            }
             Ok(Commit::Stale) => {
                 // Admitted before a rebuild, which dropped the reservation.
                 self.give_back(sale_id, order_id, OrderStatus::Expired)
