@@ -68,11 +68,8 @@ async fn run(
         let (orders, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let started = Instant::now();
         let outcome = store.commit(&orders).await;
-        tracing::debug!(
-            n,
-            ms = started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
+        metrics::histogram!("lychee_batch_size").record(n as f64);
+        metrics::histogram!("lychee_batch_commit_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(results) if results.len() == replies.len() => {
                 for (reply, r) in replies.into_iter().zip(results) {

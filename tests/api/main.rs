@@ -4,6 +4,7 @@
 mod buy;
 mod catalog;
 mod cli;
+mod dashboard;
 mod errors;
 mod helpers;
 mod live;

@@ -1,0 +1,179 @@
+//! The operators' numbers: the SSE dashboard summed over nodes, /metrics, health.
+
+use std::time::Duration;
+
+use lychee_live::identity::Role;
+use serde_json::{json, Value};
+
+use crate::helpers::{TestApp, TestEnv};
+
+/// Reads `data:` events of the dashboard until `pred` holds (or 10 s pass).
+async fn watch_until(
+    app: &TestApp,
+    sale: &str,
+    token: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    let r = app
+        .http
+        .get(app.url(&format!("/sales/{sale}/dashboard")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut r = r;
+    let mut buf = String::new();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, r.chunk()).await {
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let v: Value = serde_json::from_str(data).unwrap();
+                let done = pred(&v);
+                seen.push(v);
+                if done {
+                    return seen;
+                }
+            }
+        }
+    }
+    panic!("the dashboard never showed what was expected: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sums_every_node() {
+    let mut env = TestEnv::production().await;
+    let a = env.node().await;
+    let b = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let op = env.token(Role::Operator, "ops");
+    let sale = a.live_sale(&host, "instant", "FZX", 100, 50).await;
+    let buyer = env.token(Role::Viewer, "mei");
+    let (_viewer, _) = b.join(&sale, &buyer, None).await;
+    // Six attempts, three on each node: five orders and one refusal.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (buyer, sale) = (buyer.clone(), sale.clone());
+        let qty = if i == 5 { 1000 } else { 1 };
+        tasks.push(async move { node.buy(&buyer, &sale, &format!("k{i}"), "FZX", qty).await });
+    }
+    let results = futures_util::future::join_all(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.status == 201).count(), 5);
+    // The attempts may straddle two seconds: read until the figures of both
+    // nodes add up to all six.
+    let total = |seen: &[Value], field: &str| -> u64 {
+        seen.iter().map(|v| v[field].as_u64().unwrap()).sum()
+    };
+    let mut seen = Vec::new();
+    while total(&seen, "buy_attempts_per_sec") < 6 {
+        seen.extend(
+            watch_until(&b, &sale, &op, |v| {
+                v["buy_attempts_per_sec"].as_u64().unwrap() > 0
+            })
+            .await,
+        );
+    }
+    assert_eq!(total(&seen, "buy_attempts_per_sec"), 6, "{seen:?}");
+    assert_eq!(total(&seen, "orders_per_sec"), 5, "{seen:?}");
+    let all = seen.last().unwrap();
+    assert_eq!(all["gmv_cents"], 5 * 12800);
+    assert_eq!(
+        all["products"],
+        json!([{ "sku": "FZX", "remaining": 95, "reserved": 0, "sold": 5 }])
+    );
+    let (p50, p99) = (
+        all["buy_latency_ms"]["p50"].as_f64().unwrap(),
+        all["buy_latency_ms"]["p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{all}");
+    assert!(all["ts"].as_i64().unwrap() > 0);
+    // The viewer on node b counts on node a's stream too.
+    watch_until(&a, &sale, &op, |v| v["viewers"] == 1).await;
+}
+
+#[tokio::test]
+async fn dashboard_is_for_the_host_and_operators() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 2).await;
+    let path = format!("/sales/{sale}/dashboard");
+    assert_eq!(
+        app.get(&path, None).await.expect(401).code(),
+        "unauthorized"
+    );
+    let mei = env.token(Role::Viewer, "mei");
+    assert_eq!(
+        app.get(&path, Some(&mei)).await.expect(403).code(),
+        "forbidden"
+    );
+    let bob = env.token(Role::Host, "bob");
+    assert_eq!(
+        app.get(&path, Some(&bob)).await.expect(403).code(),
+        "forbidden"
+    );
+    watch_until(&app, &sale, &host, |v| v["products"][0]["remaining"] == 10).await;
+}
+
+#[tokio::test]
+async fn metrics_and_health() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "instant", "FZX", 10, 2).await;
+    app.buy(&mei, &sale, "k", "FZX", 1).await.expect(201);
+    let base = format!("http://{}", app.addr);
+    let text = app
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "lychee_ws_open_sockets",
+        "lychee_ws_frames_in_total",
+        "lychee_ws_frames_out_total",
+        "lychee_fanout_deliveries_total",
+        "lychee_buy_attempts_total{outcome=\"created\"}",
+        "lychee_buy_latency_seconds_bucket",
+        "lychee_batch_size_bucket",
+        "lychee_batch_commit_seconds_bucket",
+        "lychee_redis_errors_total",
+        "lychee_db_errors_total",
+        "lychee_lagged_viewers_total",
+    ] {
+        assert!(
+            text.contains(series),
+            "{series} missing from /metrics:\n{text}"
+        );
+    }
+    let health = app
+        .http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready: Value = app
+        .http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready, json!({ "database": true, "inventory": true }));
+}
