@@ -7,12 +7,13 @@ use serde_json::{json, Value};
 
 use crate::helpers::{TestApp, TestEnv};
 
-/// Reads `data:` events of the dashboard until `pred` holds (or 10 s pass).
+/// Reads `data:` events of one dashboard stream until `pred` holds for what
+/// it showed so far (or 10 s pass).
 async fn watch_until(
     app: &TestApp,
     sale: &str,
     token: &str,
-    pred: impl Fn(&Value) -> bool,
+    pred: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
     let r = app
         .http
@@ -35,10 +36,8 @@ async fn watch_until(
         while let Some(end) = buf.find("\n\n") {
             let event: String = buf.drain(..end + 2).collect();
             if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
-                let v: Value = serde_json::from_str(data).unwrap();
-                let done = pred(&v);
-                seen.push(v);
-                if done {
+                seen.push(serde_json::from_str(data).unwrap());
+                if pred(&seen) {
                     return seen;
                 }
             }
@@ -69,18 +68,13 @@ async fn dashboard_sums_every_node() {
     assert_eq!(results.iter().filter(|r| r.status == 201).count(), 5);
     // The attempts may straddle two seconds: read until the figures of both
     // nodes add up to all six.
-    let total = |seen: &[Value], field: &str| -> u64 {
+    fn total(seen: &[Value], field: &str) -> u64 {
         seen.iter().map(|v| v[field].as_u64().unwrap()).sum()
-    };
-    let mut seen = Vec::new();
-    while total(&seen, "buy_attempts_per_sec") < 6 {
-        seen.extend(
-            watch_until(&b, &sale, &op, |v| {
-                v["buy_attempts_per_sec"].as_u64().unwrap() > 0
-            })
-            .await,
-        );
     }
+    let seen = watch_until(&b, &sale, &op, |seen| {
+        total(seen, "buy_attempts_per_sec") >= 6 && total(seen, "orders_per_sec") >= 5
+    })
+    .await;
     assert_eq!(total(&seen, "buy_attempts_per_sec"), 6, "{seen:?}");
     assert_eq!(total(&seen, "orders_per_sec"), 5, "{seen:?}");
     let all = seen.last().unwrap();
@@ -96,7 +90,10 @@ async fn dashboard_sums_every_node() {
     assert!(p50 > 0.0 && p99 >= p50, "{all}");
     assert!(all["ts"].as_i64().unwrap() > 0);
     // The viewer on node b counts on node a's stream too.
-    watch_until(&a, &sale, &op, |v| v["viewers"] == 1).await;
+    watch_until(&a, &sale, &op, |seen| {
+        seen.last().is_some_and(|v| v["viewers"] == 1)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -120,7 +117,11 @@ async fn dashboard_is_for_the_host_and_operators() {
         app.get(&path, Some(&bob)).await.expect(403).code(),
         "forbidden"
     );
-    watch_until(&app, &sale, &host, |v| v["products"][0]["remaining"] == 10).await;
+    watch_until(&app, &sale, &host, |seen| {
+        seen.last()
+            .is_some_and(|v| v["products"][0]["remaining"] == 10)
+    })
+    .await;
 }
 
 #[tokio::test]
