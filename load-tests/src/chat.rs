@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{histogram, live_sale, token};
+use crate::common::{
+    connect_ws, histogram, live_sale, raise_open_files, rss_bytes, source_addr, token, Ws,
+};
 
 #[derive(clap::Args, Clone)]
 pub struct ChatArgs {
@@ -44,13 +46,9 @@ pub struct ChatArgs {
     /// The server's pid, to report its memory per connection (one node).
     #[arg(long)]
     pub server_pid: Option<u32>,
-}
-
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    /// Local addresses 127.0.0.1..=N to spread client sockets over.
+    #[arg(long, default_value_t = 8)]
+    pub sources: usize,
 }
 
 fn now_micros() -> i64 {
@@ -67,9 +65,6 @@ struct Seen {
     seqs: HashSet<u64>,
     last: u64,
 }
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What a frame says, read without a full JSON parse: the load generator
 /// shares the machine and must stay cheaper than the server it measures.
@@ -159,10 +154,11 @@ async fn read_until(
 }
 
 pub async fn run(a: ChatArgs) -> Result<Value, String> {
+    raise_open_files();
     let keys = TokenKeys::new(&Secret(a.jwt_secret.clone())).map_err(|e| e.to_string())?;
     let http = reqwest::Client::new();
     let host = token(&keys, Role::Host, "load-host");
-    let sale = live_sale(&http, &a.nodes[0], &host, "reserve", 1000).await?;
+    let sale = live_sale(&http, &a.nodes[0], &host, "reserve", 1000, 5).await?;
     let rss_before = a.server_pid.and_then(rss_bytes);
 
     // Connect every viewer first, a bounded number at a time.
@@ -175,12 +171,10 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
             "{node}/api/v1/sales/{sale}/live?access_token={}",
             token(&keys, Role::Viewer, &format!("viewer-{i}"))
         );
-        let gate = gate.clone();
+        let (gate, source) = (gate.clone(), source_addr(i, a.sources));
         connecting.push(tokio::spawn(async move {
             let _p = gate.acquire_owned().await.map_err(|e| e.to_string())?;
-            let (mut ws, _) = tokio_tungstenite::connect_async(url)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut ws = connect_ws(&url, source).await?;
             // The welcome.
             ws.next().await;
             Ok::<Ws, String>(ws)

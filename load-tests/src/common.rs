@@ -1,6 +1,7 @@
 //! What the scenarios share: latency histograms, tokens, API calls.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -81,6 +82,7 @@ pub async fn live_sale(
     host: &str,
     checkout: &str,
     stock: i64,
+    per_user_limit: i64,
 ) -> Result<String, String> {
     let (s, sale) = call(
         http.post(format!("{node}/api/v1/sales"))
@@ -96,7 +98,7 @@ pub async fn live_sale(
         (
             format!("{node}/api/v1/sales/{id}/products"),
             json!({ "sku": "RUSH", "name": "Feizixiao 5 kg", "price_cents": 16800,
-                    "stock": stock, "per_user_limit": 1000 }),
+                    "stock": stock, "per_user_limit": per_user_limit }),
         ),
         (format!("{node}/api/v1/sales/{id}/start"), json!({})),
         (
@@ -111,4 +113,64 @@ pub async fn live_sale(
         }
     }
     Ok(id)
+}
+
+/// As many open files as the hard limit allows: each socket is one.
+pub fn raise_open_files() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+/// The local address of the `i`th client socket: spread over 127.0.0.1..=N so
+/// more sockets than one source address has ephemeral ports can connect.
+pub fn source_addr(i: usize, sources: usize) -> SocketAddr {
+    let n = (i % sources.max(1)) as u8;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n)), 0)
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket from a chosen local address (loopback nodes only use
+/// the spread; other hosts are dialled from the default address).
+pub async fn connect_ws(url: &str, source: SocketAddr) -> Result<Ws, String> {
+    let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().ok_or("no host")?.to_owned();
+    let port = parsed.port_or_known_default().ok_or("no port")?;
+    let target: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if target.ip().is_loopback() {
+        socket
+            .bind(source)
+            .map_err(|e| format!("bind {source}: {e}"))?;
+    }
+    let stream = socket.connect(target).await.map_err(|e| e.to_string())?;
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// The resident memory of a process, from /proc.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>12} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
 }

@@ -3,6 +3,7 @@
 
 mod chat;
 mod common;
+mod idle;
 mod room;
 mod rush;
 
@@ -23,6 +24,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// A scripted host and two viewers, printing every frame (docs, smoke).
     Room(room::RoomArgs),
+    /// Idle viewers: connect rate and the server's memory per viewer.
+    Idle(idle::IdleArgs),
 }
 
 #[tokio::main]
@@ -31,6 +34,7 @@ async fn main() -> std::process::ExitCode {
         Command::Rush(a) => rush::run(a).await,
         Command::Chat(a) => chat::run(a).await,
         Command::Room(a) => room::run(a).await,
+        Command::Idle(a) => idle::run(a).await,
     };
     match result {
         Ok(report) => {

@@ -82,7 +82,7 @@ pub async fn run(a: RoomArgs) -> Result<Value, String> {
     let http = reqwest::Client::new();
     let (first, last) = (&a.nodes[0], &a.nodes[a.nodes.len() - 1]);
     let host_token = token(&keys, Role::Host, "alice", "Farmer Chen")?;
-    let sale = live_sale(&http, first, &host_token, "reserve", 3).await?;
+    let sale = live_sale(&http, first, &host_token, "reserve", 3, 2).await?;
     let short = Duration::from_millis(400);
     let mut host = join(first, &sale, &host_token, "host").await?;
     host.hear(short).await;

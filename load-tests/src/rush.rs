@@ -36,6 +36,12 @@ pub struct RushArgs {
     /// Give up selling after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub max_secs: u64,
+    /// Per-user limit of the product.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+    /// PostgreSQL of the nodes: completed orders are checked there too.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 pub async fn run(a: RushArgs) -> Result<Value, String> {
@@ -45,7 +51,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let host = token(&keys, Role::Host, "load-host");
-    let sale = live_sale(&http, &a.nodes[0], &host, &a.checkout, a.stock).await?;
+    let sale = live_sale(&http, &a.nodes[0], &host, &a.checkout, a.stock, a.limit).await?;
     let sold_out = Arc::new(AtomicBool::new(false));
     let sold_out_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let started = Instant::now();
@@ -63,7 +69,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         );
         tasks.push(tokio::spawn(async move {
             let (mut selling, mut after_phase) = (Phase::default(), Phase::default());
-            let mut bought = 0i64;
+            let mut bought = Vec::new();
             for n in 0.. {
                 let end_of_after = sold_out_at.lock().ok().and_then(|t| *t).map(|t| t + after);
                 if end_of_after.is_some_and(|e| Instant::now() >= e) || started.elapsed() > max {
@@ -80,8 +86,8 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                 .await;
                 let micros = t.elapsed().as_micros() as u64;
                 let outcome = match &r {
-                    Ok((201, _)) => {
-                        bought += 1;
+                    Ok((201, v)) => {
+                        bought.push(v["id"].as_str().unwrap_or_default().to_owned());
                         "201".to_owned()
                     }
                     Ok((s, v)) => format!("{s} {}", v["error"]["code"].as_str().unwrap_or("?")),
@@ -102,13 +108,14 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
             (selling, after_phase, bought)
         }));
     }
-    let (mut selling, mut after_phase, mut bought) = (Phase::default(), Phase::default(), 0);
+    let (mut selling, mut after_phase, mut ids) = (Phase::default(), Phase::default(), Vec::new());
     for t in tasks {
         let (s, af, b) = t.await.map_err(|e| e.to_string())?;
         selling.merge(s);
         after_phase.merge(af);
-        bought += b;
+        ids.extend(b);
     }
+    let bought = ids.len() as i64;
     let sell_secs = sold_out_at
         .lock()
         .ok()
@@ -117,7 +124,24 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         .as_secs_f64();
     let (_, after_sale) = call(http.get(format!("{}/api/v1/sales/{sale}", a.nodes[0]))).await?;
     let product = &after_sale["products"][0];
-    let ok = product["sold"].as_i64() == Some(bought) && bought <= a.stock;
+    let held = product["sold"].as_i64().unwrap_or(-1) + product["reserved"].as_i64().unwrap_or(-1);
+    let demand_exceeded = sold_out.load(Ordering::Relaxed);
+    let mut checks = vec![
+        ("api_sold_plus_reserved_is_2xx", held == bought),
+        ("never_over_stock", bought <= a.stock),
+        (
+            "sold_out_means_all_sold",
+            !demand_exceeded || bought == a.stock,
+        ),
+    ];
+    if let Some(url) = &a.database_url {
+        checks.extend(check_database(url, &sale, &ids, a.limit, &a.checkout).await?);
+    }
+    let ok = checks.iter().all(|(_, ok)| *ok);
+    let checks: serde_json::Map<String, Value> = checks
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
     Ok(json!({
         "scenario": "rush",
         "sale_id": sale,
@@ -128,9 +152,63 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         "bought_2xx": bought,
         "api_sold": product["sold"],
         "api_remaining": product["remaining"],
+        "checks": checks,
         "invariants_ok": ok,
         "selling": selling.summary(sell_secs),
         "completed_orders_per_sec": bought as f64 / sell_secs,
         "after_sell_out": after_phase.summary(a.after_secs as f64),
     }))
+}
+
+/// Through PostgreSQL: every 2xx completed order present exactly once, sold
+/// as in the API, nobody over the limit.
+async fn check_database(
+    url: &str,
+    sale: &str,
+    ids: &[String],
+    limit: i64,
+    checkout: &str,
+) -> Result<Vec<(&'static str, bool)>, String> {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let err = |e: sqlx::Error| e.to_string();
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id::text, user_id, qty FROM orders WHERE sale_id = $1::uuid")
+            .bind(sale)
+            .fetch_all(&pool)
+            .await
+            .map_err(err)?;
+    let (sold, stock): (i64, i64) =
+        sqlx::query_as("SELECT sold, stock FROM products WHERE sale_id = $1::uuid")
+            .bind(sale)
+            .fetch_one(&pool)
+            .await
+            .map_err(err)?;
+    pool.close().await;
+    let in_db: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let mut per_user: std::collections::HashMap<&str, i64> = Default::default();
+    for (_, user, qty) in &rows {
+        *per_user.entry(user).or_default() += qty;
+    }
+    let distinct: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut checks = vec![
+        ("db_sold_within_stock", sold <= stock),
+        (
+            "db_sold_is_sum_of_rows",
+            sold == rows.iter().map(|r| r.2).sum::<i64>(),
+        ),
+        (
+            "db_nobody_over_limit",
+            per_user.values().all(|q| *q <= limit),
+        ),
+        ("answers_distinct", distinct.len() == ids.len()),
+    ];
+    if checkout == "instant" {
+        checks.push((
+            "db_every_2xx_present_once",
+            ids.iter().all(|i| in_db.contains(i.as_str())) && rows.len() == ids.len(),
+        ));
+    }
+    Ok(checks)
 }
