@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::{
     connect_ws, histogram, live_sale, raise_open_files, rss_bytes, source_addr, token, Ws,
 };
+use crate::report::Timeline;
 
 #[derive(clap::Args, Clone)]
 pub struct ChatArgs {
@@ -49,6 +50,9 @@ pub struct ChatArgs {
     /// Local addresses 127.0.0.1..=N to spread client sockets over.
     #[arg(long, default_value_t = 8)]
     pub sources: usize,
+    /// Against `lychee-load bare-server`: no sale to set up.
+    #[arg(long)]
+    pub bare: bool,
 }
 
 fn now_micros() -> i64 {
@@ -110,8 +114,10 @@ async fn read_until(
     mut ws: futures_util::stream::SplitStream<Ws>,
     stop: Arc<AtomicBool>,
     latency: Arc<std::sync::Mutex<Histogram<u64>>>,
-) -> Seen {
+    started: Instant,
+) -> (Seen, Timeline) {
     let mut seen = Seen::default();
+    let mut timeline = Timeline::new(started);
     let mut local = histogram();
     loop {
         let msg = tokio::select! {
@@ -138,9 +144,11 @@ async fn read_until(
             }
             seen.last = seen.last.max(seq);
             seen.received += 1;
-            if let Some(sent) = sent {
-                let _ = local.record((now - sent).max(1) as u64);
+            let micros = sent.map(|sent| (now - sent).max(1) as u64);
+            if let Some(m) = micros {
+                let _ = local.record(m);
             }
+            timeline.record(Instant::now(), "delivered", micros);
         }
         for skipped in found.lagged {
             seen.lagged += 1;
@@ -150,7 +158,7 @@ async fn read_until(
     if let Ok(mut h) = latency.lock() {
         let _ = h.add(local);
     }
-    seen
+    (seen, timeline)
 }
 
 pub async fn run(a: ChatArgs) -> Result<Value, String> {
@@ -158,7 +166,11 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     let keys = TokenKeys::new(&Secret(a.jwt_secret.clone())).map_err(|e| e.to_string())?;
     let http = reqwest::Client::new();
     let host = token(&keys, Role::Host, "load-host");
-    let sale = live_sale(&http, &a.nodes[0], &host, "reserve", 1000, 5).await?;
+    let sale = if a.bare {
+        "00000000-0000-0000-0000-000000000000".to_owned()
+    } else {
+        live_sale(&http, &a.nodes[0], &host, "reserve", 1000, 5).await?
+    };
     let rss_before = a.server_pid.and_then(rss_bytes);
 
     // Connect every viewer first, a bounded number at a time.
@@ -189,6 +201,7 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     let rss_after = a.server_pid.and_then(rss_bytes);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let chat_started = Instant::now();
     let latency = Arc::new(std::sync::Mutex::new(histogram()));
     let sent_ok = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
@@ -200,6 +213,7 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
             stream,
             stop.clone(),
             latency.clone(),
+            chat_started,
         )));
     }
 
@@ -232,8 +246,11 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     let mut missing = 0u64;
     let mut max_seq_per_viewer = Vec::new();
     let mut all: Vec<Seen> = Vec::new();
+    let mut timeline = Timeline::new(chat_started);
     for r in readers {
-        all.push(r.await.map_err(|e| e.to_string())?);
+        let (seen, tl) = r.await.map_err(|e| e.to_string())?;
+        all.push(seen);
+        timeline.merge(tl);
     }
     let published = all.iter().map(|s| s.last).max().unwrap_or(0);
     for s in &all {
@@ -275,5 +292,6 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
         "server_rss_after_connect": rss_after,
         "server_rss_per_viewer_bytes": per_viewer_rss,
         "invariants_ok": ok,
+        "timeline": timeline.to_json(),
     }))
 }

@@ -1,9 +1,11 @@
 //! `lychee-load`: drives real lychee-live nodes through the public API (REST
 //! and WebSocket) and reports what buyers and viewers would see.
 
+mod bare;
 mod chat;
 mod common;
 mod idle;
+mod report;
 mod room;
 mod rush;
 
@@ -14,6 +16,12 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Write `<name>.json` and `<name>.html` here instead of JSON on stdout.
+    #[arg(long, global = true)]
+    out: Option<std::path::PathBuf>,
+    /// Name of the report files (default: the scenario).
+    #[arg(long, global = true)]
+    name: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -26,22 +34,39 @@ enum Command {
     Room(room::RoomArgs),
     /// Idle viewers: connect rate and the server's memory per viewer.
     Idle(idle::IdleArgs),
+    /// A minimal broadcast server: the fan-out ceiling for `chat --bare`.
+    BareServer(bare::BareArgs),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    let result = match cli.command {
         Command::Rush(a) => rush::run(a).await,
         Command::Chat(a) => chat::run(a).await,
         Command::Room(a) => room::run(a).await,
         Command::Idle(a) => idle::run(a).await,
+        Command::BareServer(a) => bare::run(a).await,
     };
     match result {
         Ok(report) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            let name = cli
+                .name
+                .unwrap_or_else(|| report["scenario"].as_str().unwrap_or("report").to_owned());
+            match &cli.out {
+                Some(dir) => {
+                    if let Err(e) = report::write(dir, &name, &report) {
+                        eprintln!("lychee-load: cannot write the report: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                    println!("{name}: {}", dir.join(format!("{name}.html")).display());
+                    report::print_table(&report);
+                }
+                None => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+            }
             if report["invariants_ok"] == true {
                 std::process::ExitCode::SUCCESS
             } else {

@@ -11,7 +11,8 @@ use lychee_live::config::Secret;
 use lychee_live::identity::{Role, TokenKeys};
 use serde_json::{json, Value};
 
-use crate::common::{call, live_sale, token, token_for_late, Phase};
+use crate::common::{call, live_sale, progress, raise_open_files, token, token_for_late, Phase};
+use crate::report::Timeline;
 
 #[derive(clap::Args, Clone)]
 pub struct RushArgs {
@@ -39,12 +40,17 @@ pub struct RushArgs {
     /// Per-user limit of the product.
     #[arg(long, default_value_t = 1000)]
     pub limit: i64,
+    /// Offered buy attempts a second, all buyers together (default: each buyer
+    /// as fast as its answers come).
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// PostgreSQL of the nodes: completed orders are checked there too.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 }
 
 pub async fn run(a: RushArgs) -> Result<Value, String> {
+    raise_open_files();
     let keys = TokenKeys::new(&Secret(a.jwt_secret.clone())).map_err(|e| e.to_string())?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.buyers)
@@ -52,6 +58,9 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let host = token(&keys, Role::Host, "load-host");
     let sale = live_sale(&http, &a.nodes[0], &host, &a.checkout, a.stock, a.limit).await?;
+    let bar = progress(a.stock as u64, "sold");
+    let buyers = a.buyers;
+    let pace = a.rate.map(|r| Duration::from_secs_f64(buyers as f64 / r));
     let sold_out = Arc::new(AtomicBool::new(false));
     let sold_out_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let started = Instant::now();
@@ -67,10 +76,19 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
             Duration::from_secs(a.after_secs),
             Duration::from_secs(a.max_secs),
         );
+        let (bar, interval) = (bar.clone(), pace);
         tasks.push(tokio::spawn(async move {
             let (mut selling, mut after_phase) = (Phase::default(), Phase::default());
+            let mut timeline = Timeline::new(started);
             let mut bought = Vec::new();
+            // Buyers start spread over one interval, not all at once.
+            let mut next = tokio::time::Instant::now()
+                + interval.map_or(Duration::ZERO, |d| d.mul_f64(i as f64 / buyers as f64));
             for n in 0.. {
+                if let Some(d) = interval {
+                    tokio::time::sleep_until(next).await;
+                    next += d;
+                }
                 let end_of_after = sold_out_at.lock().ok().and_then(|t| *t).map(|t| t + after);
                 if end_of_after.is_some_and(|e| Instant::now() >= e) || started.elapsed() > max {
                     break;
@@ -88,6 +106,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                 let outcome = match &r {
                     Ok((201, v)) => {
                         bought.push(v["id"].as_str().unwrap_or_default().to_owned());
+                        bar.inc(1);
                         "201".to_owned()
                     }
                     Ok((s, v)) => format!("{s} {}", v["error"]["code"].as_str().unwrap_or("?")),
@@ -99,22 +118,26 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                         at.get_or_insert_with(Instant::now);
                     }
                 }
+                timeline.record(Instant::now(), &outcome, Some(micros));
                 if phase_after {
                     after_phase.record(micros, &outcome)
                 } else {
                     selling.record(micros, &outcome)
                 }
             }
-            (selling, after_phase, bought)
+            (selling, after_phase, bought, timeline)
         }));
     }
     let (mut selling, mut after_phase, mut ids) = (Phase::default(), Phase::default(), Vec::new());
+    let mut timeline = Timeline::new(started);
     for t in tasks {
-        let (s, af, b) = t.await.map_err(|e| e.to_string())?;
+        let (s, af, b, tl) = t.await.map_err(|e| e.to_string())?;
         selling.merge(s);
         after_phase.merge(af);
         ids.extend(b);
+        timeline.merge(tl);
     }
+    bar.finish_and_clear();
     let bought = ids.len() as i64;
     let sell_secs = sold_out_at
         .lock()
@@ -157,6 +180,8 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         "selling": selling.summary(sell_secs),
         "completed_orders_per_sec": bought as f64 / sell_secs,
         "after_sell_out": after_phase.summary(a.after_secs as f64),
+        "offered_per_sec": a.rate,
+        "timeline": timeline.to_json(),
     }))
 }
 
