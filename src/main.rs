@@ -43,12 +43,13 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
         None => serve(cli.serve).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Migrate(store)) => {
-            match store.mode()? {
-                Mode::Production { database_url, .. } => {
-                    lychee_live::connect_postgres(&database_url).await?;
+            // Migrating needs only the database, not Redis.
+            match &store.database_url {
+                Some(url) => {
+                    lychee_live::connect_postgres(url).await?;
                 }
-                Mode::Embedded { data_dir } => {
-                    lychee_live::open_sqlite(&data_dir).await?;
+                None => {
+                    lychee_live::open_sqlite(&store.data_dir).await?;
                 }
             }
             println!("migrations applied");
