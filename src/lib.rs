@@ -12,6 +12,7 @@ pub mod hub;
 pub mod identity;
 pub mod inventory;
 pub mod orders;
+pub mod web;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -285,6 +286,7 @@ impl Node {
             sockets: workers.clone(),
             stats,
             presence: backends.presence.clone(),
+            rebuild: rebuilder.clone(),
         });
         let state = AppState {
             live,

@@ -250,7 +250,7 @@ impl Catalog {
             stream_url: new.stream_url,
         };
         self.store.insert_sale(&record).await?;
-        self.rebuild.ensure(record.id).await?;
+        self.rebuild.create(record.id).await?;
         Ok(Sale {
             record,
             products: Vec::new(),

@@ -66,6 +66,8 @@ pub struct Live {
     pub stats: Arc<Stats>,
     /// Viewer counts over all nodes.
     pub presence: Arc<dyn Presence>,
+    /// Rebuilds a sale's live state when chat finds it missing.
+    pub rebuild: Arc<crate::orders::rebuild::Rebuilder>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -80,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(dashboard::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -200,7 +200,7 @@ async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, s
         sale_id,
         member,
         buys: Arc::new(Semaphore::new(BUYS_IN_FLIGHT)),
-        last_seq: since.unwrap_or(0),
+        last_seq: 0,
         bad: VecDeque::new(),
     };
     let welcome = match s.welcome(since).await {
@@ -232,10 +232,18 @@ async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, s
             msg = stream.next() => {
                 let outcome = match msg {
                     Some(Ok(msg)) => s.on_message(msg).await,
-                    Some(Err(e)) if is_bad_utf8(&e) => {
-                        s.bad("bad_request", "text frames must be valid UTF-8", None)
-                    }
-                    Some(Err(_)) | None => return,
+                    Some(Err(e)) => match read_error(&e) {
+                        // RFC 6455 fails the connection on invalid UTF-8 and
+                        // the WebSocket layer enforces it: say why, then close.
+                        ReadError::BadUtf8 => {
+                            let f = error_frame("bad_request", "text frames must be valid UTF-8", None);
+                            let _ = send(&mut sink, vec![f]).await;
+                            Outcome::Close(1007, "invalid UTF-8")
+                        }
+                        ReadError::TooBig => Outcome::Close(1009, "message over 4096 bytes"),
+                        ReadError::Other => return,
+                    },
+                    None => return,
                 };
                 match outcome {
                     Outcome::Reply(f) | Outcome::Bad(f) => {
@@ -291,17 +299,33 @@ impl Drop for OpenSocket {
     }
 }
 
-/// A text frame that is not UTF-8 is a bad message, not a broken socket.
-fn is_bad_utf8(e: &axum::Error) -> bool {
+enum ReadError {
+    BadUtf8,
+    TooBig,
+    Other,
+}
+
+/// Tells the client's faults (answered with a close code) from a broken connection.
+fn read_error(e: &axum::Error) -> ReadError {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(s) = source {
-        if let Some(t) = s.downcast_ref::<tungstenite::Error>() {
-            return matches!(t, tungstenite::Error::Utf8(_));
+        match s.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Utf8(_)) => return ReadError::BadUtf8,
+            Some(tungstenite::Error::Capacity(_)) => return ReadError::TooBig,
+            Some(_) => return ReadError::Other,
+            None => source = s.source(),
         }
-        source = s.source();
     }
-    false
+    ReadError::Other
+}
+
+fn msg_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
@@ -388,6 +412,8 @@ impl Socket {
                     // Chat is lost, state is not: tell, then resend the stock.
                     out.push(frame(json!({ "type": "lagged", "skipped": skipped })));
                     out.extend(self.member.room.stock_snapshot());
+                    let count = self.member.room.viewers();
+                    out.push(frame(json!({ "type": "viewers", "count": count })));
                 }
                 Err(RecvError::Closed) => return None,
             }
@@ -405,6 +431,11 @@ impl Socket {
     }
 
     fn bad(&mut self, code: &str, message: &str, reference: Option<&str>) -> Outcome {
+        self.refuse(error_frame(code, message, reference))
+    }
+
+    /// Every refused message counts towards the abuse limit, whatever its code.
+    fn refuse(&mut self, frame: Frame) -> Outcome {
         let now = Instant::now();
         self.bad.push_back(now);
         while self
@@ -417,20 +448,21 @@ impl Socket {
         if self.bad.len() >= ABUSE_LIMIT {
             return Outcome::Close(1008, "too many bad messages");
         }
-        Outcome::Bad(error_frame(code, message, reference))
+        Outcome::Bad(frame)
     }
 
     async fn on_message(&mut self, msg: Message) -> Outcome {
         metrics::counter!("lychee_ws_frames_in_total").increment(1);
         let text = match msg {
-            Message::Text(t) => t,
+            Message::Text(t) if t.len() <= MAX_MESSAGE => t,
+            Message::Text(_) | Message::Binary(_) if msg_len(&msg) > MAX_MESSAGE => {
+                return Outcome::Close(1009, "message over 4096 bytes")
+            }
             Message::Binary(_) => return self.bad("bad_request", "send JSON text frames", None),
+            Message::Text(_) => return Outcome::Close(1009, "message over 4096 bytes"),
             Message::Ping(_) | Message::Pong(_) => return Outcome::Nothing,
             Message::Close(_) => return Outcome::Close(1000, "bye"),
         };
-        if text.len() > MAX_MESSAGE {
-            return Outcome::Close(1009, "message over 4096 bytes");
-        }
         let value: Value = match serde_json::from_str(text.as_str()) {
             Ok(v) => v,
             Err(_) => return self.bad("bad_request", "not a JSON object", None),
@@ -448,11 +480,9 @@ impl Socket {
             Err((e, r)) => {
                 let frame = api_error_frame(&e, r.as_deref());
                 match e {
-                    ApiError::BadRequest(_) => {
-                        let _ = self.bad("bad_request", "", None);
-                        Outcome::Bad(frame)
-                    }
-                    _ => Outcome::Reply(frame),
+                    // Our fault, not the client's: no abuse.
+                    ApiError::Unavailable(_) | ApiError::Internal(_) => Outcome::Reply(frame),
+                    _ => self.refuse(frame),
                 }
             }
         }
@@ -504,34 +534,39 @@ impl Socket {
                     moderator: self.may_manage().await.is_ok(),
                 };
                 let secs = |ms: i64| (ms as u64).div_ceil(1000);
-                Ok(
-                    match live.chat.post(&post).await.map_err(|e| plain(e.into()))? {
-                        Posted::Sent(_) => {
-                            live.stats.chat(sale_id);
-                            Outcome::Nothing
-                        }
-                        Posted::Banned => Outcome::Reply(error_frame(
-                            "banned",
-                            "you are banned from this sale",
-                            None,
-                        )),
-                        Posted::Muted { ms } => Outcome::Reply(error_frame(
-                            "muted",
-                            &format!("you are muted for {} s", secs(ms)),
-                            None,
-                        )),
-                        Posted::SlowMode { ms } => Outcome::Reply(error_frame(
-                            "slow_mode",
-                            &format!("slow mode: wait {} s", secs(ms)),
-                            None,
-                        )),
-                        Posted::RateLimited { ms } => Outcome::Reply(error_frame(
-                            "rate_limited",
-                            &format!("too fast: wait {} s", secs(ms)),
-                            None,
-                        )),
-                    },
-                )
+                let mut posted = live.chat.post(&post).await.map_err(|e| plain(e.into()))?;
+                if posted == Posted::Missing {
+                    live.rebuild
+                        .repair(sale_id, None)
+                        .await
+                        .map_err(|e| plain(e.into()))?;
+                    posted = live.chat.post(&post).await.map_err(|e| plain(e.into()))?;
+                }
+                Ok(match posted {
+                    Posted::Sent(_) => {
+                        live.stats.chat(sale_id);
+                        Outcome::Nothing
+                    }
+                    Posted::Missing => {
+                        return Err(plain(ApiError::Unavailable(
+                            "the sale is being rebuilt".into(),
+                        )))
+                    }
+                    Posted::Banned => self.bad("banned", "you are banned from this sale", None),
+                    Posted::Muted { ms } => {
+                        self.bad("muted", &format!("you are muted for {} s", secs(ms)), None)
+                    }
+                    Posted::SlowMode { ms } => self.bad(
+                        "slow_mode",
+                        &format!("slow mode: wait {} s", secs(ms)),
+                        None,
+                    ),
+                    Posted::RateLimited { ms } => self.bad(
+                        "rate_limited",
+                        &format!("too fast: wait {} s", secs(ms)),
+                        None,
+                    ),
+                })
             }
             ClientMessage::Buy {
                 sku,

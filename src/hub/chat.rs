@@ -66,10 +66,18 @@ pub struct Post {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Posted {
     Sent(u64),
+    /// The sale has no live state (Redis lost it): rebuild, then post again.
+    Missing,
     Banned,
-    Muted { ms: i64 },
-    SlowMode { ms: i64 },
-    RateLimited { ms: i64 },
+    Muted {
+        ms: i64,
+    },
+    SlowMode {
+        ms: i64,
+    },
+    RateLimited {
+        ms: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +197,7 @@ impl ChatStore for RedisChat {
             .key(k.chat_user(p.sale_id, "slow", &p.user_id))
             .key(k.chat_settings(p.sale_id))
             .key(k.chat_user(p.sale_id, "rate", &p.user_id))
+            .key(k.sale(p.sale_id))
             .arg(&p.user_id)
             .arg(p.ts)
             .arg(if p.moderator { "1" } else { "0" })
@@ -209,6 +218,7 @@ impl ChatStore for RedisChat {
         Ok(match reply.as_slice() {
             [ok, seq] if ok == "ok" => Posted::Sent(num(seq)? as u64),
             [b] if b == "banned" => Posted::Banned,
+            [m] if m == "missing" => Posted::Missing,
             [m, ms] if m == "muted" => Posted::Muted { ms: num(ms)? },
             [s, ms] if s == "slow_mode" => Posted::SlowMode { ms: num(ms)? },
             [r, ms] if r == "rate_limited" => Posted::RateLimited { ms: num(ms)? },

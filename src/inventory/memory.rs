@@ -847,6 +847,7 @@ mod tests {
     async fn live_sale(inv: &MemoryInventory, products: Vec<ProductSeed>) -> Uuid {
         let sale_id = Uuid::new_v4();
         inv.install(&SaleSeed {
+            chat_seq_floor: 0,
             epoch: 1,
             sale_id,
             status: SaleStatus::Live,
@@ -959,6 +960,7 @@ mod tests {
         let inv = MemoryInventory::new();
         let sale = Uuid::new_v4();
         inv.install(&SaleSeed {
+            chat_seq_floor: 0,
             epoch: 1,
             sale_id: sale,
             status: SaleStatus::Scheduled,
@@ -1289,6 +1291,7 @@ mod tests {
         inv.ban(sale, "bad").await.unwrap();
 
         inv.install(&SaleSeed {
+            chat_seq_floor: 0,
             epoch: 1,
             sale_id: sale,
             status: SaleStatus::Live,

@@ -62,6 +62,9 @@ pub struct SaleSeed {
     pub products: Vec<ProductSeed>,
     /// Completed quantity per (sku, user), so per-user limits survive a rebuild.
     pub holdings: Vec<(String, String, i64)>,
+    /// Where the chat's seq counter starts if it is missing: above every seq
+    /// given before a loss, so seq stays strictly increasing for clients.
+    pub chat_seq_floor: u64,
 }
 
 /// One buy attempt, checked and (if admitted) recorded atomically.

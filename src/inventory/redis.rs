@@ -298,6 +298,12 @@ impl Inventory for RedisInventory {
         )
         .ignore();
         pipe.sadd(k.reap(), s.to_string()).ignore();
+        // Kept when present (a forced rebuild); set only after a loss.
+        pipe.cmd("SET")
+            .arg(k.chat_seq(s))
+            .arg(seed.chat_seq_floor)
+            .arg("NX")
+            .ignore();
         pipe.query_async::<()>(&mut self.conn()).await?;
         Ok(())
     }

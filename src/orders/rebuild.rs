@@ -50,7 +50,7 @@ impl Rebuilder {
         if let Some(epoch) = self.inventory.epoch(sale_id).await? {
             return Ok(epoch);
         }
-        self.rebuild_if(sale_id, |current| current.is_none())
+        self.rebuild_if(sale_id, |current| current.is_none(), false)
             .await?;
         self.inventory
             .epoch(sale_id)
@@ -58,16 +58,26 @@ impl Rebuilder {
             .ok_or(RebuildError::Busy)
     }
 
+    /// The first live state of a sale just created: its chat starts at seq 1.
+    pub async fn create(&self, sale_id: Uuid) -> Result<(), RebuildError> {
+        self.rebuild_if(sale_id, |current| current.is_none(), true)
+            .await
+    }
+
     /// Live state was found missing or incomplete under epoch `seen`: rebuild,
     /// unless another node already did (the epoch moved on since).
     pub async fn repair(&self, sale_id: Uuid, seen: Option<i64>) -> Result<(), RebuildError> {
-        self.rebuild_if(sale_id, |current| current.is_none() || current == seen)
-            .await
+        self.rebuild_if(
+            sale_id,
+            |current| current.is_none() || current == seen,
+            false,
+        )
+        .await
     }
 
     /// Rebuilds unconditionally (reservations held only in Redis are dropped).
     pub async fn rebuild(&self, sale_id: Uuid) -> Result<(), RebuildError> {
-        self.rebuild_if(sale_id, |_| true).await
+        self.rebuild_if(sale_id, |_| true, false).await
     }
 
     /// Under a lock shared by all nodes, rebuilds if `needed(current epoch)`.
@@ -75,12 +85,13 @@ impl Rebuilder {
         &self,
         sale_id: Uuid,
         needed: impl Fn(Option<i64>) -> bool,
+        fresh: bool,
     ) -> Result<(), RebuildError> {
         if !self.inventory.lock_rebuild(sale_id, LOCK_TTL_MS).await? {
             return self.wait_for_other(sale_id).await;
         }
         let result = match self.inventory.epoch(sale_id).await {
-            Ok(current) if needed(current) => self.rebuild_locked(sale_id).await,
+            Ok(current) if needed(current) => self.rebuild_locked(sale_id, fresh).await,
             Ok(_) => Ok(()),
             Err(e) => Err(e.into()),
         };
@@ -90,13 +101,14 @@ impl Rebuilder {
         result
     }
 
-    async fn rebuild_locked(&self, sale_id: Uuid) -> Result<(), RebuildError> {
+    async fn rebuild_locked(&self, sale_id: Uuid, fresh: bool) -> Result<(), RebuildError> {
         let Some(sale) = self.catalog.sale(sale_id).await? else {
             return Ok(());
         };
         // Fence first: from here on no order admitted under the old state can
         // commit, so `sold` and the holdings read below stay true.
-        let epoch = chrono::Utc::now().timestamp_micros();
+        let now = chrono::Utc::now();
+        let epoch = now.timestamp_micros();
         let products = self.catalog.fence(sale_id, epoch).await?;
         let holdings = self.orders.holdings(sale_id).await?;
         let seed = SaleSeed {
@@ -114,6 +126,14 @@ impl Rebuilder {
                 })
                 .collect(),
             holdings,
+            // Rebuilt after a loss, the chat counter went with the rest:
+            // restart it from the time in µs, above any seq given before
+            // (short of a million messages a second since the sale began).
+            chat_seq_floor: if fresh {
+                0
+            } else {
+                now.timestamp_micros().max(0) as u64
+            },
         };
         self.inventory.install(&seed).await?;
         tracing::info!(%sale_id, "rebuilt live state from the database");

@@ -1,7 +1,10 @@
 -- Post a chat message: ban, mute, slow mode and rate checks, then number it,
 -- keep it in the sale's capped stream and publish it, all in one step, so
 -- every node receives a sale's messages in seq order.
--- KEYS: 1 seq, 2 stream, 3 bans, 4 mute(user), 5 slow(user), 6 settings, 7 rate(user)
+-- KEYS: 1 seq, 2 stream, 3 bans, 4 mute(user), 5 slow(user), 6 settings, 7 rate(user), 8 sale
+-- A sale without live state (Redis lost it) is rebuilt first: the rebuild
+-- puts the seq counter above every seq given before.
+if redis.call('EXISTS', KEYS[8]) == 0 then return {'missing'} end
 -- ARGV: 1 user, 2 now ms, 3 moderator '1'/'0', 4 rate per s, 5 burst,
 --       6 frame prefix, 7 frame suffix, 8 envelope prefix, 9 envelope suffix,
 --       10 channel, 11 history length
@@ -27,8 +30,9 @@ if ARGV[3] ~= '1' then
   redis.call('PEXPIRE', KEYS[7], math.ceil(burst / rate * 1000) + 1000)
   if slow > 0 then redis.call('SET', KEYS[5], '1', 'PX', slow * 1000) end
 end
-local seq = redis.call('INCR', KEYS[1])
-local frame = ARGV[6] .. seq .. ARGV[7]
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[11], seq .. '-0', 'f', frame)
+-- '%.0f': Lua 5.1 prints a large number (a rebuilt counter) in exponent form.
+local n = string.format('%.0f', redis.call('INCR', KEYS[1]))
+local frame = ARGV[6] .. n .. ARGV[7]
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[11], n .. '-0', 'f', frame)
 redis.call('PUBLISH', ARGV[10], ARGV[8] .. frame .. ARGV[9])
-return {'ok', tostring(seq)}
+return {'ok', n}
