@@ -4,7 +4,6 @@
 //! one machine), and per viewer: missing, duplicates, out of order, lagged.
 //! With `--server-pid`, the server's RSS per connected viewer.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,8 +65,29 @@ struct Seen {
     out_of_order: u64,
     lagged: u64,
     skipped: u64,
-    seqs: HashSet<u64>,
+    /// Seqs received, as bits from the first one (seqs are dense).
+    first: Option<u64>,
+    bits: Vec<u64>,
     last: u64,
+}
+
+impl Seen {
+    /// Marks `seq`; false if it was already there.
+    fn insert(&mut self, seq: u64) -> bool {
+        let first = *self.first.get_or_insert(seq);
+        if seq < first {
+            // Older than the first one seen: out of order, counted by the caller.
+            return true;
+        }
+        let i = (seq - first) as usize;
+        if self.bits.len() <= i / 64 {
+            self.bits.resize(i / 64 + 1, 0);
+        }
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        let new = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        new
+    }
 }
 
 /// What a frame says, read without a full JSON parse: the load generator
@@ -114,10 +134,9 @@ async fn read_until(
     mut ws: futures_util::stream::SplitStream<Ws>,
     stop: Arc<AtomicBool>,
     latency: Arc<std::sync::Mutex<Histogram<u64>>>,
-    started: Instant,
-) -> (Seen, Timeline) {
+    timeline: Arc<std::sync::Mutex<Timeline>>,
+) -> Seen {
     let mut seen = Seen::default();
-    let mut timeline = Timeline::new(started);
     let mut local = histogram();
     loop {
         let msg = tokio::select! {
@@ -135,7 +154,7 @@ async fn read_until(
         let now = now_micros();
         let found = scan(t.as_str());
         for (seq, sent) in found.chats {
-            if !seen.seqs.insert(seq) {
+            if !seen.insert(seq) {
                 seen.duplicates += 1;
                 continue;
             }
@@ -148,7 +167,9 @@ async fn read_until(
             if let Some(m) = micros {
                 let _ = local.record(m);
             }
-            timeline.record(Instant::now(), "delivered", micros);
+            if let Ok(mut t) = timeline.lock() {
+                t.record(Instant::now(), "delivered", micros);
+            }
         }
         for skipped in found.lagged {
             seen.lagged += 1;
@@ -158,8 +179,12 @@ async fn read_until(
     if let Ok(mut h) = latency.lock() {
         let _ = h.add(local);
     }
-    (seen, timeline)
+    seen
 }
+
+/// Readers share a few timelines (one each would not fit in memory with
+/// thousands of viewers).
+const TIMELINE_SHARDS: usize = 16;
 
 pub async fn run(a: ChatArgs) -> Result<Value, String> {
     raise_open_files();
@@ -202,6 +227,9 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let chat_started = Instant::now();
+    let shards: Vec<Arc<std::sync::Mutex<Timeline>>> = (0..TIMELINE_SHARDS)
+        .map(|_| Arc::new(std::sync::Mutex::new(Timeline::new(chat_started))))
+        .collect();
     let latency = Arc::new(std::sync::Mutex::new(histogram()));
     let sent_ok = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
@@ -209,12 +237,8 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     for ws in sockets {
         let (sink, stream) = ws.split();
         writers.push(sink);
-        readers.push(tokio::spawn(read_until(
-            stream,
-            stop.clone(),
-            latency.clone(),
-            chat_started,
-        )));
+        let shard = shards[readers.len() % TIMELINE_SHARDS].clone();
+        readers.push(tokio::spawn(read_until(stream, stop.clone(), latency.clone(), shard)));
     }
 
     // Senders: the first S viewers, taking turns at the total rate.
@@ -246,11 +270,14 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     let mut missing = 0u64;
     let mut max_seq_per_viewer = Vec::new();
     let mut all: Vec<Seen> = Vec::new();
-    let mut timeline = Timeline::new(chat_started);
     for r in readers {
-        let (seen, tl) = r.await.map_err(|e| e.to_string())?;
-        all.push(seen);
-        timeline.merge(tl);
+        all.push(r.await.map_err(|e| e.to_string())?);
+    }
+    let mut timeline = Timeline::new(chat_started);
+    for shard in shards {
+        if let Ok(t) = Arc::try_unwrap(shard).map_err(|_| ()).and_then(|m| m.into_inner().map_err(|_| ())) {
+            timeline.merge(t);
+        }
     }
     let published = all.iter().map(|s| s.last).max().unwrap_or(0);
     for s in &all {

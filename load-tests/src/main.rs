@@ -38,6 +38,10 @@ enum Command {
     BareServer(bare::BareArgs),
 }
 
+/// The load generator shares the machine with the nodes: keep it cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
