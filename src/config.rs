@@ -90,6 +90,23 @@ pub struct ServeArgs {
     /// Comma-separated words refused in chat (`invalid_message`).
     #[arg(long, env = "LIVE_BLOCKED_WORDS", value_delimiter = ',')]
     pub blocked_words: Vec<String>,
+    /// Buy attempts a second per user on this node (twice that at once); 0: no limit.
+    #[arg(long, env = "LIVE_BUY_RATE", default_value_t = 20.0)]
+    pub buy_rate: f64,
+    /// Buy attempts a second per client IP on this node; 0: no limit (behind
+    /// a proxy every client has the proxy's address).
+    #[arg(long, env = "LIVE_IP_RATE", default_value_t = 1000.0)]
+    pub ip_rate: f64,
+    /// WebSockets this node accepts at most.
+    #[arg(long, env = "LIVE_MAX_SOCKETS", default_value_t = 50_000)]
+    pub max_sockets: usize,
+    /// WebSockets one user may hold on this node.
+    #[arg(long, env = "LIVE_MAX_SOCKETS_PER_USER", default_value_t = 10)]
+    pub max_sockets_per_user: usize,
+    /// Comma-separated origins allowed to call the API from a browser (CORS);
+    /// none by default (the pages are served from the same origin).
+    #[arg(long, env = "LIVE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -74,6 +74,10 @@ pub struct Settings {
     pub chat_rate: ChatRate,
     /// Words a chat message may not contain (matched lower-cased).
     pub blocked_words: Vec<String>,
+    /// Abuse limits of one node.
+    pub limits: http::limits::LimitSettings,
+    /// Browser origins allowed by CORS; empty: CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Settings {
@@ -87,14 +91,17 @@ impl Settings {
             guests,
             chat_rate: ChatRate::default(),
             blocked_words: Vec::new(),
+            limits: http::limits::LimitSettings::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
 
 /// Pool bounds: a node never waits long for a connection, it answers 503.
 const PG_MAX_CONNECTIONS: u32 = 16;
-const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// With one retry, a Redis outage answers 503 within about two seconds.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Guest sign-ups: a burst of 20 per IP, then one every 3 s.
 const GUEST_BURST: u32 = 20;
 const GUEST_PER_SEC: f64 = 1.0 / 3.0;
@@ -134,7 +141,7 @@ pub async fn connect_redis(
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(2);
+        .set_number_of_retries(1);
     let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
     Ok((client, conn))
 }
@@ -297,6 +304,8 @@ impl Node {
             orders,
             guests: settings.guests,
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
+            limits: Arc::new(http::limits::Limits::new(&settings.limits)),
+            cors_origins: settings.cors_origins.clone(),
             clock,
         };
         Ok(Node {

@@ -104,6 +104,13 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         burst: args.chat_burst,
     };
     settings.blocked_words = args.blocked_words;
+    settings.limits = lychee_live::http::limits::LimitSettings {
+        buy_per_user: args.buy_rate,
+        buy_per_ip: args.ip_rate,
+        max_sockets: args.max_sockets,
+        max_sockets_per_user: args.max_sockets_per_user,
+    };
+    settings.cors_origins = args.cors_origins;
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

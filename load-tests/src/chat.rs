@@ -238,7 +238,12 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
         let (sink, stream) = ws.split();
         writers.push(sink);
         let shard = shards[readers.len() % TIMELINE_SHARDS].clone();
-        readers.push(tokio::spawn(read_until(stream, stop.clone(), latency.clone(), shard)));
+        readers.push(tokio::spawn(read_until(
+            stream,
+            stop.clone(),
+            latency.clone(),
+            shard,
+        )));
     }
 
     // Senders: the first S viewers, taking turns at the total rate.
@@ -275,7 +280,10 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     }
     let mut timeline = Timeline::new(chat_started);
     for shard in shards {
-        if let Ok(t) = Arc::try_unwrap(shard).map_err(|_| ()).and_then(|m| m.into_inner().map_err(|_| ())) {
+        if let Ok(t) = Arc::try_unwrap(shard)
+            .map_err(|_| ())
+            .and_then(|m| m.into_inner().map_err(|_| ()))
+        {
             timeline.merge(t);
         }
     }

@@ -3,6 +3,7 @@
 mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod limits;
 mod orders;
 pub mod ratelimit;
 mod sales;
@@ -44,6 +45,10 @@ pub struct AppState {
     pub guests: bool,
     /// Guest sign-ups per IP, so one client cannot mint tokens by the thousand.
     pub guest_limiter: Arc<RateLimiter<Option<IpAddr>>>,
+    /// Buy rate per user and per IP, socket caps.
+    pub limits: Arc<limits::Limits>,
+    /// Browser origins allowed by CORS; empty: CORS off.
+    pub cors_origins: Vec<String>,
     /// Domain time (tests move it).
     pub clock: Arc<Clock>,
     /// The live rooms: WebSocket fan-out and chat.
@@ -71,7 +76,8 @@ pub struct Live {
 }
 
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let cors = cors(&state.cors_origins);
+    let router = Router::new()
         .nest(
             "/api/v1",
             sales::router()
@@ -86,7 +92,40 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
+}
+
+/// CORS for an explicit list of origins, off when the list is empty.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| match HeaderValue::from_str(o.trim()) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                tracing::warn!(origin = %o, "not a valid origin; ignored");
+                None
+            }
+        })
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::RETRY_AFTER]),
+    )
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::extract::{parse_id, AppJson, AppPath, Auth};
+use super::extract::{parse_id, AppJson, AppPath, Auth, ClientIp};
 use super::AppState;
 use crate::orders::export::csv_stream;
 use crate::orders::service::BuyRequest;
@@ -33,11 +33,13 @@ struct BuyBody {
 async fn buy(
     State(state): State<AppState>,
     Auth(who): Auth,
+    ClientIp(ip): ClientIp,
     AppPath(id): AppPath<String>,
     headers: HeaderMap,
     AppJson(body): AppJson<BuyBody>,
 ) -> Result<Response, ApiError> {
     let sale_id = parse_id(&id, "sale")?;
+    state.limits.buy(&who.user_id, ip)?;
     let key = headers
         .get("idempotency-key")
         .ok_or_else(|| ApiError::BadRequest("the Idempotency-Key header is required".into()))?

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{parse_id, AppPath, AppQuery};
+use super::extract::{parse_id, AppPath, AppQuery, ClientIp};
 use super::AppState;
 use crate::hub::chat::{check_text, Post, Posted, WELCOME_LAST};
 use crate::hub::room::{Frame, Membership, Personal};
@@ -58,6 +58,7 @@ pub async fn live(
     AppPath(id): AppPath<String>,
     AppQuery(q): AppQuery<LiveQuery>,
     headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let sale_id = parse_id(&id, "sale")?;
@@ -74,6 +75,8 @@ pub async fn live(
     if state.live.chat.is_banned(sale_id, &who.user_id).await? {
         return Err(ApiError::Banned);
     }
+    // Refused before the upgrade (503): a full node or a user with too many tabs.
+    let slot = state.limits.socket(&who.user_id)?;
     let since = q.since;
     Ok(upgrade
         // Larger than the contract's 4 KiB so we can close with 1009 ourselves.
@@ -84,7 +87,8 @@ pub async fn live(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
-            run(socket, state, who, sale_id, since).await;
+            let _slot = slot;
+            run(socket, state, who, ip, sale_id, since).await;
         })
         .into_response())
 }
@@ -173,6 +177,7 @@ enum Outcome {
 struct Socket {
     state: AppState,
     who: Identity,
+    ip: Option<std::net::IpAddr>,
     sale_id: Uuid,
     member: Membership,
     buys: Arc<Semaphore>,
@@ -182,7 +187,14 @@ struct Socket {
     bad: VecDeque<Instant>,
 }
 
-async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, since: Option<u64>) {
+async fn run(
+    socket: WebSocket,
+    state: AppState,
+    who: Identity,
+    ip: Option<std::net::IpAddr>,
+    sale_id: Uuid,
+    since: Option<u64>,
+) {
     let _open = state.live.sockets.token();
     let _gauge = OpenSocket::new();
     let (mut sink, mut stream) = socket.split();
@@ -197,6 +209,7 @@ async fn run(socket: WebSocket, state: AppState, who: Identity, sale_id: Uuid, s
     let mut s = Socket {
         state,
         who,
+        ip,
         sale_id,
         member,
         buys: Arc::new(Semaphore::new(BUYS_IN_FLIGHT)),
@@ -573,6 +586,9 @@ impl Socket {
                 qty,
                 reference,
             } => {
+                if let Err(e) = self.state.limits.buy(&self.who.user_id, self.ip) {
+                    return Err((e, Some(reference)));
+                }
                 let Ok(permit) = self.buys.clone().try_acquire_owned() else {
                     return Err((ApiError::RateLimited(1), Some(reference)));
                 };

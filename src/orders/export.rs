@@ -47,18 +47,28 @@ fn write_rows(
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, and the
+/// tab or carriage return some read the same way) gets a leading `'`: the
+/// packing house sees the text, and the file stays RFC 4180.
+fn cell(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_owned(),
+    }
+}
+
 fn row(o: &Order) -> [String; 10] {
     [
         o.id.to_string(),
         rfc3339(o.created_at),
         o.completed_at.map(rfc3339).unwrap_or_default(),
-        o.user_id.clone(),
-        o.sku.clone(),
+        cell(&o.user_id),
+        cell(&o.sku),
         o.qty.to_string(),
         o.unit_price_cents.to_string(),
         o.total_cents.to_string(),
         o.currency.clone(),
-        o.payment_ref.clone().unwrap_or_default(),
+        cell(o.payment_ref.as_deref().unwrap_or_default()),
     ]
 }
 
@@ -105,6 +115,19 @@ pub fn csv_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formulas_are_neutralised() {
+        assert_eq!(
+            cell("=HYPERLINK(\"http://x\")"),
+            "'=HYPERLINK(\"http://x\")"
+        );
+        for s in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(cell(s).starts_with('\''), "{s:?}");
+        }
+        assert_eq!(cell("mei"), "mei");
+        assert_eq!(cell(""), "");
+    }
 
     #[test]
     fn quotes_per_rfc_4180() {

@@ -10,3 +10,4 @@ mod helpers;
 mod live;
 mod live_helpers;
 mod rebuild;
+mod security;

@@ -1,0 +1,150 @@
+//! Abuse limits of one node: buy attempts per user and per IP, and how many
+//! WebSockets the node and one user may hold. (Chat has its own per-user rate,
+//! shared by all nodes; guests theirs, per IP.)
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use super::error::ApiError;
+use super::ratelimit::RateLimiter;
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Buy attempts a second per user; 0: none.
+    pub buy_per_user: f64,
+    /// Buy attempts a second per client IP; 0: none.
+    pub buy_per_ip: f64,
+    pub max_sockets: usize,
+    pub max_sockets_per_user: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            buy_per_user: 20.0,
+            buy_per_ip: 1000.0,
+            max_sockets: 50_000,
+            max_sockets_per_user: 10,
+        }
+    }
+}
+
+pub struct Limits {
+    buy_user: Option<RateLimiter<String>>,
+    buy_ip: Option<RateLimiter<IpAddr>>,
+    max_sockets: usize,
+    max_per_user: usize,
+    /// Open sockets per user, and in all.
+    sockets: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+fn limiter<K: std::hash::Hash + Eq + Clone>(per_sec: f64) -> Option<RateLimiter<K>> {
+    (per_sec > 0.0).then(|| RateLimiter::new(per_sec, (per_sec * 2.0).ceil().max(1.0) as u32))
+}
+
+impl Limits {
+    pub fn new(s: &LimitSettings) -> Self {
+        Limits {
+            buy_user: limiter(s.buy_per_user),
+            buy_ip: limiter(s.buy_per_ip),
+            max_sockets: s.max_sockets,
+            max_per_user: s.max_sockets_per_user,
+            sockets: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A buy attempt: 429 with the seconds to wait when over a limit.
+    pub fn buy(&self, user: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        if let (Some(l), Some(ip)) = (&self.buy_ip, ip) {
+            l.check(&ip).map_err(ApiError::RateLimited)?;
+        }
+        if let Some(l) = &self.buy_user {
+            l.check(&user.to_owned()).map_err(ApiError::RateLimited)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a socket slot for `user`; it is given back when the guard drops.
+    pub fn socket(self: &std::sync::Arc<Self>, user: &str) -> Result<SocketSlot, ApiError> {
+        // Short section, no await: std mutex.
+        let mut s = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = s.1.get(user).copied().unwrap_or(0);
+        if s.0 >= self.max_sockets {
+            return Err(ApiError::Unavailable(
+                "this node has no room for more viewers; try another".into(),
+            ));
+        }
+        if mine >= self.max_per_user {
+            return Err(ApiError::Unavailable(format!(
+                "at most {} live connections per user",
+                self.max_per_user
+            )));
+        }
+        s.0 += 1;
+        s.1.insert(user.to_owned(), mine + 1);
+        Ok(SocketSlot {
+            limits: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// One open socket, counted until dropped.
+pub struct SocketSlot {
+    limits: std::sync::Arc<Limits>,
+    user: String,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        let mut s = self
+            .limits
+            .sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        if let Some(n) = s.1.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                s.1.remove(&self.user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_are_capped_and_given_back() {
+        let limits = std::sync::Arc::new(Limits::new(&LimitSettings {
+            max_sockets: 3,
+            max_sockets_per_user: 2,
+            ..LimitSettings::default()
+        }));
+        let a1 = limits.socket("a").unwrap();
+        let _a2 = limits.socket("a").unwrap();
+        assert!(limits.socket("a").is_err());
+        let _b = limits.socket("b").unwrap();
+        assert!(limits.socket("c").is_err());
+        drop(a1);
+        assert!(limits.socket("c").is_ok());
+    }
+
+    #[test]
+    fn buys_are_rate_limited_per_user() {
+        let limits = Limits::new(&LimitSettings {
+            buy_per_user: 1.0,
+            ..LimitSettings::default()
+        });
+        assert!(limits.buy("u", None).is_ok());
+        assert!(limits.buy("u", None).is_ok());
+        assert!(matches!(
+            limits.buy("u", None),
+            Err(ApiError::RateLimited(_))
+        ));
+        assert!(limits.buy("v", None).is_ok());
+    }
+}

@@ -1,0 +1,240 @@
+//! Limits and what must never leak: rate limits, socket caps, CORS, CSV
+//! formulas, and secrets in logs.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lychee_live::identity::Role;
+use serde_json::json;
+
+use crate::helpers::{TestEnv, SECRET};
+
+#[tokio::test]
+async fn buys_are_rate_limited_per_user_with_retry_after() {
+    let mut env = TestEnv::production().await;
+    let mut settings = env.settings();
+    settings.limits.buy_per_user = 2.0;
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 100, 100).await;
+    let mut limited = None;
+    for i in 0..10 {
+        let r = app.buy(&mei, &sale, &format!("k{i}"), "FZX", 1).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        r.expect(201);
+    }
+    let r = limited.expect("never rate limited");
+    assert_eq!(r.code(), "rate_limited");
+    assert!(
+        r.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Another user is not affected.
+    let li = env.token(Role::Viewer, "li");
+    app.buy(&li, &sale, "a", "FZX", 1).await.expect(201);
+}
+
+#[tokio::test]
+async fn sockets_per_user_are_capped() {
+    let mut env = TestEnv::production().await;
+    let mut settings = env.settings();
+    settings.limits.max_sockets_per_user = 2;
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let (_a, _) = app.join(&sale, &mei, None).await;
+    let (_b, _) = app.join(&sale, &mei, None).await;
+    let refused = tokio_tungstenite::connect_async(app.live_url(&sale, &mei, None)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a third socket was not refused: {:?}", other.map(|_| ())),
+    }
+    // Someone else still gets in.
+    app.join(&sale, &env.token(Role::Viewer, "li"), None).await;
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_origins_are_listed() {
+    let mut env = TestEnv::embedded();
+    let off = env.node().await;
+    let r = off
+        .http
+        .get(off.url("/sales"))
+        .header("Origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    drop(off);
+
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.cors_origins = vec!["https://shop.example".into()];
+    let on = env.node_with(settings).await;
+    let allowed = on
+        .http
+        .get(on.url("/sales"))
+        .header("Origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let other = on
+        .http
+        .get(on.url("/sales"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn csv_cells_never_run_as_formulas() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let mallory = env.token(Role::Viewer, "=cmd|' /C calc'!A0");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let o = app
+        .buy(&mallory, &sale, "k", "FZX", 1)
+        .await
+        .expect(201)
+        .json();
+    app.pay(
+        &mallory,
+        o["id"].as_str().unwrap(),
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+    )
+    .await
+    .expect(200);
+    let csv = app
+        .get(&format!("/sales/{sale}/orders.csv"), Some(&host))
+        .await
+        .expect(200)
+        .text;
+    let row = csv.lines().nth(1).unwrap();
+    assert!(row.contains(",'=cmd|' /C calc'!A0,"), "{row}");
+    assert!(row.ends_with(",'@SUM(1+1)*cmd|' /C calc'!A0"), "{row}");
+    let cells: Vec<&str> = row.split(',').collect();
+    assert!(
+        !cells.iter().any(|c| c.starts_with(['=', '+', '-', '@'])),
+        "{row}"
+    );
+}
+
+/// Runs the real binary with debug logs, uses tokens every way a client can,
+/// and greps what it logged.
+#[tokio::test]
+async fn tokens_and_secrets_never_reach_the_logs() {
+    let dir = std::env::temp_dir().join(format!("lychee-logs-{}", uuid::Uuid::new_v4().simple()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lychee-live"))
+        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(&dir)
+        .env("LIVE_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "trace")
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{addr}/api/v1");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the node did not start");
+    let sales: serde_json::Value = http
+        .get(format!("{base}/sales"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sale = sales["sales"][0]["id"].as_str().unwrap().to_owned();
+    let guest: serde_json::Value = http
+        .post(format!("{base}/guests"))
+        .json(&json!({ "name": "Mei" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = guest["token"].as_str().unwrap().to_owned();
+    http.post(format!("{base}/sales/{sale}/orders"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "k1")
+        .json(&json!({ "sku": "FZX-5KG", "qty": 1 }))
+        .send()
+        .await
+        .unwrap();
+    let forged = format!("{token}x");
+    http.get(format!("{base}/me/orders"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    let url = format!("ws://{addr}/api/v1/sales/{sale}/live?access_token={token}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    ws.next().await;
+    drop(ws);
+    let _ = tokio_tungstenite::connect_async(format!(
+        "ws://{addr}/api/v1/sales/{sale}/live?access_token={forged}"
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        logs.contains("lychee-live ready"),
+        "no logs captured: {logs}"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    for secret in [SECRET, token.as_str(), signature] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
