@@ -228,6 +228,46 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Arbitrary fields: a validated sale within every bound, or a reason.
+        #[test]
+        fn any_sale_body_validates_or_is_refused(
+            title in ".{0,150}",
+            description in proptest::option::of(".{0,50}"),
+            scheduled_at in proptest::option::of(".{0,30}"),
+            checkout in proptest::option::of("(reserve|instant|.{0,8})"),
+            ttl in proptest::option::of(proptest::num::i64::ANY),
+            stream_url in proptest::option::of("(https://[a-z]{1,10}\\.example/.{0,20}|.{0,30})"),
+        ) {
+            let body = CreateSale { title, description, scheduled_at, checkout, reservation_ttl_secs: ttl, stream_url };
+            if let Ok(s) = body.validate() {
+                let n = s.title.chars().count();
+                proptest::prop_assert!((1..=120).contains(&n));
+                proptest::prop_assert!((30..=3600).contains(&s.reservation_ttl_secs));
+                proptest::prop_assert!(s.stream_url.is_none_or(|u| u.starts_with("https://")));
+            }
+        }
+
+        #[test]
+        fn any_product_body_validates_or_is_refused(
+            sku in ".{0,70}",
+            name in ".{0,130}",
+            price in proptest::num::i64::ANY,
+            currency in proptest::option::of(".{0,4}"),
+            stock in proptest::num::i64::ANY,
+            limit in proptest::option::of(proptest::num::i64::ANY),
+            ships_by in proptest::option::of(".{0,12}"),
+        ) {
+            let body = CreateProduct { sku, name, price_cents: price, currency, stock, per_user_limit: limit, ships_by };
+            if let Ok(p) = body.validate() {
+                proptest::prop_assert!(self::sku(&p.sku).is_ok());
+                proptest::prop_assert!(p.price_cents > 0 && p.price_cents <= MAX_PRICE_CENTS);
+                proptest::prop_assert!((0..=MAX_STOCK).contains(&p.stock));
+                proptest::prop_assert!((1..=1000).contains(&p.per_user_limit));
+            }
+        }
+    }
+
     #[test]
     fn product_bounds() {
         let p = product().validate().unwrap();

@@ -166,6 +166,15 @@ fn api_error_frame(e: &ApiError, reference: Option<&str>) -> Frame {
     frame(v)
 }
 
+/// A client message, or why not (with its `ref` when it had one).
+fn parse_client(text: &str) -> Result<ClientMessage, (String, Option<String>)> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| ("not a JSON object".to_owned(), None))?;
+    let reference = value.get("ref").and_then(Value::as_str).map(str::to_owned);
+    serde_json::from_value(value)
+        .map_err(|e| (format!("unknown or malformed message: {e}"), reference))
+}
+
 /// What one client message leads to.
 enum Outcome {
     Reply(Frame),
@@ -476,17 +485,9 @@ impl Socket {
             Message::Ping(_) | Message::Pong(_) => return Outcome::Nothing,
             Message::Close(_) => return Outcome::Close(1000, "bye"),
         };
-        let value: Value = match serde_json::from_str(text.as_str()) {
-            Ok(v) => v,
-            Err(_) => return self.bad("bad_request", "not a JSON object", None),
-        };
-        let reference = value.get("ref").and_then(Value::as_str).map(str::to_owned);
-        let parsed: ClientMessage = match serde_json::from_value(value) {
+        let parsed = match parse_client(text.as_str()) {
             Ok(m) => m,
-            Err(e) => {
-                let msg = format!("unknown or malformed message: {e}");
-                return self.bad("bad_request", &msg, reference.as_deref());
-            }
+            Err((msg, reference)) => return self.bad("bad_request", &msg, reference.as_deref()),
         };
         match self.handle(parsed).await {
             Ok(o) => o,
@@ -703,5 +704,63 @@ impl Socket {
                 Ok(Outcome::Nothing)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any text: a message or a bad_request reason, never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in ".{0,600}") {
+            let _ = parse_client(&text);
+        }
+
+        /// JSON objects with the known types and arbitrary fields.
+        #[test]
+        fn any_typed_object_parses_or_is_refused(
+            kind in prop::sample::select(vec!["chat", "buy", "ping", "announce", "pin",
+                "delete_chat", "mute", "ban", "slow_mode", "nope", ""]),
+            key in "[a-z_]{1,10}",
+            value in prop_oneof![
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|n| json!(n)),
+                ".{0,40}".prop_map(|s| json!(s)),
+                Just(json!(null)),
+                Just(json!([1, 2])),
+                Just(json!({ "x": 1 })),
+            ],
+            reference in proptest::option::of(".{0,20}"),
+        ) {
+            let mut v = json!({ "type": kind });
+            v[key.as_str()] = value;
+            if let Some(r) = &reference {
+                v["ref"] = json!(r);
+            }
+            if let Err((_, r)) = parse_client(&v.to_string()) {
+                // The ref comes back so the client can match the error.
+                if reference.is_some() && v.get("ref").is_some() {
+                    prop_assert_eq!(r, reference);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_messages_parse() {
+        assert!(matches!(
+            parse_client(r#"{"type":"buy","sku":"A","qty":1,"ref":"r"}"#),
+            Ok(ClientMessage::Buy { .. })
+        ));
+        assert_eq!(
+            parse_client(r#"{"type":"buy","sku":"A","ref":"r1"}"#)
+                .err()
+                .and_then(|e| e.1),
+            Some("r1".to_owned())
+        );
     }
 }

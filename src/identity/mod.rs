@@ -288,6 +288,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any string as a token: refused with 401's error, never a panic.
+        #[test]
+        fn any_token_is_refused(token in ".{0,300}") {
+            proptest::prop_assert_eq!(keys().verify(&token), Err(IdentityError::Invalid));
+        }
+
+        /// Three base64url parts with arbitrary bytes: still refused.
+        #[test]
+        fn any_jwt_shaped_token_is_refused(h in ".{0,80}", b in ".{0,200}", sig in "[A-Za-z0-9_-]{0,60}") {
+            let token = format!("{}.{}.{sig}", b64(&h), b64(&b));
+            proptest::prop_assert_eq!(keys().verify(&token), Err(IdentityError::Invalid));
+        }
+    }
+
     #[test]
     fn ownership() {
         let h = host();

@@ -6,6 +6,7 @@ mod catalog;
 mod cli;
 mod dashboard;
 mod errors;
+mod fuzz;
 mod helpers;
 mod live;
 mod live_helpers;
