@@ -5,10 +5,8 @@ use std::time::Duration;
 use base64::Engine;
 use lychee_live::identity::Role;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
-use crate::helpers::{TestApp, TestEnv, SECRET};
+use crate::helpers::{Switch, TestApp, TestEnv, SECRET};
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
@@ -474,61 +472,30 @@ async fn guest_sign_ups_are_rate_limited() {
     assert!(retry >= 1);
 }
 
-/// A TCP proxy to Redis that the test can cut.
-async fn redis_proxy() -> (String, tokio_util::sync::CancellationToken) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let upstream = url::Url::parse(&crate::helpers::redis_url()).unwrap();
-    let target = format!(
-        "{}:{}",
-        upstream.host_str().unwrap(),
-        upstream.port().unwrap_or(6379)
-    );
-    let cut = tokio_util::sync::CancellationToken::new();
-    let stop = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut inbound, _) = tokio::select! {
-                c = listener.accept() => match c { Ok(c) => c, Err(_) => return },
-                _ = stop.cancelled() => return,
-            };
-            let target = target.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let Ok(mut out) = tokio::net::TcpStream::connect(&target).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
-                    _ = stop.cancelled() => {
-                        let _ = inbound.shutdown().await;
-                    }
-                }
-            });
-        }
-    });
-    (format!("redis://{addr}/"), cut)
+fn host_port(url: &str, default: u16) -> String {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(default))
 }
 
 #[tokio::test]
-async fn redis_outage_is_503_not_a_hang() {
+async fn redis_outage_is_503_not_a_hang_and_heals() {
     let mut env = TestEnv::production().await;
-    let (url, cut) = redis_proxy().await;
+    let switch = Switch::start(host_port(&crate::helpers::redis_url(), 6379)).await;
     let mut settings = env.settings();
     if let lychee_live::config::Mode::Production { redis_url, .. } = &mut settings.mode {
-        *redis_url = url;
+        *redis_url = format!("redis://{}/", switch.addr);
     }
     let app = env.node_with(settings).await;
     let addr = app.addr;
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 2).await;
-    cut.cancel();
+    switch.cut();
     let started = std::time::Instant::now();
     let r = app.buy(&mei, &sale, "k", "FZX", 1).await.expect(503);
     assert_eq!(r.code(), "unavailable");
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(3),
         "took {:?}",
         started.elapsed()
     );
@@ -539,4 +506,105 @@ async fn redis_outage_is_503_not_a_hang() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+    // Back by itself within 5 s of Redis returning; the same key is a fresh try.
+    switch.restore();
+    let back = std::time::Instant::now();
+    loop {
+        let r = app.buy(&mei, &sale, "k", "FZX", 1).await;
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "not healed: {:?} {}",
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = app
+        .http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn postgres_outage_refuses_completion_and_returns_the_stock() {
+    let mut env = TestEnv::production().await;
+    let db = env.database_url().unwrap();
+    let switch = Switch::start(host_port(&db, 5432)).await;
+    let mut settings = env.settings();
+    if let lychee_live::config::Mode::Production { database_url, .. } = &mut settings.mode {
+        let mut u = url::Url::parse(&db).unwrap();
+        u.set_host(Some("127.0.0.1")).unwrap();
+        u.set_port(Some(switch.addr.port())).unwrap();
+        *database_url = u.to_string();
+    }
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let instant = app.live_sale(&host, "instant", "NOW", 5, 5).await;
+    let reserve = app.live_sale(&host, "reserve", "LATER", 5, 5).await;
+    // Warm the node's catalog: the buy path then needs no database to admit.
+    app.buy(&mei, &instant, "w1", "NOW", 1).await.expect(201);
+    let held = app
+        .buy(&mei, &reserve, "w2", "LATER", 1)
+        .await
+        .expect(201)
+        .json();
+    switch.cut();
+    let r = app.buy(&mei, &instant, "k1", "NOW", 1).await.expect(503);
+    assert_eq!(r.code(), "unavailable");
+    // Reservations keep working without PostgreSQL; paying needs it.
+    let o = app
+        .buy(&mei, &reserve, "k2", "LATER", 1)
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(o["status"], "reserved");
+    let pay = app
+        .pay(&mei, held["id"].as_str().unwrap(), "p")
+        .await
+        .expect(503);
+    assert_eq!(pay.code(), "unavailable");
+    // Recovery by itself. The refused order's unit went back: 4 left, none held.
+    switch.restore();
+    let back = std::time::Instant::now();
+    let sale = loop {
+        let r = app.get(&format!("/sales/{instant}"), None).await;
+        if r.status == 200 {
+            break r.json();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not healed: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let p = crate::helpers::product(&sale, "NOW");
+    assert_eq!(
+        (p["remaining"].clone(), p["reserved"].clone()),
+        (json!(4), json!(0))
+    );
+    // The same key is a fresh attempt now.
+    loop {
+        let r = app.buy(&mei, &instant, "k1", "NOW", 1).await;
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not healed: {:?} {}",
+            r.status,
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.pay(&mei, held["id"].as_str().unwrap(), "p")
+        .await
+        .expect(200);
 }

@@ -421,3 +421,54 @@ pub fn product<'a>(sale: &'a Value, sku: &str) -> &'a Value {
         .find(|p| p["sku"] == sku)
         .expect("product present")
 }
+
+/// A TCP proxy in front of Redis or PostgreSQL that a test can cut (every
+/// connection dropped, new ones refused) and restore.
+pub struct Switch {
+    pub addr: std::net::SocketAddr,
+    generation: tokio::sync::watch::Sender<(u64, bool)>,
+}
+
+impl Switch {
+    pub async fn start(target: String) -> Switch {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (generation, rx) = tokio::sync::watch::channel((0u64, true));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let (gen, up) = *rx.borrow();
+                if !up {
+                    continue;
+                }
+                let (target, mut rx) = (target.clone(), rx.clone());
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = rx.wait_for(|(g, _)| *g != gen) => {}
+                    }
+                });
+            }
+        });
+        Switch { addr, generation }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.generation.send_modify(|(g, up)| {
+            *g += 1;
+            *up = false;
+        });
+    }
+
+    pub fn restore(&self) {
+        self.generation.send_modify(|(g, up)| {
+            *g += 1;
+            *up = true;
+        });
+    }
+}
