@@ -4,6 +4,7 @@
 mod bare;
 mod chat;
 mod common;
+mod drill;
 mod idle;
 mod report;
 mod room;
@@ -36,6 +37,8 @@ enum Command {
     Idle(idle::IdleArgs),
     /// A minimal broadcast server: the fan-out ceiling for `chat --bare`.
     BareServer(bare::BareArgs),
+    /// Load kept running while faults are applied; invariants checked after each.
+    Drill(drill::DrillArgs),
 }
 
 /// The load generator shares the machine with the nodes: keep it cheap.
@@ -51,6 +54,7 @@ async fn main() -> std::process::ExitCode {
         Command::Room(a) => room::run(a).await,
         Command::Idle(a) => idle::run(a).await,
         Command::BareServer(a) => bare::run(a).await,
+        Command::Drill(a) => drill::run(a).await,
     };
     match result {
         Ok(report) => {

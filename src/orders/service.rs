@@ -92,6 +92,9 @@ pub struct BuyRequest {
 pub const MAX_QTY: i64 = 1000;
 /// How long the reaper leaves an instant order or a payment in commit alone.
 const COMMIT_LEASE_MS: i64 = 30_000;
+/// An instant admission older than this without its answer was abandoned by
+/// its node (a commit takes milliseconds; requests time out within seconds).
+const ABANDONED_AFTER_MS: i64 = 4_000;
 /// How long a replay waits for the first attempt's answer.
 const PENDING_WAIT: Duration = Duration::from_secs(5);
 /// After this a sold-out flag is checked against Redis again, covering a
@@ -478,6 +481,15 @@ impl Orders {
                     if let Some(order) = self.store.order(order_id).await? {
                         return to_json(&order);
                     }
+                    if self.abandoned(req.sale_id, order_id).await? {
+                        // Its node gave up (an outage) without giving the stock
+                        // back: do it now rather than wait for the reaper, and
+                        // try afresh. Safe even if that node still commits:
+                        // PostgreSQL keeps one order per key.
+                        self.give_back(req.sale_id, order_id, OrderStatus::Expired)
+                            .await;
+                        return Box::pin(self.buy_once(who, req.clone())).await;
+                    }
                     if Instant::now() >= deadline {
                         return Err(OrderError::Unavailable(
                             "the first attempt with this key is still in progress",
@@ -496,6 +508,17 @@ impl Orders {
                 }
             }
         }
+    }
+
+    /// An instant admission still pending long after any healthy commit.
+    async fn abandoned(&self, sale_id: Uuid, order_id: Uuid) -> Result<bool, OrderError> {
+        let Some(live) = self.inventory.order(sale_id, order_id).await? else {
+            return Ok(false);
+        };
+        let age = self.clock.now() - live.order.created_at;
+        Ok(live.order.status == OrderStatus::Reserved
+            && live.order.expires_at.is_none()
+            && age > TimeDelta::milliseconds(ABANDONED_AFTER_MS))
     }
 
     async fn stock_changed(&self, sale_id: Uuid, level: StockLevel) {
