@@ -39,6 +39,9 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames drained into one write at most.
 const MAX_BATCH: usize = 64;
+/// The server pings this often; a client silent for two of them (plus a
+/// write timeout) is taken for gone.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 /// Client messages are small (4 KiB at most); the default is 128 KiB.
 const READ_BUFFER: usize = 4096;
 /// Buys of one socket in flight at once.
@@ -240,6 +243,9 @@ async fn run(
     }
     let shutdown = s.state.live.shutdown.clone();
     let stuck = s.member.stuck.clone();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    let mut heard = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -247,11 +253,24 @@ async fn run(
                 let _ = send_close(&mut sink, 1001, "server shutting down").await;
                 return;
             }
+            _ = heartbeat.tick() => {
+                // A half-open connection never answers: drop it rather than
+                // keep its memory and its place in the room.
+                if heard.elapsed() > HEARTBEAT * 2 + WRITE_TIMEOUT {
+                    let _ = send_close(&mut sink, 1001, "no answer to pings").await;
+                    return;
+                }
+                let ping = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default())));
+                if !matches!(ping.await, Ok(Ok(()))) {
+                    return;
+                }
+            }
             _ = stuck.cancelled() => {
                 let _ = send_close(&mut sink, 1008, "too slow").await;
                 return;
             }
             msg = stream.next() => {
+                heard = Instant::now();
                 let outcome = match msg {
                     Some(Ok(msg)) => s.on_message(msg).await,
                     Some(Err(e)) => match read_error(&e) {
