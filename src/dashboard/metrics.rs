@@ -73,6 +73,7 @@ fn describe() {
     );
     describe_counter!(
         "lychee_orders_completed_total",
+        "lychee_sold_out_fast_path_total",
         "Orders committed as completed"
     );
     describe_counter!("lychee_chat_messages_total", "Chat messages accepted");
@@ -91,6 +92,7 @@ fn describe() {
         "lychee_fanout_deliveries_total",
         "lychee_lagged_viewers_total",
         "lychee_orders_completed_total",
+        "lychee_sold_out_fast_path_total",
         "lychee_chat_messages_total",
         "lychee_redis_errors_total",
         "lychee_db_errors_total",

@@ -280,7 +280,7 @@ impl Orders {
             .get(&req.sku)
             .ok_or(OrderError::NotFound("product"))?;
         if self.sold_out.answers(req.sale_id, &req.sku, &who.user_id) {
-            metrics_sold_out_fast_path();
+            metrics::counter!("lychee_sold_out_fast_path_total").increment(1);
             return Err(OrderError::Rejected(Rejection::SoldOut));
         }
         let now = self.clock.now();
@@ -828,8 +828,4 @@ impl Orders {
     pub fn clock(&self) -> &Arc<Clock> {
         &self.clock
     }
-}
-
-fn metrics_sold_out_fast_path() {
-    tracing::trace!("sold out, answered locally");
 }
