@@ -73,8 +73,11 @@ fn describe() {
     );
     describe_counter!(
         "lychee_orders_completed_total",
-        "lychee_sold_out_fast_path_total",
         "Orders committed as completed"
+    );
+    describe_counter!(
+        "lychee_sold_out_fast_path_total",
+        "Buy attempts answered sold_out without Redis"
     );
     describe_counter!("lychee_chat_messages_total", "Chat messages accepted");
     describe_histogram!("lychee_batch_size", "Orders per batch-writer transaction");
