@@ -115,7 +115,8 @@ fn serve(file: &File, request: &HeaderMap) -> Response {
     let etag = file.etag.get_or_init(|| {
         let digest = Sha256::digest(file.body);
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        HeaderValue::from_str(&format!("\"{hex}\"")).expect("BUG: quoted hex digits are always a valid header value")
+        HeaderValue::from_str(&format!("\"{hex}\""))
+            .expect("BUG: quoted hex digits are always a valid header value")
     });
     let fresh = request
         .get_all(header::IF_NONE_MATCH)
