@@ -79,7 +79,7 @@ pub struct AdmitRequest {
     /// `qty` and `expires_at` drive the admission.
     pub order: Order,
     /// Reserve checkout: the serialized order, stored as the key's final answer
-    /// in the same atomic step. Instant checkout: `None`, the key stays pending
+    /// in the same atomic step (and as the order's record: it must be `order`). Instant checkout: `None`, the key stays pending
     /// until the order is committed.
     pub final_answer: Option<String>,
     /// When the reaper may take the admission back (the reservation deadline,

@@ -453,7 +453,11 @@ impl Inventory for RedisInventory {
         let s = req.sale_id;
         let o = &req.order;
         let idem = k.idem(s, &req.user_id, &req.key);
-        let json = serde_json::to_string(o).map_err(protocol)?;
+        // A reservation's answer is the order as admitted: serialize it once.
+        let json = match &req.final_answer {
+            Some(answer) => std::borrow::Cow::Borrowed(answer.as_str()),
+            None => std::borrow::Cow::Owned(serde_json::to_string(o).map_err(protocol)?),
+        };
         let reply: Vec<String> = self
             .scripts
             .admit
@@ -469,7 +473,7 @@ impl Inventory for RedisInventory {
             .arg(&req.fingerprint)
             .arg(o.id.to_string())
             .arg(req.deadline_ms)
-            .arg(json)
+            .arg(json.as_ref())
             .arg(req.final_answer.as_deref().unwrap_or(""))
             .arg(KEEP_SECS)
             .arg(&req.key)
