@@ -97,6 +97,21 @@ pub struct ServeArgs {
     /// a proxy every client has the proxy's address).
     #[arg(long, env = "LIVE_IP_RATE", default_value_t = 1000.0)]
     pub ip_rate: f64,
+    /// Chat messages a second per client IP on this node, over all its
+    /// sockets; 0: no limit. Generous: mobile carriers put many viewers
+    /// behind one address.
+    #[arg(long, env = "LIVE_CHAT_IP_RATE", default_value_t = 100.0)]
+    pub chat_ip_rate: f64,
+    /// A request head must arrive within this of connecting or of the
+    /// previous response (slow and idle clients are dropped).
+    #[arg(long, env = "LIVE_HEADER_TIMEOUT", default_value = "15s")]
+    pub header_timeout: humantime::Duration,
+    /// A connection whose writes make no progress for this long is dropped.
+    #[arg(long, env = "LIVE_WRITE_TIMEOUT", default_value = "30s")]
+    pub write_timeout: humantime::Duration,
+    /// WebSockets are pinged this often; two unanswered pings close them.
+    #[arg(long, env = "LIVE_HEARTBEAT", default_value = "30s")]
+    pub heartbeat: humantime::Duration,
     /// WebSockets this node accepts at most.
     #[arg(long, env = "LIVE_MAX_SOCKETS", default_value_t = 50_000)]
     pub max_sockets: usize,

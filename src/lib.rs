@@ -227,6 +227,7 @@ pub struct Node {
     pub rebuilder: Arc<Rebuilder>,
     shutdown: CancellationToken,
     workers: tokio_util::task::TaskTracker,
+    timeouts: http::server::Timeouts,
     _backends: Backends,
 }
 
@@ -313,6 +314,10 @@ impl Node {
             rebuilder,
             shutdown,
             workers,
+            timeouts: http::server::Timeouts {
+                header: settings.limits.header_timeout,
+                write: settings.limits.write_timeout,
+            },
             _backends: backends,
         })
     }
@@ -320,13 +325,7 @@ impl Node {
     /// Serves until `shutdown`, then lets in-flight requests and workers finish.
     pub async fn serve(self, listener: TcpListener) -> Result<(), StartError> {
         let app = http::app(self.state.clone());
-        let shutdown = self.shutdown.clone();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+        http::server::serve(listener, app, self.timeouts, self.shutdown.clone()).await;
         self.workers.close();
         self.workers.wait().await;
         Ok(())

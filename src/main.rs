@@ -97,6 +97,12 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if !(args.chat_rate > 0.0 && args.chat_rate <= 100.0) || args.chat_burst == 0 {
         return Err("--chat-rate must be in (0, 100] and --chat-burst at least 1".into());
     }
+    if [args.header_timeout, args.write_timeout, args.heartbeat]
+        .iter()
+        .any(|d| d.is_zero())
+    {
+        return Err("--header-timeout, --write-timeout and --heartbeat must be above zero".into());
+    }
     let mut settings = Settings::new(mode, secret, args.store.redis_prefix);
     settings.guests = args.guests.unwrap_or(embedded);
     settings.chat_rate = ChatRate {
@@ -107,8 +113,12 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     settings.limits = lychee_live::http::limits::LimitSettings {
         buy_per_user: args.buy_rate,
         buy_per_ip: args.ip_rate,
+        chat_per_ip: args.chat_ip_rate,
         max_sockets: args.max_sockets,
         max_sockets_per_user: args.max_sockets_per_user,
+        header_timeout: args.header_timeout.into(),
+        write_timeout: args.write_timeout.into(),
+        heartbeat: args.heartbeat.into(),
     };
     settings.cors_origins = args.cors_origins;
     let shutdown = CancellationToken::new();

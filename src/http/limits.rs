@@ -1,10 +1,12 @@
-//! Abuse limits of one node: buy attempts per user and per IP, and how many
-//! WebSockets the node and one user may hold. (Chat has its own per-user rate,
-//! shared by all nodes; guests theirs, per IP.)
+//! Abuse limits of one node: buy attempts per user and per IP, chat messages
+//! per IP, how many WebSockets the node and one user may hold, and how long
+//! slow clients are given. (Chat has its own per-user rate, shared by all
+//! nodes; guests theirs, per IP.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
@@ -15,8 +17,15 @@ pub struct LimitSettings {
     pub buy_per_user: f64,
     /// Buy attempts a second per client IP; 0: none.
     pub buy_per_ip: f64,
+    /// Chat messages a second per client IP over all its sockets; 0: none.
+    pub chat_per_ip: f64,
     pub max_sockets: usize,
     pub max_sockets_per_user: usize,
+    /// See `server::Timeouts`.
+    pub header_timeout: Duration,
+    pub write_timeout: Duration,
+    /// The server pings every socket this often.
+    pub heartbeat: Duration,
 }
 
 impl Default for LimitSettings {
@@ -24,8 +33,12 @@ impl Default for LimitSettings {
         LimitSettings {
             buy_per_user: 20.0,
             buy_per_ip: 1000.0,
+            chat_per_ip: 100.0,
             max_sockets: 50_000,
             max_sockets_per_user: 10,
+            header_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(30),
         }
     }
 }
@@ -33,6 +46,8 @@ impl Default for LimitSettings {
 pub struct Limits {
     buy_user: Option<RateLimiter<String>>,
     buy_ip: Option<RateLimiter<IpAddr>>,
+    chat_ip: Option<RateLimiter<IpAddr>>,
+    pub heartbeat: Duration,
     max_sockets: usize,
     max_per_user: usize,
     /// Open sockets per user, and in all.
@@ -48,6 +63,8 @@ impl Limits {
         Limits {
             buy_user: limiter(s.buy_per_user),
             buy_ip: limiter(s.buy_per_ip),
+            chat_ip: limiter(s.chat_per_ip),
+            heartbeat: s.heartbeat,
             max_sockets: s.max_sockets,
             max_per_user: s.max_sockets_per_user,
             sockets: Mutex::new((0, HashMap::new())),
@@ -61,6 +78,15 @@ impl Limits {
         }
         if let Some(l) = &self.buy_user {
             l.check(&user.to_owned()).map_err(ApiError::RateLimited)?;
+        }
+        Ok(())
+    }
+
+    /// A chat message from `ip`. (The per-user rate is the chat store's: it
+    /// holds over all nodes.)
+    pub fn chat(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        if let (Some(l), Some(ip)) = (&self.chat_ip, ip) {
+            l.check(&ip).map_err(ApiError::RateLimited)?;
         }
         Ok(())
     }
@@ -146,5 +172,20 @@ mod tests {
             Err(ApiError::RateLimited(_))
         ));
         assert!(limits.buy("v", None).is_ok());
+    }
+
+    #[test]
+    fn chat_is_rate_limited_per_ip() {
+        let limits = Limits::new(&LimitSettings {
+            chat_per_ip: 1.0,
+            ..LimitSettings::default()
+        });
+        let (a, b) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
+        assert!(limits.chat(a).is_ok());
+        assert!(limits.chat(a).is_ok());
+        assert!(matches!(limits.chat(a), Err(ApiError::RateLimited(_))));
+        assert!(limits.chat(b).is_ok());
+        // Without an address (a Unix socket, a test) there is nothing to key on.
+        assert!(limits.chat(None).is_ok());
     }
 }

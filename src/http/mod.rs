@@ -7,6 +7,7 @@ pub mod limits;
 mod orders;
 pub mod ratelimit;
 mod sales;
+pub mod server;
 mod ws;
 
 use std::net::IpAddr;

@@ -39,9 +39,6 @@ const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames drained into one write at most.
 const MAX_BATCH: usize = 64;
-/// The server pings this often; a client silent for two of them (plus a
-/// write timeout) is taken for gone.
-const HEARTBEAT: Duration = Duration::from_secs(30);
 /// Client messages are small (4 KiB at most); the default is 128 KiB.
 const READ_BUFFER: usize = 4096;
 /// Buys of one socket in flight at once.
@@ -243,7 +240,10 @@ async fn run(
     }
     let shutdown = s.state.live.shutdown.clone();
     let stuck = s.member.stuck.clone();
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // The server pings every `beat`; a client silent for two of them (plus
+    // time for the ping's own write) is taken for gone.
+    let beat = s.state.limits.heartbeat;
+    let mut heartbeat = tokio::time::interval(beat);
     heartbeat.tick().await;
     let mut heard = Instant::now();
     loop {
@@ -256,7 +256,7 @@ async fn run(
             _ = heartbeat.tick() => {
                 // A half-open connection never answers: drop it rather than
                 // keep its memory and its place in the room.
-                if heard.elapsed() > HEARTBEAT * 2 + WRITE_TIMEOUT {
+                if heard.elapsed() > beat * 2 + WRITE_TIMEOUT.min(beat) {
                     let _ = send_close(&mut sink, 1001, "no answer to pings").await;
                     return;
                 }
@@ -554,6 +554,8 @@ impl Socket {
                     Ok(t) => t,
                     Err(why) => return Ok(self.bad("invalid_message", why, None)),
                 };
+                // Not counted as abuse: the neighbours behind one NAT share it.
+                self.state.limits.chat(self.ip).map_err(plain)?;
                 let post = Post {
                     sale_id,
                     user_id: self.who.user_id.clone(),

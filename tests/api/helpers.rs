@@ -113,6 +113,7 @@ impl TestEnv {
         // Tests of other things buy and connect fast; the limits' own tests set them.
         settings.limits.buy_per_user = 0.0;
         settings.limits.buy_per_ip = 0.0;
+        settings.limits.chat_per_ip = 0.0;
         settings.limits.max_sockets_per_user = 1000;
         settings
     }

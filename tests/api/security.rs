@@ -9,6 +9,7 @@ use lychee_live::identity::Role;
 use serde_json::json;
 
 use crate::helpers::{TestEnv, SECRET};
+use crate::live_helpers::Ended;
 
 #[tokio::test]
 async fn buys_are_rate_limited_per_user_with_retry_after() {
@@ -237,4 +238,101 @@ async fn tokens_and_secrets_never_reach_the_logs() {
     for secret in [SECRET, token.as_str(), signature] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
+}
+
+#[tokio::test]
+async fn chat_is_rate_limited_per_ip_across_users() {
+    let mut env = TestEnv::production().await;
+    let mut settings = env.settings();
+    // Burst 2 for the address; each user alone could send 3.
+    settings.limits.chat_per_ip = 1.0;
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let mut viewers = Vec::new();
+    for name in ["mei", "li", "zhao"] {
+        viewers.push(
+            app.join(&sale, &env.token(Role::Viewer, name), None)
+                .await
+                .0,
+        );
+    }
+    for (i, text) in ["one", "two"].into_iter().enumerate() {
+        viewers[i].chat(text).await;
+        while viewers[i].next_of("chat").await["text"] != text {}
+    }
+    viewers[2].chat("three").await;
+    let (code, e) = viewers[2].error().await;
+    assert_eq!(code, "rate_limited", "{e}");
+    // Refused, not counted as abuse: the socket stays open.
+    viewers[2].ping("still-here").await;
+}
+
+#[tokio::test]
+async fn slow_and_idle_http_clients_are_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.limits.header_timeout = Duration::from_millis(300);
+    let app = env.node_with(settings).await;
+
+    // Reads until the server closes; panics if it does not within 3 s.
+    async fn closed_within(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got))
+            .await
+            .expect("the server kept the connection open")
+            .ok();
+        got
+    }
+
+    // Slowloris: a request head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(!String::from_utf8_lossy(&closed_within(&mut slow).await).contains("200 OK"));
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // Connected and silent.
+    let mut silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    closed_within(&mut silent).await;
+
+    // A keep-alive connection is answered, then dropped once idle.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = closed_within(&mut idle).await;
+    assert!(
+        String::from_utf8_lossy(&answered).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answered)
+    );
+}
+
+#[tokio::test]
+async fn sockets_that_never_answer_pings_are_closed() {
+    let mut env = TestEnv::production().await;
+    let mut settings = env.settings();
+    settings.limits.heartbeat = Duration::from_millis(200);
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let (mut deaf, _) = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    let (mut awake, _) = app.join(&sale, &env.token(Role::Viewer, "li"), None).await;
+    // Reading is what answers pings; `deaf` reads nothing for 2 s.
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < until {
+        awake.next_within(Duration::from_millis(100)).await;
+    }
+    awake.ping("alive").await;
+    // Closed with 1001, or reset when the late pongs hit a closed socket;
+    // `rest` fails if it stays open.
+    let (_, ended) = deaf.rest().await;
+    assert!(
+        matches!(ended, Ended::Closed(1001) | Ended::Dropped),
+        "{ended:?}"
+    );
 }
