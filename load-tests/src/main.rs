@@ -9,6 +9,7 @@ mod idle;
 mod report;
 mod room;
 mod rush;
+mod rush_live;
 
 use clap::{Parser, Subcommand};
 

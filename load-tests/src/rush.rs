@@ -1,7 +1,9 @@
-//! `rush`: a host opens one SKU; buyers buy it at full speed until it is sold
-//! out, then the crowd that missed out keeps pressing "buy" for a while.
-//! Reports completed orders/s and latency while selling, answered
-//! attempts/s and latency after sell-out, and checks the invariants.
+//! `rush`: viewers watch the sale on WebSockets; a host opens one SKU; buyers
+//! buy it (over REST or their live socket) at full speed or at an offered
+//! rate until it is sold out, then the crowd that missed out keeps pressing
+//! "buy" for a while. Reports completed orders/s and latency while selling,
+//! answered attempts/s and latency after sell-out, and checks the invariants
+//! (including that every viewer's stock count reached the final one).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,13 @@ use serde_json::{json, Value};
 
 use crate::common::{call, live_sale, progress, raise_open_files, token, token_for_late, Phase};
 use crate::report::Timeline;
+use crate::rush_live::{self, Answer, Transport};
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    Rest,
+    Ws,
+}
 
 #[derive(clap::Args, Clone)]
 pub struct RushArgs {
@@ -25,6 +34,13 @@ pub struct RushArgs {
     /// Concurrent buyers.
     #[arg(long, default_value_t = 1000)]
     pub buyers: usize,
+    /// How buyers buy: `POST .../orders`, or a `buy` message on their live socket.
+    #[arg(long, value_enum, default_value = "rest")]
+    pub via: Via,
+    /// Viewers watching the sale on WebSockets (spread over the nodes), who
+    /// must all see the final stock count.
+    #[arg(long, default_value_t = 0)]
+    pub viewers: usize,
     /// Units on sale.
     #[arg(long, default_value_t = 20_000)]
     pub stock: i64,
@@ -63,14 +79,42 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
     let pace = a.rate.map(|r| Duration::from_secs_f64(buyers as f64 / r));
     let sold_out = Arc::new(AtomicBool::new(false));
     let sold_out_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let (stop_viewers, stopped) = tokio::sync::watch::channel(false);
+    let viewer_tokens = (0..a.viewers)
+        .map(|i| token(&keys, Role::Viewer, &format!("watcher-{i}")))
+        .collect();
+    let viewers = rush_live::watch_viewers(&a.nodes, &sale, viewer_tokens, stopped).await;
+    // Buyers have had the sale's page open for a while: their connections
+    // exist before they press "buy", so connection set-up is not counted.
+    let mut transports = Vec::with_capacity(buyers);
+    for i in 0..buyers {
+        let node = &a.nodes[i % a.nodes.len()];
+        let (token, late) = buyer_tokens(&keys, i);
+        transports.push(match a.via {
+            Via::Rest => {
+                let rest = || Transport::Rest {
+                    http: http.clone(),
+                    url: format!("{node}/api/v1/sales/{sale}/orders"),
+                };
+                (token, late, rest(), rest())
+            }
+            Via::Ws => {
+                let main = Transport::ws(node, &sale, &token, i).await?;
+                let other = Transport::ws(node, &sale, &late, i).await?;
+                (token, late, main, other)
+            }
+        });
+    }
+    if a.via == Via::Rest {
+        warm_up(&http, &a.nodes, &sale, buyers).await;
+    }
+    let ok_label = match a.via {
+        Via::Rest => "201",
+        Via::Ws => "ws order",
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..a.buyers {
-        let http = http.clone();
-        let url = format!("{}/api/v1/sales/{sale}/orders", a.nodes[i % a.nodes.len()]);
-        let token = token(&keys, Role::Viewer, &format!("buyer-{i}"));
-        // After sell-out the crowd that missed out keeps pressing "buy".
-        let late = token_for_late(&keys, i);
+    for (i, (token, late, mut main, mut other)) in transports.into_iter().enumerate() {
         let (sold_out, sold_out_at) = (sold_out.clone(), sold_out_at.clone());
         let (after, max) = (
             Duration::from_secs(a.after_secs),
@@ -94,23 +138,23 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                     break;
                 }
                 let phase_after = sold_out.load(Ordering::Relaxed);
+                let reference = format!("b{i}-{n}");
                 let t = Instant::now();
-                let r = call(
-                    http.post(&url)
-                        .bearer_auth(if phase_after { &late } else { &token })
-                        .header("Idempotency-Key", format!("b{i}-{n}"))
-                        .json(&json!({ "sku": "RUSH", "qty": 1 })),
-                )
-                .await;
+                // After sell-out the crowd that missed out keeps pressing "buy".
+                let answer = if phase_after {
+                    other.buy(&late, &reference).await
+                } else {
+                    main.buy(&token, &reference).await
+                };
                 let micros = t.elapsed().as_micros() as u64;
-                let outcome = match &r {
-                    Ok((201, v)) => {
-                        bought.push(v["id"].as_str().unwrap_or_default().to_owned());
+                let outcome = match answer {
+                    Answer::Order(id) => {
+                        bought.push(id);
                         bar.inc(1);
-                        "201".to_owned()
+                        ok_label.to_owned()
                     }
-                    Ok((s, v)) => format!("{s} {}", v["error"]["code"].as_str().unwrap_or("?")),
-                    Err(_) => "transport error".to_owned(),
+                    Answer::Refused(label) => label,
+                    Answer::Transport => "transport error".to_owned(),
                 };
                 if outcome.ends_with("sold_out") && !phase_after {
                     sold_out.store(true, Ordering::Relaxed);
@@ -149,12 +193,19 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
     let product = &after_sale["products"][0];
     let held = product["sold"].as_i64().unwrap_or(-1) + product["reserved"].as_i64().unwrap_or(-1);
     let demand_exceeded = sold_out.load(Ordering::Relaxed);
+    // The last count is published within 50 ms; give it time to reach everyone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let watched = rush_live::collect(viewers, stop_viewers, product["remaining"].as_i64()).await;
     let mut checks = vec![
         ("api_sold_plus_reserved_is_2xx", held == bought),
         ("never_over_stock", bought <= a.stock),
         (
             "sold_out_means_all_sold",
             !demand_exceeded || bought == a.stock,
+        ),
+        (
+            "every_viewer_saw_the_final_stock",
+            watched.failed == 0 && watched.saw_final == watched.viewers,
         ),
     ];
     if let Some(url) = &a.database_url {
@@ -169,6 +220,10 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         "scenario": "rush",
         "sale_id": sale,
         "buyers": a.buyers,
+        "via": format!("{:?}", a.via).to_lowercase(),
+        "viewers": watched.viewers,
+        "viewer_frames": watched.frames,
+        "viewers_failed": watched.failed,
         "nodes": a.nodes.len(),
         "stock": a.stock,
         "checkout": a.checkout,
@@ -236,4 +291,27 @@ async fn check_database(
         ));
     }
     Ok(checks)
+}
+
+/// Buyer `i`'s token, and the token of the late buyer who takes its place
+/// after sell-out.
+fn buyer_tokens(keys: &TokenKeys, i: usize) -> (String, String) {
+    (
+        token(keys, Role::Viewer, &format!("buyer-{i}")),
+        token_for_late(keys, i),
+    )
+}
+
+/// Opens the REST buyers' connections (one page read per buyer, at once, so
+/// the pool keeps one connection each).
+async fn warm_up(http: &reqwest::Client, nodes: &[String], sale: &str, buyers: usize) {
+    let reads = (0..buyers).map(|i| {
+        let req = http.get(format!("{}/api/v1/sales/{sale}", nodes[i % nodes.len()]));
+        async move {
+            if let Ok(r) = req.send().await {
+                let _ = r.bytes().await;
+            }
+        }
+    });
+    futures_util::future::join_all(reads).await;
 }
