@@ -278,6 +278,7 @@ impl Node {
             backends.presence.clone(),
             catalog.clone(),
             clock.clone(),
+            settings.limits.room_queue,
             shutdown.clone(),
         );
         workers.spawn(hub.clone().run());

@@ -119,6 +119,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         header_timeout: args.header_timeout.into(),
         write_timeout: args.write_timeout.into(),
         heartbeat: args.heartbeat.into(),
+        ..Default::default()
     };
     settings.cors_origins = args.cors_origins;
     let shutdown = CancellationToken::new();

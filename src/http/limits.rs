@@ -26,6 +26,8 @@ pub struct LimitSettings {
     pub write_timeout: Duration,
     /// The server pings every socket this often.
     pub heartbeat: Duration,
+    /// Room frames a socket may fall behind by before it gets `lagged`.
+    pub room_queue: usize,
 }
 
 impl Default for LimitSettings {
@@ -39,6 +41,7 @@ impl Default for LimitSettings {
             header_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(30),
+            room_queue: crate::hub::room::ROOM_QUEUE,
         }
     }
 }

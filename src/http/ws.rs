@@ -143,10 +143,7 @@ struct Welcome<'a> {
 }
 
 fn frame(value: Value) -> Frame {
-    Frame {
-        text: Utf8Bytes::from(value.to_string()),
-        seq: None,
-    }
+    Frame::text(value.to_string())
 }
 
 fn error_frame(code: &str, message: &str, reference: Option<&str>) -> Frame {
@@ -193,6 +190,8 @@ struct Socket {
     /// The last chat seq this socket has sent, so welcome history and live
     /// frames never repeat a message.
     last_seq: u64,
+    /// The room's event count after the last room frame taken (see `Frame::at`).
+    room_events: Option<u64>,
     bad: VecDeque<Instant>,
 }
 
@@ -223,6 +222,7 @@ async fn run(
         member,
         buys: Arc::new(Semaphore::new(BUYS_IN_FLIGHT)),
         last_seq: 0,
+        room_events: None,
         bad: VecDeque::new(),
     };
     let welcome = match s.welcome(since).await {
@@ -383,30 +383,22 @@ async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) -> Result<
     }
 }
 
-/// One write: a frame alone, or a `batch` of several; flushed once.
+/// Frames in one write, flushed once. Each is the room's shared bytes: no
+/// copy per socket.
 async fn send(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), ()> {
-    metrics::counter!("lychee_ws_frames_out_total").increment(1);
-    metrics::counter!("lychee_fanout_deliveries_total").increment(frames.len() as u64);
-    let text = if frames.len() == 1 {
-        frames
-            .into_iter()
-            .next()
-            .map(|f| f.text)
-            .unwrap_or_default()
-    } else {
-        let mut s =
-            String::with_capacity(frames.iter().map(|f| f.text.len() + 1).sum::<usize>() + 32);
-        s.push_str(r#"{"type":"batch","events":["#);
-        for (i, f) in frames.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(f.text.as_str());
+    let events: usize = frames
+        .iter()
+        .map(|f| f.parts.as_ref().map_or(1, |p| p.len()))
+        .sum();
+    metrics::counter!("lychee_ws_frames_out_total").increment(frames.len() as u64);
+    metrics::counter!("lychee_fanout_deliveries_total").increment(events as u64);
+    let write = async {
+        for f in frames {
+            sink.feed(Message::Text(f.text)).await?;
         }
-        s.push_str("]}");
-        Utf8Bytes::from(s)
+        sink.flush().await
     };
-    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(Ok(())) => Ok(()),
         // Stuck or gone: either way this socket is done.
         _ => Err(()),
@@ -434,6 +426,24 @@ impl Socket {
         .ok_or_else(|| ApiError::Internal("welcome not serializable".into()))
     }
 
+    /// Queues `f` unless its chat was already sent (in the welcome's history);
+    /// a batch holding some of it is split, so its other events still go.
+    fn keep(&mut self, f: Frame, out: &mut Vec<Frame>) {
+        match (f.seqs, &f.parts) {
+            (None, _) => out.push(f),
+            (Some((first, last)), _) if first > self.last_seq => {
+                self.last_seq = last;
+                out.push(f);
+            }
+            (Some(_), Some(parts)) => {
+                for p in parts.iter() {
+                    self.keep(p.clone(), out);
+                }
+            }
+            (Some(_), None) => {}
+        }
+    }
+
     /// The first frame and whatever else is queued, minus chat already sent.
     /// `None`: the room is gone.
     fn drain(&mut self, first: Result<Frame, RecvError>) -> Option<Vec<Frame>> {
@@ -441,20 +451,28 @@ impl Socket {
         let mut next = Some(first);
         while let Some(r) = next.take() {
             match r {
-                Ok(f) => match f.seq {
-                    Some(seq) if seq <= self.last_seq => {}
-                    seq => {
-                        self.last_seq = seq.unwrap_or(self.last_seq);
-                        out.push(f);
-                    }
-                },
-                Err(RecvError::Lagged(skipped)) => {
+                Ok(f) => {
+                    self.room_events = Some(f.at + f.events());
+                    self.keep(f, &mut out);
+                }
+                Err(RecvError::Lagged(frames)) => {
                     metrics::counter!("lychee_lagged_viewers_total").increment(1);
+                    // The oldest frame still queued tells how many events
+                    // were lost before it (a frame may hold several).
+                    let oldest = self.member.frames.try_recv().ok();
+                    let skipped = match (&oldest, self.room_events) {
+                        (Some(f), Some(seen)) => f.at.saturating_sub(seen),
+                        _ => frames,
+                    };
                     // Chat is lost, state is not: tell, then resend the stock.
                     out.push(frame(json!({ "type": "lagged", "skipped": skipped })));
                     out.extend(self.member.room.stock_snapshot());
                     let count = self.member.room.viewers();
                     out.push(frame(json!({ "type": "viewers", "count": count })));
+                    if let Some(f) = oldest {
+                        self.room_events = Some(f.at + f.events());
+                        self.keep(f, &mut out);
+                    }
                 }
                 Err(RecvError::Closed) => return None,
             }
@@ -629,13 +647,10 @@ impl Socket {
                         qty,
                     };
                     let f = match orders.buy(&who, req).await {
-                        Ok(json) => Frame {
-                            text: Utf8Bytes::from(format!(
-                                r#"{{"type":"order","ref":{},"order":{json}}}"#,
-                                Value::from(reference)
-                            )),
-                            seq: None,
-                        },
+                        Ok(json) => Frame::text(format!(
+                            r#"{{"type":"order","ref":{},"order":{json}}}"#,
+                            Value::from(reference)
+                        )),
                         Err(e) => api_error_frame(&ApiError::from(e), Some(&reference)),
                     };
                     let _ = me.send(Personal::Frame(f)).await;

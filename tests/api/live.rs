@@ -581,9 +581,6 @@ const FLOODERS: usize = 3;
 /// Each flooder waits for a pong every BATCH messages, so "sent" means the
 /// server took it, not that it waits in a socket buffer.
 const BATCH: usize = 100;
-/// Fewer bytes than any flood chat frame holds (279 characters of up to 4
-/// bytes: about 1.2 KB).
-const FLOOD_FRAME_MIN: u64 = 1150;
 
 /// FLOODERS sockets of the host (exempt from the chat rate) on `app`.
 async fn flooders(app: &TestApp, sale: &str, host: &str) -> Vec<(Sender, Drain)> {
@@ -871,7 +868,10 @@ async fn a_stalled_reader_is_dropped_while_others_keep_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_falls_behind_is_told_it_lagged_and_gets_every_stock_again() {
     let mut env = TestEnv::production().await;
-    let a = env.node().await;
+    let mut settings = env.settings();
+    // Eight room frames of slack: a lag within a second of blocking.
+    settings.limits.room_queue = 8;
+    let a = env.node_with(settings).await;
     let b = env.node().await;
     let host = env.token(Role::Host, "alice");
     let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
@@ -894,14 +894,12 @@ async fn a_reader_that_falls_behind_is_told_it_lagged_and_gets_every_stock_again
     let stop = CancellationToken::new();
     let flood = tokio::spawn(flood_until(flooders(&b, &sale, &host).await, stop.clone()));
 
-    // Once the server's writes to `slow` block, it has taken at most what
-    // its buffers hold; when the room is more than its queue of 1024 frames
-    // further, it has lagged. Then it reads again, well before the 5 s after
-    // which it would be dropped.
-    let (_, queued) = wait_blocked(a.addr, port, &mut room).await;
-    let taken = (queued + 256 * 1024) / FLOOD_FRAME_MIN + 64;
-    room.until_seq(taken + 1024 + 64, Duration::from_secs(10))
-        .await;
+    // Once the server's writes to `slow` block, the room publishes a frame
+    // per 50 ms window; 1.5 s on, it is far more than 8 frames further and
+    // `slow` has lagged. Then it reads again, well before the 5 s after which
+    // a stuck write drops it.
+    wait_blocked(a.addr, port, &mut room).await;
+    room.read_for(Duration::from_millis(1500)).await;
     let (mut slow_tx, mut slow) = slow.split();
     stop.cancel();
     let (_, total, flooders) = flood.await.expect("flood");
