@@ -107,11 +107,10 @@ fn number_after<'a>(s: &'a str, key: &str) -> Option<(&'a str, &'a str)> {
     Some((&rest[..end], &rest[end..]))
 }
 
-fn scan(text: &str) -> Scan {
-    let mut out = Scan {
-        chats: Vec::new(),
-        lagged: Vec::new(),
-    };
+/// Reads a frame into `out` (cleared first: one buffer per reader).
+fn scan(text: &str, out: &mut Scan) {
+    out.chats.clear();
+    out.lagged.clear();
     for part in text.split(r#"{"type":"#).skip(1) {
         if let Some(body) = part.strip_prefix(r#""chat","#) {
             let Some((seq, rest)) = number_after(body, r#""seq":"#) else {
@@ -127,7 +126,6 @@ fn scan(text: &str) -> Scan {
             }
         }
     }
-    out
 }
 
 async fn read_until(
@@ -138,10 +136,17 @@ async fn read_until(
 ) -> Seen {
     let mut seen = Seen::default();
     let mut local = histogram();
+    // Reused per frame: the reader must cost less than the server it measures.
+    let mut found = Scan {
+        chats: Vec::new(),
+        lagged: Vec::new(),
+    };
+    let mut delivered: Vec<Option<u64>> = Vec::new();
+    let mut check = tokio::time::interval(Duration::from_millis(200));
     loop {
         let msg = tokio::select! {
             m = ws.next() => m,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+            _ = check.tick() => {
                 if stop.load(Ordering::Relaxed) { break } else { continue }
             }
         };
@@ -152,8 +157,9 @@ async fn read_until(
             break;
         };
         let now = now_micros();
-        let found = scan(t.as_str());
-        for (seq, sent) in found.chats {
+        scan(t.as_str(), &mut found);
+        delivered.clear();
+        for &(seq, sent) in &found.chats {
             if !seen.insert(seq) {
                 seen.duplicates += 1;
                 continue;
@@ -167,11 +173,18 @@ async fn read_until(
             if let Some(m) = micros {
                 let _ = local.record(m);
             }
+            delivered.push(micros);
+        }
+        if !delivered.is_empty() {
+            // One lock per frame, not per event.
             if let Ok(mut t) = timeline.lock() {
-                t.record(Instant::now(), "delivered", micros);
+                let at = Instant::now();
+                for &micros in &delivered {
+                    t.record(at, "delivered", micros);
+                }
             }
         }
-        for skipped in found.lagged {
+        for &skipped in &found.lagged {
             seen.lagged += 1;
             seen.skipped += skipped;
         }

@@ -238,8 +238,10 @@ async fn run(
     if send(&mut sink, vec![welcome]).await.is_err() {
         return;
     }
-    let shutdown = s.state.live.shutdown.clone();
-    let stuck = s.member.stuck.clone();
+    // Made once, not per wake-up: 10,000 sockets re-registering with the
+    // node's one shutdown token on every frame contend for its lock.
+    let mut shutdown = std::pin::pin!(s.state.live.shutdown.clone().cancelled_owned());
+    let mut stuck = std::pin::pin!(s.member.stuck.clone().cancelled_owned());
     // The server pings every `beat`; a client silent for two of them (plus
     // time for the ping's own write) is taken for gone.
     let beat = s.state.limits.heartbeat;
@@ -249,7 +251,7 @@ async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
+            _ = shutdown.as_mut() => {
                 let _ = send_close(&mut sink, 1001, "server shutting down").await;
                 return;
             }
@@ -265,7 +267,7 @@ async fn run(
                     return;
                 }
             }
-            _ = stuck.cancelled() => {
+            _ = stuck.as_mut() => {
                 let _ = send_close(&mut sink, 1008, "too slow").await;
                 return;
             }
@@ -383,6 +385,16 @@ async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) -> Result<
     }
 }
 
+/// Frames out and events delivered: looked up once, not on every write
+/// (the node's recorder is installed before any socket opens).
+static FANOUT: std::sync::LazyLock<(metrics::Counter, metrics::Counter)> =
+    std::sync::LazyLock::new(|| {
+        (
+            metrics::counter!("lychee_ws_frames_out_total"),
+            metrics::counter!("lychee_fanout_deliveries_total"),
+        )
+    });
+
 /// Frames in one write, flushed once. Each is the room's shared bytes: no
 /// copy per socket.
 async fn send(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), ()> {
@@ -390,8 +402,8 @@ async fn send(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), ()> {
         .iter()
         .map(|f| f.parts.as_ref().map_or(1, |p| p.len()))
         .sum();
-    metrics::counter!("lychee_ws_frames_out_total").increment(frames.len() as u64);
-    metrics::counter!("lychee_fanout_deliveries_total").increment(events as u64);
+    FANOUT.0.increment(frames.len() as u64);
+    FANOUT.1.increment(events as u64);
     let write = async {
         for f in frames {
             sink.feed(Message::Text(f.text)).await?;

@@ -20,22 +20,23 @@ use crate::inventory::StockLevel;
 
 /// Room frames a socket may fall behind by, once its TCP buffers are full,
 /// before it loses chat (and is told): a frame per `FANOUT_WINDOW` at most,
-/// so 64 are about 3 s of a busy room.
-pub const ROOM_QUEUE: usize = 64;
+/// so 32 are about 3 s of a busy room.
+pub const ROOM_QUEUE: usize = 32;
 /// Personal frames (order events, closes) waiting for one socket.
 const PERSONAL_QUEUE: usize = 256;
-/// Stock is coalesced per SKU on this tick: at most 10 frames a second per
-/// SKU, the latest value at most one tick (plus the publisher's) late.
-pub const STOCK_TICK: Duration = Duration::from_millis(100);
-/// Viewer counts are reported and sent at most this often.
+/// The room's housekeeping tick (presence, closing when empty).
+const TICK: Duration = Duration::from_millis(100);
+/// Viewer counts are reported and sent at most this often (in ticks).
 const PRESENCE_EVERY: u32 = 10;
 
 /// Room events arriving within this of the room's last publication go out
 /// together as one `batch` frame, built once for every socket: at 100 chat
-/// messages a second a socket gets 20 frames instead of 100, and nobody
-/// watching a video stream notices 50 ms. The first event after a quiet
-/// spell goes out at once.
-pub const FANOUT_WINDOW: Duration = Duration::from_millis(50);
+/// messages a second a socket gets 10 frames instead of 100, and nobody
+/// watching a video stream notices 100 ms. The first event after a quiet
+/// spell goes out at once. Stock is coalesced per SKU into the same
+/// publications: at most 10 frames a second per SKU, the latest value at
+/// most one window (plus the publisher's 50 ms) late.
+pub const FANOUT_WINDOW: Duration = Duration::from_millis(100);
 
 /// One serialized event (or a batch of them), shared by every socket that
 /// sends it.
@@ -228,7 +229,9 @@ impl Room {
     }
 
     fn publish(&self) {
-        let frames = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut frames =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        frames.extend(self.dirty_stock());
         if let Some(mut f) = Frame::batch(frames) {
             f.at = self.published.fetch_add(f.events(), Ordering::Relaxed);
             // No receivers: nobody left to tell.
@@ -272,6 +275,8 @@ impl Room {
                 stock.dirty.push(level.sku.clone());
             }
             stock.levels.insert(level.sku.clone(), level);
+            drop(stock);
+            self.wake.notify_one();
         }
     }
 
@@ -285,19 +290,15 @@ impl Room {
             .collect()
     }
 
-    fn flush_stock(&self) {
-        let frames: Vec<Frame> = {
-            let mut stock = self.lock_stock();
-            let dirty = std::mem::take(&mut stock.dirty);
-            dirty
-                .iter()
-                .filter_map(|sku| stock.levels.get(sku))
-                .filter_map(|l| Frame::of(&SaleEvent::Stock(l.clone())))
-                .collect()
-        };
-        for f in frames {
-            self.broadcast(f);
-        }
+    /// The latest level of each SKU changed since the last publication.
+    fn dirty_stock(&self) -> Vec<Frame> {
+        let mut stock = self.lock_stock();
+        let dirty = std::mem::take(&mut stock.dirty);
+        dirty
+            .iter()
+            .filter_map(|sku| stock.levels.get(sku))
+            .filter_map(|l| Frame::of(&SaleEvent::Stock(l.clone())))
+            .collect()
     }
 
     fn on_event(&self, event: &SaleEvent) {
@@ -423,9 +424,9 @@ impl Hub {
         Ok(membership)
     }
 
-    /// Stock coalescing, presence, and closing the room when it empties.
+    /// Presence, and closing the room when it empties.
     async fn tick(self: Arc<Self>, room: Arc<Room>) {
-        let mut tick = tokio::time::interval(STOCK_TICK);
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u32 = 0;
         let mut empty_ticks = 0;
@@ -434,7 +435,6 @@ impl Hub {
                 _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => return,
             }
-            room.flush_stock();
             n = n.wrapping_add(1);
             if !n.is_multiple_of(PRESENCE_EVERY) {
                 continue;

@@ -47,9 +47,13 @@ async fn welcome_chat_and_stock_across_two_nodes() {
             (json!(1), json!("first box is mine"), json!("mei"))
         );
     }
-    // A REST buy on node a: viewers on node b see the stock fall.
+    // A REST buy on node a: viewers on node b see the stock fall (after,
+    // maybe, the level from when the product opened).
     a.buy(&mei, &sale, "k1", "FZX", 2).await.expect(201);
-    let s = vb.next_of("stock").await;
+    let mut s = vb.next_of("stock").await;
+    if s["remaining"] == 10 {
+        s = vb.next_of("stock").await;
+    }
     assert_eq!(
         (
             s["sku"].clone(),
@@ -895,11 +899,11 @@ async fn a_reader_that_falls_behind_is_told_it_lagged_and_gets_every_stock_again
     let flood = tokio::spawn(flood_until(flooders(&b, &sale, &host).await, stop.clone()));
 
     // Once the server's writes to `slow` block, the room publishes a frame
-    // per 50 ms window; 1.5 s on, it is far more than 8 frames further and
+    // per 100 ms window; 2 s on, it is far more than 8 frames further and
     // `slow` has lagged. Then it reads again, well before the 5 s after which
     // a stuck write drops it.
     wait_blocked(a.addr, port, &mut room).await;
-    room.read_for(Duration::from_millis(1500)).await;
+    room.read_for(Duration::from_millis(2000)).await;
     let (mut slow_tx, mut slow) = slow.split();
     stop.cancel();
     let (_, total, flooders) = flood.await.expect("flood");
