@@ -398,12 +398,8 @@ static FANOUT: std::sync::LazyLock<(metrics::Counter, metrics::Counter)> =
 /// Frames in one write, flushed once. Each is the room's shared bytes: no
 /// copy per socket.
 async fn send(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), ()> {
-    let events: usize = frames
-        .iter()
-        .map(|f| f.parts.as_ref().map_or(1, |p| p.len()))
-        .sum();
     FANOUT.0.increment(frames.len() as u64);
-    FANOUT.1.increment(events as u64);
+    FANOUT.1.increment(frames.iter().map(Frame::events).sum());
     let write = async {
         for f in frames {
             sink.feed(Message::Text(f.text)).await?;
