@@ -297,7 +297,7 @@ impl Node {
             presence: backends.presence.clone(),
             rebuild: rebuilder.clone(),
         });
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             live,
             keys: Arc::new(
                 TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
@@ -309,7 +309,7 @@ impl Node {
             limits: Arc::new(http::limits::Limits::new(&settings.limits)),
             cors_origins: settings.cors_origins.clone(),
             clock,
-        };
+        });
         Ok(Node {
             state,
             rebuilder,

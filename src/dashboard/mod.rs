@@ -182,9 +182,9 @@ pub struct Stats {
 
 /// How a buy attempt ended, for the dashboard and the metrics.
 #[derive(Debug, Clone, Copy)]
-pub enum BuyOutcome<'a> {
+pub enum BuyOutcome {
     Created,
-    Refused(&'a str),
+    Refused(&'static str),
 }
 
 impl Stats {
@@ -207,7 +207,7 @@ impl Stats {
         f(p.entry((sale_id, second)).or_default());
     }
 
-    pub fn buy(&self, sale_id: Uuid, outcome: BuyOutcome<'_>, latency: Duration) {
+    pub fn buy(&self, sale_id: Uuid, outcome: BuyOutcome, latency: Duration) {
         let ms = latency.as_secs_f64() * 1000.0;
         self.with(sale_id, |f| {
             f.buy_attempts += 1;
@@ -217,8 +217,7 @@ impl Stats {
             BuyOutcome::Created => "created",
             BuyOutcome::Refused(code) => code,
         };
-        ::metrics::counter!("lychee_buy_attempts_total", "outcome" => label.to_owned())
-            .increment(1);
+        ::metrics::counter!("lychee_buy_attempts_total", "outcome" => label).increment(1);
         ::metrics::histogram!("lychee_buy_latency_seconds").record(latency.as_secs_f64());
     }
 

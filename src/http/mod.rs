@@ -33,9 +33,25 @@ use ratelimit::RateLimiter;
 /// The contract's cap on any request body.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// Cheap handles shared by every request.
+/// What every request shares. Cloned per request by axum's `State`: one
+/// reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     /// Verifies bearer tokens and mints guest tokens.
     pub keys: Arc<TokenKeys>,
     /// Sales and products, with live counts.
