@@ -6,7 +6,6 @@
 
 pub mod memory;
 pub mod redis;
-mod script_batch;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,6 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
-use super::script_batch::{BatchedScript, Call};
 use super::{
     Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed,
     Rejection, ReleaseFrom, Released, SaleSeed, StockLevel, Stored,
@@ -91,9 +90,8 @@ impl Keys {
 }
 
 struct Scripts {
-    /// The two scripts of every instant order, batched (see `script_batch`).
-    admit: BatchedScript,
-    confirm: BatchedScript,
+    admit: Script,
+    confirm: Script,
     release: Script,
     pay: Script,
     unpay: Script,
@@ -110,11 +108,11 @@ pub struct RedisInventory {
 impl RedisInventory {
     pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
         RedisInventory {
-            conn: conn.clone(),
+            conn,
             keys: Keys::new(prefix),
             scripts: Scripts {
-                admit: BatchedScript::new(include_str!("lua/admit.lua"), conn.clone()),
-                confirm: BatchedScript::new(include_str!("lua/confirm.lua"), conn.clone()),
+                admit: Script::new(include_str!("lua/admit.lua")),
+                confirm: Script::new(include_str!("lua/confirm.lua")),
                 release: Script::new(include_str!("lua/release.lua")),
                 pay: Script::new(include_str!("lua/pay.lua")),
                 unpay: Script::new(include_str!("lua/unpay.lua")),
@@ -131,10 +129,6 @@ impl RedisInventory {
 
 fn protocol(what: impl std::fmt::Display) -> InventoryError {
     InventoryError::Protocol(what.to_string())
-}
-
-fn strings(v: redis::Value) -> Result<Vec<String>, InventoryError> {
-    redis::from_redis_value(v).map_err(protocol)
 }
 
 fn int(s: &str) -> Result<i64, InventoryError> {
@@ -464,11 +458,13 @@ impl Inventory for RedisInventory {
             Some(answer) => std::borrow::Cow::Borrowed(answer.as_str()),
             None => std::borrow::Cow::Owned(serde_json::to_string(o).map_err(protocol)?),
         };
-        let call = Call::default()
+        let reply: Vec<String> = self
+            .scripts
+            .admit
             .key(k.sale(s))
             .key(k.product(s, &o.sku))
             .key(k.holdings(s, &o.sku))
-            .key(idem)
+            .key(&idem)
             .key(k.deadlines(s))
             .key(k.order(s, o.id))
             .key(k.bans(s))
@@ -481,8 +477,9 @@ impl Inventory for RedisInventory {
             .arg(req.final_answer.as_deref().unwrap_or(""))
             .arg(KEEP_SECS)
             .arg(&req.key)
-            .arg(&o.sku);
-        let reply: Vec<String> = strings(self.scripts.admit.call(s, call).await?)?;
+            .arg(&o.sku)
+            .invoke_async(&mut self.conn())
+            .await?;
         let Some((kind, rest)) = reply.split_first() else {
             return Err(protocol("empty admit reply"));
         };
@@ -657,7 +654,9 @@ impl Inventory for RedisInventory {
         answer: Option<(&str, &Stored)>,
     ) -> Result<Option<StockLevel>, InventoryError> {
         let k = &self.keys;
-        let call = Call::default()
+        let reply: Vec<String> = self
+            .scripts
+            .confirm
             .key(k.product(sale_id, sku))
             .key(k.deadlines(sale_id))
             .key(k.order(sale_id, order_id))
@@ -666,8 +665,9 @@ impl Inventory for RedisInventory {
             .arg(completed_at_ms)
             .arg(payment_ref.unwrap_or(""))
             .arg(answer.map_or(String::new(), |(fp, a)| encode_stored(fp, a)))
-            .arg(KEEP_SECS);
-        let reply = strings(self.scripts.confirm.call(sale_id, call).await?)?;
+            .arg(KEEP_SECS)
+            .invoke_async(&mut self.conn())
+            .await?;
         match reply.split_first() {
             Some((ok, rest)) if ok == "ok" && rest.len() == 6 => level(sku, rest).map(Some),
             _ => Ok(None),
