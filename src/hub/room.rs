@@ -228,15 +228,18 @@ impl Room {
         self.wake.notify_one();
     }
 
-    fn publish(&self) {
+    /// Sends what is pending as one frame; `false` if there was nothing.
+    fn publish(&self) -> bool {
         let mut frames =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         frames.extend(self.dirty_stock());
-        if let Some(mut f) = Frame::batch(frames) {
-            f.at = self.published.fetch_add(f.events(), Ordering::Relaxed);
-            // No receivers: nobody left to tell.
-            let _ = self.tx.send(f);
-        }
+        let Some(mut f) = Frame::batch(frames) else {
+            return false;
+        };
+        f.at = self.published.fetch_add(f.events(), Ordering::Relaxed);
+        // No receivers: nobody left to tell.
+        let _ = self.tx.send(f);
+        true
     }
 
     /// Publishes what is pending, at most once per `FANOUT_WINDOW`.
@@ -251,8 +254,9 @@ impl Room {
             }
             // Whatever arrives while this window is open joins the batch.
             tokio::time::sleep_until(last + FANOUT_WINDOW).await;
-            self.publish();
-            last = tokio::time::Instant::now();
+            if self.publish() {
+                last = tokio::time::Instant::now();
+            }
         }
     }
 
