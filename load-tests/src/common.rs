@@ -155,6 +155,20 @@ pub async fn connect_ws(url: &str, source: SocketAddr) -> Result<Ws, String> {
     Ok(ws)
 }
 
+/// The events of one server frame: a `batch`'s list, or the frame itself.
+pub fn events(frame: Value) -> Vec<Value> {
+    match frame["type"].as_str() {
+        Some("batch") => match frame {
+            Value::Object(mut o) => match o.remove("events") {
+                Some(Value::Array(events)) => events,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        },
+        _ => vec![frame],
+    }
+}
+
 /// The resident memory of a process, from /proc.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

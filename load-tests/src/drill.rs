@@ -140,10 +140,9 @@ async fn viewer(
                         if matches!(msg, Some(Ok(_))) { continue } else { break }
                     };
                     let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                    let events: Vec<Value> = match v["type"].as_str() {
-                        Some("batch") => v["events"].as_array().cloned().unwrap_or_default(),
+                    let events = match v["type"].as_str() {
                         Some("welcome") => v["chat"].as_array().cloned().unwrap_or_default(),
-                        _ => vec![v],
+                        _ => crate::common::events(v),
                     };
                     for e in events {
                         if e["type"] == "chat" {

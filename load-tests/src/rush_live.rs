@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{call, connect_ws, source_addr, Ws};
+use crate::common::{call, connect_ws, events, source_addr, Ws};
 
 /// How one buy attempt ended.
 pub enum Answer {
@@ -94,11 +94,7 @@ async fn answer_to(socket: &mut Ws, reference: &str) -> Option<Answer> {
             continue;
         }
         let v: Value = serde_json::from_str(&text).ok()?;
-        let events = match v["type"].as_str() {
-            Some("batch") => v["events"].as_array().cloned().unwrap_or_default(),
-            _ => vec![v],
-        };
-        for e in events.iter().filter(|e| e["ref"] == reference) {
+        for e in events(v).iter().filter(|e| e["ref"] == reference) {
             match e["type"].as_str() {
                 Some("order") => {
                     return Some(Answer::Order(
@@ -188,11 +184,7 @@ fn last_remaining(text: &str) -> Option<i64> {
         return None;
     }
     let v: Value = serde_json::from_str(text).ok()?;
-    let events = match v["type"].as_str() {
-        Some("batch") => v["events"].as_array().cloned().unwrap_or_default(),
-        _ => vec![v],
-    };
-    events
+    events(v)
         .iter()
         .rev()
         .find(|e| e["type"] == "stock" && e["sku"] == "RUSH")
