@@ -434,6 +434,12 @@ impl Socket {
         .ok_or_else(|| ApiError::Internal("welcome not serializable".into()))
     }
 
+    /// A room frame: counted (see `Frame::at`), then kept or skipped.
+    fn take(&mut self, f: Frame, out: &mut Vec<Frame>) {
+        self.room_events = Some(f.at + f.events());
+        self.keep(f, out);
+    }
+
     /// Queues `f` unless its chat was already sent (in the welcome's history);
     /// a batch holding some of it is split, so its other events still go.
     fn keep(&mut self, f: Frame, out: &mut Vec<Frame>) {
@@ -459,10 +465,7 @@ impl Socket {
         let mut next = Some(first);
         while let Some(r) = next.take() {
             match r {
-                Ok(f) => {
-                    self.room_events = Some(f.at + f.events());
-                    self.keep(f, &mut out);
-                }
+                Ok(f) => self.take(f, &mut out),
                 Err(RecvError::Lagged(frames)) => {
                     metrics::counter!("lychee_lagged_viewers_total").increment(1);
                     // The oldest frame still queued tells how many events
@@ -478,8 +481,7 @@ impl Socket {
                     let count = self.member.room.viewers();
                     out.push(frame(json!({ "type": "viewers", "count": count })));
                     if let Some(f) = oldest {
-                        self.room_events = Some(f.at + f.events());
-                        self.keep(f, &mut out);
+                        self.take(f, &mut out);
                     }
                 }
                 Err(RecvError::Closed) => return None,
