@@ -8,18 +8,29 @@ use std::time::Duration;
 use lychee_live::identity::Role;
 use serde_json::json;
 
-use crate::helpers::{TestEnv, SECRET};
+use crate::helpers::{TestApp, TestEnv, SECRET};
 use crate::live_helpers::Ended;
+use lychee_live::http::limits::LimitSettings;
+
+/// A production node with these limits, and a live sale of FZX.
+async fn limited_sale(
+    stock: i64,
+    limit: i64,
+    set: impl FnOnce(&mut LimitSettings),
+) -> (TestEnv, TestApp, String) {
+    let mut env = TestEnv::production().await;
+    let mut settings = env.settings();
+    set(&mut settings.limits);
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", stock, limit).await;
+    (env, app, sale)
+}
 
 #[tokio::test]
 async fn buys_are_rate_limited_per_user_with_retry_after() {
-    let mut env = TestEnv::production().await;
-    let mut settings = env.settings();
-    settings.limits.buy_per_user = 2.0;
-    let app = env.node_with(settings).await;
-    let host = env.token(Role::Host, "alice");
+    let (env, app, sale) = limited_sale(100, 100, |l| l.buy_per_user = 2.0).await;
     let mei = env.token(Role::Viewer, "mei");
-    let sale = app.live_sale(&host, "reserve", "FZX", 100, 100).await;
     let mut limited = None;
     for i in 0..10 {
         let r = app.buy(&mei, &sale, &format!("k{i}"), "FZX", 1).await;
@@ -46,13 +57,8 @@ async fn buys_are_rate_limited_per_user_with_retry_after() {
 
 #[tokio::test]
 async fn sockets_per_user_are_capped() {
-    let mut env = TestEnv::production().await;
-    let mut settings = env.settings();
-    settings.limits.max_sockets_per_user = 2;
-    let app = env.node_with(settings).await;
-    let host = env.token(Role::Host, "alice");
+    let (env, app, sale) = limited_sale(10, 5, |l| l.max_sockets_per_user = 2).await;
     let mei = env.token(Role::Viewer, "mei");
-    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
     let (_a, _) = app.join(&sale, &mei, None).await;
     let (_b, _) = app.join(&sale, &mei, None).await;
     let refused = tokio_tungstenite::connect_async(app.live_url(&sale, &mei, None)).await;
@@ -242,13 +248,8 @@ async fn tokens_and_secrets_never_reach_the_logs() {
 
 #[tokio::test]
 async fn chat_is_rate_limited_per_ip_across_users() {
-    let mut env = TestEnv::production().await;
-    let mut settings = env.settings();
     // Burst 2 for the address; each user alone could send 3.
-    settings.limits.chat_per_ip = 1.0;
-    let app = env.node_with(settings).await;
-    let host = env.token(Role::Host, "alice");
-    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let (env, app, sale) = limited_sale(10, 5, |l| l.chat_per_ip = 1.0).await;
     let mut viewers = Vec::new();
     for name in ["mei", "li", "zhao"] {
         viewers.push(
@@ -314,12 +315,7 @@ async fn slow_and_idle_http_clients_are_dropped() {
 
 #[tokio::test]
 async fn sockets_that_never_answer_pings_are_closed() {
-    let mut env = TestEnv::production().await;
-    let mut settings = env.settings();
-    settings.limits.heartbeat = Duration::from_millis(200);
-    let app = env.node_with(settings).await;
-    let host = env.token(Role::Host, "alice");
-    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let (env, app, sale) = limited_sale(10, 5, |l| l.heartbeat = Duration::from_millis(200)).await;
     let (mut deaf, _) = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
     let (mut awake, _) = app.join(&sale, &env.token(Role::Viewer, "li"), None).await;
     // Reading is what answers pings; `deaf` reads nothing for 2 s.
