@@ -486,7 +486,6 @@ async fn redis_outage_is_503_not_a_hang_and_heals() {
         *redis_url = format!("redis://{}/", switch.addr);
     }
     let app = env.node_with(settings).await;
-    let addr = app.addr;
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 2).await;
@@ -499,36 +498,11 @@ async fn redis_outage_is_503_not_a_hang_and_heals() {
         "took {:?}",
         started.elapsed()
     );
-    let ready = app
-        .http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready(&app).await, 503);
     // Back by itself within 5 s of Redis returning; the same key is a fresh try.
     switch.restore();
-    let back = std::time::Instant::now();
-    loop {
-        let r = app.buy(&mei, &sale, "k", "FZX", 1).await;
-        if r.status == 201 {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "not healed: {:?} {}",
-            r.status,
-            r.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ready = app
-        .http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    buy_once_healed(&app, &mei, &sale, "k", "FZX", Duration::from_secs(5)).await;
+    assert_eq!(ready(&app).await, 200);
 }
 
 #[tokio::test]
@@ -591,20 +565,44 @@ async fn postgres_outage_refuses_completion_and_returns_the_stock() {
         (json!(4), json!(0))
     );
     // The same key is a fresh attempt now.
+    let left = Duration::from_secs(10).saturating_sub(back.elapsed());
+    buy_once_healed(&app, &mei, &instant, "k1", "NOW", left).await;
+    app.pay(&mei, held["id"].as_str().unwrap(), "p")
+        .await
+        .expect(200);
+}
+
+/// `/readyz`'s status.
+async fn ready(app: &TestApp) -> u16 {
+    let r = app
+        .http
+        .get(format!("http://{}/readyz", app.addr))
+        .send()
+        .await;
+    r.unwrap().status().as_u16()
+}
+
+/// Buys one unit, retrying until it is created; fails if that takes `within`.
+async fn buy_once_healed(
+    app: &TestApp,
+    token: &str,
+    sale: &str,
+    key: &str,
+    sku: &str,
+    within: Duration,
+) {
+    let since = std::time::Instant::now();
     loop {
-        let r = app.buy(&mei, &instant, "k1", "NOW", 1).await;
+        let r = app.buy(token, sale, key, sku, 1).await;
         if r.status == 201 {
-            break;
+            return;
         }
         assert!(
-            back.elapsed() < Duration::from_secs(10),
+            since.elapsed() < within,
             "not healed: {:?} {}",
             r.status,
             r.text
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    app.pay(&mei, held["id"].as_str().unwrap(), "p")
-        .await
-        .expect(200);
 }
