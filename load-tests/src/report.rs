@@ -26,7 +26,10 @@ impl Timeline {
     }
 
     fn slot(&mut self, at: Instant) -> &mut (BTreeMap<String, u64>, Histogram<u64>) {
-        let i = at.saturating_duration_since(self.start).as_secs() as usize;
+        self.second(at.saturating_duration_since(self.start).as_secs() as usize)
+    }
+
+    fn second(&mut self, i: usize) -> &mut (BTreeMap<String, u64>, Histogram<u64>) {
         while self.seconds.len() <= i {
             self.seconds.push((BTreeMap::new(), histogram()));
         }
@@ -35,7 +38,13 @@ impl Timeline {
 
     /// One event of `kind` at `at`, with its latency if it has one.
     pub fn record(&mut self, at: Instant, kind: &str, micros: Option<u64>) {
-        let (counts, h) = self.slot(at);
+        let i = at.saturating_duration_since(self.start).as_secs() as usize;
+        self.record_in(i, kind, micros);
+    }
+
+    /// One event of `kind` in second `i` of the run.
+    pub fn record_in(&mut self, i: usize, kind: &str, micros: Option<u64>) {
+        let (counts, h) = self.second(i);
         match counts.get_mut(kind) {
             Some(n) => *n += 1,
             None => {

@@ -13,8 +13,7 @@ use lychee_live::config::Secret;
 use lychee_live::identity::{Role, TokenKeys};
 use serde_json::{json, Value};
 
-use crate::common::{call, live_sale, progress, raise_open_files, token, token_for_late, Phase};
-use crate::report::Timeline;
+use crate::common::{call, live_sale, progress, raise_open_files, token, token_for_late, Samples};
 use crate::rush_live::{self, Answer, Transport};
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -122,8 +121,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         );
         let (bar, interval) = (bar.clone(), pace);
         tasks.push(tokio::spawn(async move {
-            let (mut selling, mut after_phase) = (Phase::default(), Phase::default());
-            let mut timeline = Timeline::new(started);
+            let mut samples = Samples::default();
             let mut bought = Vec::new();
             // Buyers start spread over one interval, not all at once.
             let mut next = tokio::time::Instant::now()
@@ -162,25 +160,18 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                         at.get_or_insert_with(Instant::now);
                     }
                 }
-                timeline.record(Instant::now(), &outcome, Some(micros));
-                if phase_after {
-                    after_phase.record(micros, &outcome)
-                } else {
-                    selling.record(micros, &outcome)
-                }
+                samples.push(started.elapsed(), micros, &outcome, phase_after);
             }
-            (selling, after_phase, bought, timeline)
+            (samples, bought)
         }));
     }
-    let (mut selling, mut after_phase, mut ids) = (Phase::default(), Phase::default(), Vec::new());
-    let mut timeline = Timeline::new(started);
+    let (mut all, mut ids) = (Vec::new(), Vec::new());
     for t in tasks {
-        let (s, af, b, tl) = t.await.map_err(|e| e.to_string())?;
-        selling.merge(s);
-        after_phase.merge(af);
+        let (s, b) = t.await.map_err(|e| e.to_string())?;
+        all.push(s);
         ids.extend(b);
-        timeline.merge(tl);
     }
+    let (selling, after_phase, timeline) = Samples::tally(all, started);
     bar.finish_and_clear();
     let bought = ids.len() as i64;
     let sell_secs = sold_out_at
