@@ -5,6 +5,7 @@ mod bare;
 mod chat;
 mod common;
 mod drill;
+mod http1;
 mod idle;
 mod report;
 mod room;

@@ -91,21 +91,16 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         let (token, late) = buyer_tokens(&keys, i);
         transports.push(match a.via {
             Via::Rest => {
-                let rest = || Transport::Rest {
-                    http: http.clone(),
-                    url: format!("{node}/api/v1/sales/{sale}/orders"),
-                };
-                (token, late, rest(), rest())
+                let main = Transport::rest(node, &sale, &token).await?;
+                let other = Transport::rest(node, &sale, &late).await?;
+                (main, other)
             }
             Via::Ws => {
                 let main = Transport::ws(node, &sale, &token, i).await?;
                 let other = Transport::ws(node, &sale, &late, i).await?;
-                (token, late, main, other)
+                (main, other)
             }
         });
-    }
-    if a.via == Via::Rest {
-        warm_up(&http, &a.nodes, &sale, buyers).await;
     }
     let ok_label = match a.via {
         Via::Rest => "201",
@@ -113,7 +108,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
     };
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for (i, (token, late, mut main, mut other)) in transports.into_iter().enumerate() {
+    for (i, (mut main, mut other)) in transports.into_iter().enumerate() {
         let (sold_out, sold_out_at) = (sold_out.clone(), sold_out_at.clone());
         let (after, max) = (
             Duration::from_secs(a.after_secs),
@@ -140,9 +135,9 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                 let t = Instant::now();
                 // After sell-out the crowd that missed out keeps pressing "buy".
                 let answer = if phase_after {
-                    other.buy(&late, &reference).await
+                    other.buy(&reference).await
                 } else {
-                    main.buy(&token, &reference).await
+                    main.buy(&reference).await
                 };
                 let micros = t.elapsed().as_micros() as u64;
                 let outcome = match answer {
@@ -291,18 +286,4 @@ fn buyer_tokens(keys: &TokenKeys, i: usize) -> (String, String) {
         token(keys, Role::Viewer, &format!("buyer-{i}")),
         token_for_late(keys, i),
     )
-}
-
-/// Opens the REST buyers' connections (one page read per buyer, at once, so
-/// the pool keeps one connection each).
-async fn warm_up(http: &reqwest::Client, nodes: &[String], sale: &str, buyers: usize) {
-    let reads = (0..buyers).map(|i| {
-        let req = http.get(format!("{}/api/v1/sales/{sale}", nodes[i % nodes.len()]));
-        async move {
-            if let Ok(r) = req.send().await {
-                let _ = r.bytes().await;
-            }
-        }
-    });
-    futures_util::future::join_all(reads).await;
 }

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{call, connect_ws, events, source_addr, Ws};
+use crate::common::{connect_ws, events, source_addr, Ws};
+use crate::http1::Conn;
 
 /// How one buy attempt ended.
 pub enum Answer {
@@ -32,11 +33,21 @@ pub fn live_url(node: &str, sale: &str, token: &str) -> String {
 
 /// A buyer's way to the node.
 pub enum Transport {
-    Rest { http: reqwest::Client, url: String },
+    Rest { conn: Box<Conn> },
     Ws { socket: Box<Ws> },
 }
 
 impl Transport {
+    /// `token`'s connection for `POST .../orders`, open before the clock starts.
+    pub async fn rest(node: &str, sale: &str, token: &str) -> Result<Self, String> {
+        let url = format!("{node}/api/v1/sales/{sale}/orders");
+        let mut conn = Conn::post(&url, token, r#"{"sku":"RUSH","qty":1}"#)?;
+        conn.open().await?;
+        Ok(Transport::Rest {
+            conn: Box::new(conn),
+        })
+    }
+
     pub async fn ws(node: &str, sale: &str, token: &str, i: usize) -> Result<Self, String> {
         let mut socket = connect_ws(&live_url(node, sale, token), source_addr(i, SOURCES)).await?;
         // The welcome comes first; the clock starts later.
@@ -47,25 +58,20 @@ impl Transport {
     }
 
     /// One attempt; `reference` is the idempotency key.
-    pub async fn buy(&mut self, token: &str, reference: &str) -> Answer {
+    pub async fn buy(&mut self, reference: &str) -> Answer {
         match self {
-            Transport::Rest { http, url } => {
-                let r = call(
-                    http.post(url.as_str())
-                        .bearer_auth(token)
-                        .header("Idempotency-Key", reference)
-                        .json(&json!({ "sku": "RUSH", "qty": 1 })),
-                )
-                .await;
-                match r {
-                    Ok((201, v)) => Answer::Order(v["id"].as_str().unwrap_or_default().to_owned()),
-                    Ok((s, v)) => Answer::Refused(format!(
-                        "{s} {}",
-                        v["error"]["code"].as_str().unwrap_or("?")
-                    )),
-                    Err(_) => Answer::Transport,
+            Transport::Rest { conn } => match conn.send(reference).await {
+                Ok((status, body)) => {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    if status == 201 {
+                        Answer::Order(v["id"].as_str().unwrap_or_default().to_owned())
+                    } else {
+                        let code = v["error"]["code"].as_str().unwrap_or("?");
+                        Answer::Refused(format!("{status} {code}"))
+                    }
                 }
-            }
+                Err(_) => Answer::Transport,
+            },
             Transport::Ws { socket } => {
                 let msg = json!({ "type": "buy", "sku": "RUSH", "qty": 1, "ref": reference });
                 if socket
