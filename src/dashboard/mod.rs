@@ -189,7 +189,9 @@ impl BuyMetrics {
         let mut known = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         known
             .entry(outcome)
-            .or_insert_with(|| ::metrics::counter!("lychee_buy_attempts_total", "outcome" => outcome))
+            .or_insert_with(
+                || ::metrics::counter!("lychee_buy_attempts_total", "outcome" => outcome),
+            )
             .clone()
     }
 }

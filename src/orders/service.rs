@@ -107,32 +107,57 @@ const STALE_RETRIES: usize = 3;
 /// Node-local knowledge that a SKU is sold out, with the users who hold some
 /// of it: only they can have an admitted order to replay, so everybody else
 /// is answered `sold_out` without a Redis round trip.
-#[derive(Default)]
 pub struct SoldOut {
     flags: Mutex<HashMap<(Uuid, String), SoldOutFlag>>,
+    ttl: Duration,
+}
+
+impl Default for SoldOut {
+    fn default() -> Self {
+        SoldOut {
+            flags: Mutex::default(),
+            ttl: SOLD_OUT_TTL,
+        }
+    }
 }
 
 struct SoldOutFlag {
     since: Instant,
     ver: i64,
     holders: Arc<HashSet<String>>,
+    /// Expired and being checked by one attempt; the holders are refetched.
+    stale: bool,
 }
 
 impl SoldOut {
     /// Short sections, no await: std mutex.
+    ///
+    /// When the flag expires, the first attempt goes to Redis and refreshes
+    /// it while the others are still answered from it: a thousand buyers
+    /// pressing "buy" must not all ask Redis (and fetch the holders) at each
+    /// expiry.
     fn answers(&self, sale_id: Uuid, sku: &str, user: &str) -> bool {
-        let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        match flags.get(&(sale_id, sku.to_owned())) {
-            Some(f) => f.since.elapsed() < SOLD_OUT_TTL && !f.holders.contains(user),
-            None => false,
+        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = flags.get_mut(&(sale_id, sku.to_owned())) else {
+            return false;
+        };
+        if f.holders.contains(user) {
+            return false;
         }
+        if f.since.elapsed() < self.ttl {
+            return true;
+        }
+        f.since = Instant::now();
+        f.stale = true;
+        false
     }
 
+    /// Flagged, and the holders are current.
     fn is_flagged(&self, sale_id: Uuid, sku: &str) -> bool {
         let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
         flags
             .get(&(sale_id, sku.to_owned()))
-            .is_some_and(|f| f.since.elapsed() < SOLD_OUT_TTL)
+            .is_some_and(|f| !f.stale && f.since.elapsed() < self.ttl)
     }
 
     fn set(&self, sale_id: Uuid, sku: &str, ver: i64, holders: HashSet<String>) {
@@ -147,6 +172,7 @@ impl SoldOut {
                 since: Instant::now(),
                 ver,
                 holders: Arc::new(holders),
+                stale: false,
             },
         );
     }
@@ -827,5 +853,76 @@ impl Orders {
 
     pub fn clock(&self) -> &Arc<Clock> {
         &self.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_sold_out_flag_lets_one_attempt_through_to_refresh_it() {
+        let flags = SoldOut {
+            flags: Mutex::default(),
+            ttl: Duration::from_millis(30),
+        };
+        let sale = Uuid::now_v7();
+        assert!(!flags.answers(sale, "A", "u"), "nothing flagged yet");
+        flags.set(sale, "A", 7, HashSet::from(["holder".to_owned()]));
+        assert!(flags.is_flagged(sale, "A"));
+        assert!(flags.answers(sale, "A", "u"));
+        assert!(!flags.answers(sale, "A", "holder"), "holders may replay");
+        assert!(!flags.answers(sale, "B", "u"), "another SKU");
+
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            !flags.answers(sale, "A", "u1"),
+            "the first after expiry asks"
+        );
+        assert!(
+            flags.answers(sale, "A", "u2"),
+            "the rest are still answered"
+        );
+        assert!(flags.answers(sale, "A", "u3"));
+        assert!(
+            !flags.is_flagged(sale, "A"),
+            "the holders must be refetched"
+        );
+
+        flags.set(sale, "A", 8, HashSet::new());
+        assert!(flags.is_flagged(sale, "A"));
+        assert!(flags.answers(sale, "A", "holder"), "refreshed holders");
+
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!flags.answers(sale, "A", "u1"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            !flags.answers(sale, "A", "u2"),
+            "a refresh that never came back is tried again"
+        );
+    }
+
+    #[test]
+    fn a_level_with_stock_clears_the_flag() {
+        let flags = SoldOut::default();
+        let sale = Uuid::now_v7();
+        flags.set(sale, "A", 3, HashSet::new());
+        let level = |remaining, ver| StockLevel {
+            sku: "A".into(),
+            stock: 10,
+            remaining,
+            reserved: 0,
+            sold: 10 - remaining,
+            status: crate::catalog::ProductStatus::OnSale,
+            ver,
+        };
+        assert!(!flags.observe(sale, &level(1, 2)), "an older level");
+        assert!(flags.answers(sale, "A", "u"));
+        assert!(!flags.observe(sale, &level(1, 4)));
+        assert!(!flags.answers(sale, "A", "u"));
+        assert!(
+            flags.observe(sale, &level(0, 5)),
+            "sold out again: learn it"
+        );
     }
 }
