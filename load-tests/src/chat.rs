@@ -9,16 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use lychee_live::config::Secret;
 use lychee_live::identity::{Role, TokenKeys};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{
-    connect_ws, histogram, live_sale, raise_open_files, rss_bytes, source_addr, token, Ws,
-};
+use crate::common::{connect_ws, live_sale, raise_open_files, rss_bytes, source_addr, token, Ws};
 use crate::report::Timeline;
 
 #[derive(clap::Args, Clone)]
@@ -131,11 +128,9 @@ fn scan(text: &str, out: &mut Scan) {
 async fn read_until(
     mut ws: futures_util::stream::SplitStream<Ws>,
     stop: Arc<AtomicBool>,
-    latency: Arc<std::sync::Mutex<Histogram<u64>>>,
     timeline: Arc<std::sync::Mutex<Timeline>>,
 ) -> Seen {
     let mut seen = Seen::default();
-    let mut local = histogram();
     // Reused per frame: the reader must cost less than the server it measures.
     let mut found = Scan {
         chats: Vec::new(),
@@ -169,11 +164,7 @@ async fn read_until(
             }
             seen.last = seen.last.max(seq);
             seen.received += 1;
-            let micros = sent.map(|sent| (now - sent).max(1) as u64);
-            if let Some(m) = micros {
-                let _ = local.record(m);
-            }
-            delivered.push(micros);
+            delivered.push(sent.map(|sent| (now - sent).max(1) as u64));
         }
         if !delivered.is_empty() {
             // One lock per frame, not per event.
@@ -188,9 +179,6 @@ async fn read_until(
             seen.lagged += 1;
             seen.skipped += skipped;
         }
-    }
-    if let Ok(mut h) = latency.lock() {
-        let _ = h.add(local);
     }
     seen
 }
@@ -243,7 +231,6 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
     let shards: Vec<Arc<std::sync::Mutex<Timeline>>> = (0..TIMELINE_SHARDS)
         .map(|_| Arc::new(std::sync::Mutex::new(Timeline::new(chat_started))))
         .collect();
-    let latency = Arc::new(std::sync::Mutex::new(histogram()));
     let sent_ok = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
@@ -251,12 +238,7 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
         let (sink, stream) = ws.split();
         writers.push(sink);
         let shard = shards[readers.len() % TIMELINE_SHARDS].clone();
-        readers.push(tokio::spawn(read_until(
-            stream,
-            stop.clone(),
-            latency.clone(),
-            shard,
-        )));
+        readers.push(tokio::spawn(read_until(stream, stop.clone(), shard)));
     }
 
     // Senders: the first S viewers, taking turns at the total rate.
@@ -310,7 +292,9 @@ pub async fn run(a: ChatArgs) -> Result<Value, String> {
         missing += published.saturating_sub(s.received + s.skipped);
         max_seq_per_viewer.push(s.last);
     }
-    let h = latency.lock().map_err(|e| e.to_string())?;
+    // Every latency is in the timeline: one histogram per viewer as well
+    // made the load generator fault in gigabytes in the first seconds.
+    let h = timeline.latency();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let per_viewer_rss = match (rss_before, rss_after) {
         (Some(b), Some(a2)) => Some((a2.saturating_sub(b)) as f64 / a.viewers as f64),

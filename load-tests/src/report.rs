@@ -67,6 +67,15 @@ impl Timeline {
         }
     }
 
+    /// The latencies of the whole run.
+    pub fn latency(&self) -> Histogram<u64> {
+        let mut all = histogram();
+        for (_, h) in &self.seconds {
+            let _ = all.add(h);
+        }
+        all
+    }
+
     pub fn to_json(&self) -> Value {
         let rows: Vec<Value> = self
             .seconds
