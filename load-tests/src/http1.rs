@@ -27,7 +27,12 @@ impl Conn {
         let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let header = |v: &str| HeaderValue::from_str(v).map_err(|e| e.to_string());
         Ok(Conn {
-            addr: addr.to_owned(),
+            // Where the URL names no port, HTTP's.
+            addr: if addr.contains(':') {
+                addr.to_owned()
+            } else {
+                format!("{addr}:80")
+            },
             host: header(addr)?,
             path: if path.is_empty() {
                 "/".into()
@@ -80,5 +85,27 @@ impl Conn {
             self.sender = None;
             e.to_string()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Conn;
+
+    #[test]
+    fn urls_split_into_address_and_path() {
+        let c = Conn::post("http://127.0.0.1:8090/api/v1/sales/s/orders", "t", "{}").unwrap();
+        assert_eq!(c.addr, "127.0.0.1:8090");
+        assert_eq!(c.path, "/api/v1/sales/s/orders");
+        assert_eq!(c.auth, "Bearer t");
+        let c = Conn::post("http://example.com", "t", "{}").unwrap();
+        assert_eq!(c.addr, "example.com:80");
+        assert_eq!(c.path, "/");
+    }
+
+    #[test]
+    fn what_it_cannot_send_is_refused() {
+        assert!(Conn::post("https://example.com/x", "t", "{}").is_err());
+        assert!(Conn::post("http://example.com/x", "bad\ntoken", "{}").is_err());
     }
 }
