@@ -864,7 +864,8 @@ mod tests {
     fn an_expired_sold_out_flag_lets_one_attempt_through_to_refresh_it() {
         let flags = SoldOut {
             flags: Mutex::default(),
-            ttl: Duration::from_millis(30),
+            // Long beside the microseconds between two calls, even on a busy machine.
+            ttl: Duration::from_millis(300),
         };
         let sale = Uuid::now_v7();
         assert!(!flags.answers(sale, "A", "u"), "nothing flagged yet");
@@ -874,7 +875,7 @@ mod tests {
         assert!(!flags.answers(sale, "A", "holder"), "holders may replay");
         assert!(!flags.answers(sale, "B", "u"), "another SKU");
 
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         assert!(
             !flags.answers(sale, "A", "u1"),
             "the first after expiry asks"
@@ -893,9 +894,9 @@ mod tests {
         assert!(flags.is_flagged(sale, "A"));
         assert!(flags.answers(sale, "A", "holder"), "refreshed holders");
 
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         assert!(!flags.answers(sale, "A", "u1"));
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         assert!(
             !flags.answers(sale, "A", "u2"),
             "a refresh that never came back is tried again"
