@@ -122,6 +122,22 @@ pub struct ServeArgs {
     /// none by default (the pages are served from the same origin).
     #[arg(long, env = "LIVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Runtime worker threads; default one per core. Nodes sharing a machine
+    /// should split its cores between them rather than each taking all.
+    #[arg(long, env = "LIVE_WORKERS")]
+    pub workers: Option<std::num::NonZeroUsize>,
+}
+
+impl Cli {
+    /// The worker threads asked for, if this run serves.
+    pub fn workers(&self) -> Option<usize> {
+        match &self.command {
+            None => self.serve.workers,
+            Some(Command::Serve(args)) => args.workers,
+            Some(_) => None,
+        }
+        .map(std::num::NonZeroUsize::get)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -295,6 +311,26 @@ mod tests {
             Err(ConfigError::ShortSecret(5))
         ));
         assert!(resolve_secret(&mode, Some(Secret("x".repeat(32)))).is_ok());
+    }
+
+    #[test]
+    fn workers_must_be_a_positive_count() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert_eq!(
+            parse(&["live", "--workers", "1"]).unwrap().workers(),
+            Some(1)
+        );
+        assert_eq!(
+            parse(&["live", "serve", "--workers", "3"])
+                .unwrap()
+                .workers(),
+            Some(3)
+        );
+        assert_eq!(parse(&["live"]).unwrap().workers(), None);
+        for bad in ["0", "-1", "many", ""] {
+            assert!(parse(&["live", "--workers", bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
