@@ -99,6 +99,9 @@ impl Settings {
 
 /// Pool bounds: a node never waits long for a connection, it answers 503.
 const PG_MAX_CONNECTIONS: u32 = 16;
+/// Kept open from the start: a node that joins during a rush must not open
+/// its connections (a few ms each) while its first buyers wait.
+const PG_MIN_CONNECTIONS: u32 = 4;
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// With one retry, a Redis outage answers 503 within about two seconds.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -127,6 +130,7 @@ pub struct Backends {
 pub async fn connect_postgres(url: &str) -> Result<sqlx::PgPool, StartError> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(PG_MAX_CONNECTIONS)
+        .min_connections(PG_MIN_CONNECTIONS)
         .acquire_timeout(PG_ACQUIRE_TIMEOUT)
         .connect(url)
         .await?;
