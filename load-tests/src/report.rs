@@ -67,6 +67,14 @@ impl Timeline {
         }
     }
 
+    /// How many events of `kind` each second had.
+    pub fn counts(&self, kind: &str) -> Vec<u64> {
+        self.seconds
+            .iter()
+            .map(|(c, _)| c.get(kind).copied().unwrap_or(0))
+            .collect()
+    }
+
     /// The latencies of the whole run.
     pub fn latency(&self) -> Histogram<u64> {
         let mut all = histogram();

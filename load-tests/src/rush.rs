@@ -218,10 +218,23 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         "invariants_ok": ok,
         "selling": selling.summary(sell_secs),
         "completed_orders_per_sec": bought as f64 / sell_secs,
+        "completed_per_full_second": per_second_figures(&timeline.counts(ok_label), sell_secs),
         "after_sell_out": after_phase.summary(a.after_secs as f64),
         "offered_per_sec": a.rate,
         "timeline": timeline.to_json(),
     }))
+}
+
+/// Whether a rate was sustained: the slowest and the median of the whole
+/// seconds before sell-out (the last, partial one left out).
+fn per_second_figures(counts: &[u64], sell_secs: f64) -> Value {
+    let mut full: Vec<u64> = counts.iter().copied().take(sell_secs as usize).collect();
+    full.sort_unstable();
+    json!({
+        "seconds": full.len(),
+        "slowest": full.first(),
+        "median": full.get(full.len() / 2),
+    })
 }
 
 /// Through PostgreSQL: every 2xx completed order present exactly once, sold
@@ -284,4 +297,20 @@ fn buyer_tokens(keys: &TokenKeys, i: usize) -> (String, String) {
         token(keys, Role::Viewer, &format!("buyer-{i}")),
         token_for_late(keys, i),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_second_figures;
+
+    #[test]
+    fn the_partial_last_second_does_not_count() {
+        let f = per_second_figures(&[12_000, 9_000, 11_000, 400], 3.04);
+        assert_eq!(f["seconds"], 3);
+        assert_eq!(f["slowest"], 9_000);
+        assert_eq!(f["median"], 11_000);
+        let none = per_second_figures(&[300], 0.5);
+        assert_eq!(none["seconds"], 0);
+        assert!(none["slowest"].is_null());
+    }
 }
