@@ -40,7 +40,7 @@ struct File {
     body: &'static [u8],
     /// Computed on first use: a hash of the body, so browsers revalidate
     /// cheaply and never keep a file of an older binary.
-    etag: OnceLock<HeaderValue>,
+    etag: OnceLock<Option<HeaderValue>>,
 }
 
 macro_rules! file {
@@ -112,18 +112,21 @@ fn lookup(name: &str, headers: &HeaderMap) -> Response {
 }
 
 fn serve(file: &File, request: &HeaderMap) -> Response {
+    // Quoted hex digits are always a valid header value; were one not, the
+    // file would go without an ETag rather than take the node down.
     let etag = file.etag.get_or_init(|| {
         let digest = Sha256::digest(file.body);
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        HeaderValue::from_str(&format!("\"{hex}\""))
-            .expect("BUG: quoted hex digits are always a valid header value")
+        HeaderValue::from_str(&format!("\"{hex}\"")).ok()
     });
-    let fresh = request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+    let fresh = etag.as_ref().is_some_and(|etag| {
+        request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| tag.trim() == etag || tag.trim() == "*")
+    });
     let mut res = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
@@ -134,7 +137,9 @@ fn serve(file: &File, request: &HeaderMap) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static(file.content_type),
     );
-    h.insert(header::ETAG, etag.clone());
+    if let Some(etag) = etag {
+        h.insert(header::ETAG, etag.clone());
+    }
     // Revalidate every time (a 304 is cheap): a new binary's pages and
     // scripts must never mix with an old one's.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
