@@ -108,7 +108,8 @@ const STALE_RETRIES: usize = 3;
 /// of it: only they can have an admitted order to replay, so everybody else
 /// is answered `sold_out` without a Redis round trip.
 pub struct SoldOut {
-    flags: Mutex<HashMap<(Uuid, String), SoldOutFlag>>,
+    /// By sale, then SKU: a buy attempt looks its flag up without allocating.
+    flags: Mutex<HashMap<Uuid, HashMap<String, SoldOutFlag>>>,
     ttl: Duration,
 }
 
@@ -124,21 +125,30 @@ impl Default for SoldOut {
 struct SoldOutFlag {
     since: Instant,
     ver: i64,
-    holders: Arc<HashSet<String>>,
+    holders: HashSet<String>,
     /// Expired and being checked by one attempt; the holders are refetched.
     stale: bool,
 }
 
+type Flags = HashMap<Uuid, HashMap<String, SoldOutFlag>>;
+
+fn flag<'a>(flags: &'a mut Flags, sale_id: Uuid, sku: &str) -> Option<&'a mut SoldOutFlag> {
+    flags.get_mut(&sale_id)?.get_mut(sku)
+}
+
 impl SoldOut {
-    /// Short sections, no await: std mutex.
-    ///
+    fn flags(&self) -> std::sync::MutexGuard<'_, Flags> {
+        // Short sections, no await: std mutex.
+        self.flags.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// When the flag expires, the first attempt goes to Redis and refreshes
     /// it while the others are still answered from it: a thousand buyers
     /// pressing "buy" must not all ask Redis (and fetch the holders) at each
     /// expiry.
     fn answers(&self, sale_id: Uuid, sku: &str, user: &str) -> bool {
-        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(f) = flags.get_mut(&(sale_id, sku.to_owned())) else {
+        let mut flags = self.flags();
+        let Some(f) = flag(&mut flags, sale_id, sku) else {
             return false;
         };
         if f.holders.contains(user) {
@@ -154,24 +164,21 @@ impl SoldOut {
 
     /// Flagged, and the holders are current.
     fn is_flagged(&self, sale_id: Uuid, sku: &str) -> bool {
-        let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        flags
-            .get(&(sale_id, sku.to_owned()))
+        flag(&mut self.flags(), sale_id, sku)
             .is_some_and(|f| !f.stale && f.since.elapsed() < self.ttl)
     }
 
     fn set(&self, sale_id: Uuid, sku: &str, ver: i64, holders: HashSet<String>) {
-        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (sale_id, sku.to_owned());
-        if flags.get(&key).is_some_and(|f| f.ver > ver) {
+        let mut flags = self.flags();
+        if flag(&mut flags, sale_id, sku).is_some_and(|f| f.ver > ver) {
             return;
         }
-        flags.insert(
-            key,
+        flags.entry(sale_id).or_default().insert(
+            sku.to_owned(),
             SoldOutFlag {
                 since: Instant::now(),
                 ver,
-                holders: Arc::new(holders),
+                holders,
                 stale: false,
             },
         );
@@ -179,12 +186,17 @@ impl SoldOut {
 
     /// A level with stock left (a release, a restock) clears the flag.
     pub fn observe(&self, sale_id: Uuid, level: &StockLevel) -> bool {
-        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (sale_id, level.sku.clone());
-        match flags.get(&key) {
+        let mut flags = self.flags();
+        let Some(skus) = flags.get_mut(&sale_id) else {
+            return level.remaining <= 0;
+        };
+        match skus.get(&level.sku) {
             Some(f) if f.ver > level.ver => false,
             Some(_) if level.remaining > 0 => {
-                flags.remove(&key);
+                skus.remove(&level.sku);
+                if skus.is_empty() {
+                    flags.remove(&sale_id);
+                }
                 false
             }
             Some(_) => false,
