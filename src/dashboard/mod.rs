@@ -184,7 +184,7 @@ struct BuyMetrics {
 }
 
 impl BuyMetrics {
-    fn attempts(&self, outcome: &'static str) -> ::metrics::Counter {
+    fn attempt(&self, outcome: &'static str) {
         // Short section, no await: std mutex.
         let mut known = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         known
@@ -192,7 +192,7 @@ impl BuyMetrics {
             .or_insert_with(
                 || ::metrics::counter!("lychee_buy_attempts_total", "outcome" => outcome),
             )
-            .clone()
+            .increment(1);
     }
 }
 
@@ -246,7 +246,7 @@ impl Stats {
             BuyOutcome::Created => "created",
             BuyOutcome::Refused(code) => code,
         };
-        BUY_METRICS.attempts(label).increment(1);
+        BUY_METRICS.attempt(label);
         BUY_METRICS.latency.record(latency.as_secs_f64());
     }
 
