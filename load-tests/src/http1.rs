@@ -21,24 +21,19 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// POSTs of `body` to `url` (`http://host:port/path`) as `token`'s bearer.
+    /// POSTs of `body` to `url` (`http://host[:port]/path`) as `token`'s bearer.
     pub fn post(url: &str, token: &str, body: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
-        let (addr, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        if parsed.scheme() != "http" {
+            return Err("only http:// URLs".into());
+        }
+        let host = parsed.host_str().ok_or("no host")?;
+        let port = parsed.port_or_known_default().ok_or("no port")?;
         let header = |v: &str| HeaderValue::from_str(v).map_err(|e| e.to_string());
         Ok(Conn {
-            // Where the URL names no port, HTTP's.
-            addr: if addr.contains(':') {
-                addr.to_owned()
-            } else {
-                format!("{addr}:80")
-            },
-            host: header(addr)?,
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.into()
-            },
+            addr: format!("{host}:{port}"),
+            host: header(&format!("{host}:{port}"))?,
+            path: parsed.path().to_owned(),
             auth: header(&format!("Bearer {token}"))?,
             body: Bytes::copy_from_slice(body.as_bytes()),
             sender: None,
