@@ -254,6 +254,12 @@ mod tests {
         TokenKeys::new(&Secret("k".repeat(32))).unwrap()
     }
 
+    /// The host's token, valid for 60 s from `issued`.
+    fn minted_at(k: &TokenKeys, issued: DateTime<Utc>) -> Minted {
+        k.mint(&host(), std::time::Duration::from_secs(60), issued)
+            .unwrap()
+    }
+
     fn host() -> Identity {
         Identity {
             user_id: "alice".into(),
@@ -273,10 +279,7 @@ mod tests {
     fn a_verified_token_is_remembered_only_until_it_expires() {
         let k = keys();
         // Expires within a second or two.
-        let soon = Utc::now() - chrono::TimeDelta::seconds(59);
-        let t = k
-            .mint(&host(), std::time::Duration::from_secs(60), soon)
-            .unwrap();
+        let t = minted_at(&k, Utc::now() - chrono::TimeDelta::seconds(59));
         assert_eq!(k.verify(&t.token).unwrap(), host());
         assert_eq!(k.verify(&t.token).unwrap(), host(), "from the cache");
         // The same claims with a changed signature are another token.
@@ -297,10 +300,7 @@ mod tests {
     #[test]
     fn expired_wrong_key_and_none_are_refused() {
         let k = keys();
-        let past = Utc::now() - chrono::TimeDelta::hours(2);
-        let old = k
-            .mint(&host(), std::time::Duration::from_secs(60), past)
-            .unwrap();
+        let old = minted_at(&k, Utc::now() - chrono::TimeDelta::hours(2));
         assert_eq!(k.verify(&old.token), Err(IdentityError::Invalid));
 
         let other = TokenKeys::new(&Secret("o".repeat(32))).unwrap();
