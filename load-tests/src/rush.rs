@@ -5,6 +5,7 @@
 //! answered attempts/s and latency after sell-out, and checks the invariants
 //! (including that every viewer's stock count reached the final one).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -138,14 +139,14 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                     main.buy(&reference).await
                 };
                 let micros = t.elapsed().as_micros() as u64;
-                let outcome = match answer {
+                let outcome: Cow<str> = match answer {
                     Answer::Order(id) => {
                         bought.push(id);
                         bar.inc(1);
-                        ok_label.to_owned()
+                        Cow::Borrowed(ok_label)
                     }
-                    Answer::Refused(label) => label,
-                    Answer::Transport => "transport error".to_owned(),
+                    Answer::Refused(label) => Cow::Owned(label),
+                    Answer::Transport => Cow::Borrowed("transport error"),
                 };
                 if outcome.ends_with("sold_out") && !phase_after {
                     sold_out.store(true, Ordering::Relaxed);
