@@ -15,6 +15,11 @@ async fn watch_until(
     token: &str,
     pred: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
+    read_until(open_dashboard(app, sale, token).await, pred).await
+}
+
+/// Opens a dashboard stream; its events wait in the socket until read.
+async fn open_dashboard(app: &TestApp, sale: &str, token: &str) -> reqwest::Response {
     let r = app
         .http
         .get(app.url(&format!("/sales/{sale}/dashboard")))
@@ -27,6 +32,10 @@ async fn watch_until(
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
+    r
+}
+
+async fn read_until(r: reqwest::Response, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut r = r;
     let mut buf = String::new();
     let mut seen = Vec::new();
@@ -56,6 +65,10 @@ async fn dashboard_sums_every_node() {
     let sale = a.live_sale(&host, "instant", "FZX", 100, 50).await;
     let buyer = env.token(Role::Viewer, "mei");
     let (_viewer, _) = b.join(&sale, &buyer, None).await;
+    // Open before buying, as an operator would: each event shows the last
+    // whole second, so a stream opened seconds later (a busy CI machine)
+    // would have missed the attempts.
+    let dashboard = open_dashboard(&b, &sale, &op).await;
     // Six attempts, three on each node: five orders and one refusal.
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -71,7 +84,7 @@ async fn dashboard_sums_every_node() {
     fn total(seen: &[Value], field: &str) -> u64 {
         seen.iter().map(|v| v[field].as_u64().unwrap()).sum()
     }
-    let seen = watch_until(&b, &sale, &op, |seen| {
+    let seen = read_until(dashboard, |seen| {
         total(seen, "buy_attempts_per_sec") >= 6 && total(seen, "orders_per_sec") >= 5
     })
     .await;
