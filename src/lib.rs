@@ -12,6 +12,7 @@ pub mod hub;
 pub mod identity;
 pub mod inventory;
 pub mod orders;
+pub mod text;
 pub mod web;
 
 use std::path::Path;

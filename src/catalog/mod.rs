@@ -149,6 +149,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("duplicate")]
     Duplicate,
+    /// A deadlock or serialization failure: the transaction was rolled back
+    /// and may simply be tried again.
+    #[error("transaction conflict: {0}")]
+    Conflict(#[source] sqlx::Error),
+    /// The database refused a value (SQLSTATE class 22 or 23 other than a
+    /// duplicate: a NUL in text, an out-of-range date, a failed check).
+    #[error("value refused by the database: {0}")]
+    Refused(#[source] sqlx::Error),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -159,6 +167,11 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("40001" | "40P01") => StoreError::Conflict(e),
+                Some(c) if c.starts_with("22") || c.starts_with("23") => StoreError::Refused(e),
+                _ => StoreError::Database(e),
+            },
             _ => StoreError::Database(e),
         }
     }

@@ -371,6 +371,11 @@ impl Catalog {
         sku: &str,
     ) -> Result<(SaleRecord, ProductRecord), CatalogError> {
         let sale = self.managed(who, id).await?;
+        // No stored SKU breaks the rule, so one that does names nothing (and
+        // a NUL must not reach PostgreSQL, which answers it with an error).
+        if super::validate::sku(sku).is_err() {
+            return Err(CatalogError::NotFound("product"));
+        }
         let record = self
             .store
             .product(id, sku)

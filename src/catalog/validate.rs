@@ -48,18 +48,15 @@ pub struct Pin {
     pub sku: String,
 }
 
-/// A one-line text of `min..=max` characters after trimming, without control characters.
+/// A one-line text of `1..=max` characters after trimming, that shows
+/// something and holds no control or invisible character (`crate::text`).
 pub fn line(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
     let v = value.trim();
     let n = v.chars().count();
     if n == 0 || n > max {
         return Err(invalid(format!("{field} must be 1..={max} characters")));
     }
-    if v.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "{field} must not contain control characters"
-        )));
-    }
+    crate::text::check_visible_line(v).map_err(|e| invalid(format!("{field} {e}")))?;
     Ok(v.to_owned())
 }
 
@@ -83,13 +80,12 @@ impl CreateSale {
             Some(d) if d.chars().count() > 2000 => {
                 return Err(invalid("description must be at most 2000 characters"))
             }
-            Some(d)
-                if d.chars()
-                    .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') =>
-            {
-                return Err(invalid("description must not contain control characters"))
+            Some(d) => {
+                crate::text::check_multiline(&d)
+                    .map_err(|e| invalid(format!("description {e}")))?;
+                Some(d)
             }
-            d => d,
+            None => None,
         };
         let scheduled_at = self
             .scheduled_at
@@ -266,6 +262,32 @@ mod tests {
                 proptest::prop_assert!((1..=1000).contains(&p.per_user_limit));
             }
         }
+    }
+
+    #[test]
+    fn names_keep_emoji_and_refuse_nul_and_invisible_text() {
+        let family = "荔枝 👨\u{200D}👩\u{200D}👧 box";
+        let mut p = product();
+        p.name = family.into();
+        assert_eq!(p.validate().unwrap().name, family, "kept verbatim");
+        for bad in [
+            "nul\0here",
+            "\u{202E}txt.exe",
+            "zero\u{200B}width",
+            "\u{200D}",
+            "\u{3164}",
+        ] {
+            let mut p = product();
+            p.name = bad.into();
+            assert!(p.validate().is_err(), "{bad:?}");
+            assert!(sale(bad).validate().is_err(), "{bad:?}");
+        }
+        let mut s = sale("ok");
+        s.description = Some("line one\nline two".into());
+        assert!(s.validate().is_ok());
+        let mut s = sale("ok");
+        s.description = Some("nul\0".into());
+        assert!(s.validate().is_err());
     }
 
     #[test]

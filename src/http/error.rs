@@ -158,7 +158,10 @@ impl From<IdentityError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        if matches!(e, StoreError::Unavailable(_) | StoreError::Database(_)) {
+        if matches!(
+            e,
+            StoreError::Unavailable(_) | StoreError::Database(_) | StoreError::Conflict(_)
+        ) {
             metrics::counter!("lychee_db_errors_total").increment(1);
         }
         match e {
@@ -166,6 +169,14 @@ impl From<StoreError> for ApiError {
                 ApiError::Unavailable("the database is unavailable".into())
             }
             StoreError::Duplicate => ApiError::conflict("invalid_state", "already exists"),
+            StoreError::Conflict(_) => {
+                ApiError::Unavailable("the database is busy; try again".into())
+            }
+            // Validation should have caught it: say what, not the database's words.
+            StoreError::Refused(e) => {
+                tracing::warn!(error = %e, "the database refused a value");
+                ApiError::BadRequest("a value was refused; check the text for control characters and the dates' range".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -116,8 +116,8 @@ pub fn check_text(text: &str, blocked: &[String]) -> Result<String, &'static str
     if n == 0 || n > MAX_CHARS {
         return Err("a message is 1..=280 characters");
     }
-    if t.chars().any(char::is_control) {
-        return Err("a message is one line without control characters");
+    if crate::text::check_visible_line(t).is_err() {
+        return Err("a message is one visible line without control or invisible characters");
     }
     let lower = t.to_lowercase();
     if blocked.iter().any(|w| lower.contains(w.as_str())) {
@@ -235,6 +235,9 @@ impl ChatStore for RedisChat {
         let key = self.keys.chat_stream(sale_id);
         let mut conn = self.conn.clone();
         let entries: redis::streams::StreamRangeReply = match since {
+            // Nothing comes after the largest seq; `s + 1` would wrap to 0 and
+            // replay everything.
+            Some(u64::MAX) => return Ok(Vec::new()),
             Some(s) => {
                 conn.xrange_count(&key, format!("{}-0", s + 1), "+", HISTORY)
                     .await?
@@ -404,7 +407,10 @@ impl ChatStore for MemoryChat {
         last: usize,
     ) -> Result<Vec<ChatMessage>, ChatError> {
         Ok(self.with(sale_id, |c| match since {
-            Some(s) => c.history.range(s + 1..).map(|(_, m)| m.clone()).collect(),
+            Some(s) => match s.checked_add(1) {
+                Some(from) => c.history.range(from..).map(|(_, m)| m.clone()).collect(),
+                None => Vec::new(),
+            },
             None => {
                 let skip = c.history.len().saturating_sub(last);
                 c.history.values().skip(skip).cloned().collect()
@@ -454,6 +460,14 @@ mod tests {
         assert!(check_text(&"荔".repeat(280), &blocked).is_ok());
         assert!(check_text("two\nlines", &blocked).is_err());
         assert!(check_text("bell\u{7}", &blocked).is_err());
+        assert!(check_text("nul\0", &blocked).is_err());
+        assert!(check_text("\u{202E}gnp.exe", &blocked).is_err());
+        assert!(
+            check_text("\u{200D}\u{200D}", &blocked).is_err(),
+            "nothing visible"
+        );
+        let family = "👨\u{200D}👩\u{200D}👧 好吃";
+        assert_eq!(check_text(family, &blocked).unwrap(), family);
         assert!(check_text("buy SPAM here", &blocked).is_err());
     }
 

@@ -223,9 +223,9 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn check_subject(sub: &str) -> Result<(), IdentityError> {
+pub fn check_subject(sub: &str) -> Result<(), IdentityError> {
     let n = sub.chars().count();
-    if (1..=64).contains(&n) && !sub.chars().any(char::is_control) {
+    if (1..=64).contains(&n) && crate::text::check_visible_line(sub).is_ok() {
         Ok(())
     } else {
         Err(IdentityError::BadSubject)
@@ -234,7 +234,8 @@ fn check_subject(sub: &str) -> Result<(), IdentityError> {
 
 pub fn check_name(name: &str) -> Result<(), IdentityError> {
     let n = name.chars().count();
-    if (1..=40).contains(&n) && !name.chars().any(char::is_control) && name.trim() == name {
+    if (1..=40).contains(&n) && crate::text::check_visible_line(name).is_ok() && name.trim() == name
+    {
         Ok(())
     } else {
         Err(IdentityError::BadName)
@@ -354,6 +355,14 @@ mod tests {
             k.mint_guest(&"x".repeat(41), Utc::now()).unwrap_err(),
             IdentityError::BadName
         );
+        for bad in ["nul\0", "\u{202E}ieM", "\u{200B}", "\u{3164}"] {
+            assert_eq!(
+                k.mint_guest(bad, Utc::now()).unwrap_err(),
+                IdentityError::BadName,
+                "{bad:?}"
+            );
+        }
+        assert!(k.mint_guest("👨\u{200D}👩\u{200D}👧", Utc::now()).is_ok());
     }
 
     proptest::proptest! {

@@ -9,7 +9,8 @@ pub mod rebuild;
 pub mod service;
 pub mod sqlite;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -79,6 +80,9 @@ pub enum Commit {
     /// Admitted under an epoch a rebuild has since fenced out: the admission
     /// no longer counts; admit it again under the new epoch.
     Stale,
+    /// The database refused this order's values (validation should have
+    /// caught them); the rest of its batch is committed without it.
+    Invalid,
 }
 
 /// Where completed orders live.
@@ -105,8 +109,10 @@ pub trait OrderStore: Send + Sync + 'static {
     async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError>;
 }
 
-/// Per (sale, sku, epoch): what one transaction adds to `sold`.
-pub(crate) type SoldIncrements<'a> = HashMap<(Uuid, &'a str, i64), i64>;
+/// Per (sale, sku, epoch): what one transaction adds to `sold`. Sorted, so
+/// every batch locks its product rows in the same order and two nodes'
+/// batches over the same SKUs cannot deadlock each other.
+pub(crate) type SoldIncrements<'a> = BTreeMap<(Uuid, &'a str, i64), i64>;
 
 /// Sums the quantities of the orders actually inserted.
 pub(crate) fn sold_increments<'a>(
@@ -139,30 +145,68 @@ pub(crate) trait GuardedInsert: Send + Sync {
     async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError>;
 }
 
+/// A deadlocked or serialization-failed transaction is tried this often
+/// before its buyers get 503.
+const CONFLICT_RETRIES: u32 = 4;
+
+/// One guarded transaction, tried again when the database rolled it back
+/// for a conflict with another transaction (another node's batch, a fence).
+async fn insert_retrying(
+    db: &dyn GuardedInsert,
+    batch: &[&CompletedOrder],
+) -> Result<Option<HashSet<Uuid>>, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match db.insert_guarded(batch).await {
+            Err(StoreError::Conflict(e)) if attempt < CONFLICT_RETRIES => {
+                attempt += 1;
+                metrics::counter!("lychee_db_conflict_retries_total").increment(1);
+                tracing::debug!(error = %e, attempt, "batch conflicted; trying again");
+                tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Group commit: the whole batch in one transaction; if a guard fails (only
-/// after Redis lost data), each order alone, so those that fit still ship.
+/// after Redis lost data) or the database refuses one order's values, each
+/// order alone, so those that fit still ship and only the bad one fails.
 pub(crate) async fn commit_batch(
     db: &dyn GuardedInsert,
     batch: &[CompletedOrder],
 ) -> Result<Vec<Commit>, StoreError> {
     let all: Vec<&CompletedOrder> = batch.iter().collect();
     let mut out = Vec::with_capacity(batch.len());
-    if let Some(inserted) = db.insert_guarded(&all).await? {
-        for c in batch {
-            out.push(if inserted.contains(&c.order.id) {
-                Commit::Committed
-            } else {
-                already_there(db, c).await?
-            });
+    match insert_retrying(db, &all).await {
+        Ok(Some(inserted)) => {
+            for c in batch {
+                out.push(if inserted.contains(&c.order.id) {
+                    Commit::Committed
+                } else {
+                    already_there(db, c).await?
+                });
+            }
+            return Ok(out);
         }
-        return Ok(out);
+        Ok(None) => {}
+        Err(StoreError::Refused(e)) => {
+            tracing::warn!(error = %e, n = batch.len(), "a batch was refused; committing its orders one by one");
+        }
+        Err(e) => return Err(e),
     }
     for c in batch {
-        out.push(match db.insert_guarded(&[c]).await? {
-            Some(inserted) if inserted.contains(&c.order.id) => Commit::Committed,
-            Some(_) => already_there(db, c).await?,
-            None if db.epoch_of(c).await? != Some(c.epoch) => Commit::Stale,
-            None => Commit::SoldOut,
+        out.push(match insert_retrying(db, &[c]).await {
+            Ok(Some(inserted)) if inserted.contains(&c.order.id) => Commit::Committed,
+            Ok(Some(_)) => already_there(db, c).await?,
+            Ok(None) if db.epoch_of(c).await? != Some(c.epoch) => Commit::Stale,
+            Ok(None) => Commit::SoldOut,
+            Err(StoreError::Refused(e)) => {
+                metrics::counter!("lychee_orders_refused_by_db_total").increment(1);
+                tracing::warn!(error = %e, order_id = %c.order.id, "the database refused an order");
+                Commit::Invalid
+            }
+            Err(e) => return Err(e),
         });
     }
     Ok(out)

@@ -122,6 +122,19 @@ async fn raise_sold(
     let skus: Vec<&str> = per_sku.keys().map(|(_, k, _)| *k).collect();
     let epochs: Vec<i64> = per_sku.keys().map(|(_, _, e)| *e).collect();
     let adds: Vec<i64> = per_sku.values().copied().collect();
+    // Row locks in one order for every batch on every node: an UPDATE ... FROM
+    // locks rows in whatever order its plan visits them, and two batches
+    // over the same SKUs in opposite orders deadlock.
+    sqlx::query(
+        "SELECT 1 FROM products p \
+         JOIN UNNEST($1::uuid[], $2::text[]) AS d(sale_id, sku) \
+           ON p.sale_id = d.sale_id AND p.sku = d.sku \
+         ORDER BY p.sale_id, p.sku FOR NO KEY UPDATE OF p",
+    )
+    .bind(&sales)
+    .bind(&skus)
+    .execute(&mut **tx)
+    .await?;
     // The epoch condition is re-checked on the row after a rebuild's fence
     // (which holds the row lock) commits, so a fenced-out order cannot land.
     let updated = sqlx::query(

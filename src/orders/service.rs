@@ -101,6 +101,8 @@ const PENDING_WAIT: Duration = Duration::from_secs(5);
 /// release or restock announced while this node's subscription was down.
 const SOLD_OUT_TTL: Duration = Duration::from_secs(1);
 const MY_ORDERS_LIMIT: i64 = 100;
+/// The answer to an order the database refused although it passed validation.
+const REFUSED_BY_DB: &str = "the order could not be recorded: a value was refused";
 /// Admissions of one buy fenced out by rebuilds before giving up with 503.
 const STALE_RETRIES: usize = 3;
 
@@ -263,9 +265,11 @@ impl Orders {
 
     /// Validates a buy's inputs; the same rules for REST and WebSocket.
     pub fn check_request(key: &str, sku: &str, qty: i64) -> Result<(), OrderError> {
-        if key.is_empty() || key.chars().count() > 128 {
+        // A WebSocket `ref` takes the header's rule: it is the same key space,
+        // and a NUL in it once failed a whole batch of other buyers' orders.
+        if key.is_empty() || key.len() > 128 || crate::text::check_ascii_ref(key).is_err() {
             return Err(OrderError::Invalid(
-                "Idempotency-Key must be 1..=128 characters".into(),
+                "Idempotency-Key (or ref) must be 1..=128 printable ASCII characters".into(),
             ));
         }
         validate::sku(sku).map_err(|e| OrderError::Invalid(e.0))?;
@@ -447,6 +451,11 @@ impl Orders {
             Ok(Commit::SoldOut) => {
                 self.refused(sale_id, order.id).await;
                 Stored::Rejected(Rejection::SoldOut)
+            }
+            Ok(Commit::Invalid) => {
+                self.give_back(sale_id, order.id, OrderStatus::Expired)
+                    .await;
+                return Err(OrderError::Invalid(REFUSED_BY_DB.into()));
             }
             Err(e) => {
                 // Not recorded: the stock goes back and the key is forgotten,
@@ -648,9 +657,12 @@ impl Orders {
         order_id: Uuid,
         payment_ref: &str,
     ) -> Result<Order, OrderError> {
-        if payment_ref.is_empty() || payment_ref.chars().count() > 128 {
+        if payment_ref.is_empty()
+            || payment_ref.len() > 128
+            || crate::text::check_ascii_ref(payment_ref).is_err()
+        {
             return Err(OrderError::Invalid(
-                "payment_ref must be 1..=128 characters".into(),
+                "payment_ref must be 1..=128 printable ASCII characters".into(),
             ));
         }
         let (live, committed) = self.find(order_id).await?;
@@ -718,6 +730,12 @@ impl Orders {
             Ok(Commit::Existing(_)) | Ok(Commit::SoldOut) => {
                 self.refused(sale_id, order_id).await;
                 return Err(OrderError::Rejected(Rejection::SoldOut));
+            }
+            Ok(Commit::Invalid) => {
+                if let Err(e) = self.inventory.abort_pay(sale_id, order_id).await {
+                    tracing::warn!(error = %e, "payment lease not returned; it expires");
+                }
+                return Err(OrderError::Invalid(REFUSED_BY_DB.into()));
             }
             Err(e) => {
                 if let Err(e) = self.inventory.abort_pay(sale_id, order_id).await {

@@ -7,6 +7,7 @@ mod cli;
 mod dashboard;
 mod errors;
 mod fuzz;
+mod hardening;
 mod helpers;
 mod live;
 mod live_helpers;

@@ -1,0 +1,282 @@
+//! The hardening pass: faults a demanding user or an attacker hits first,
+//! each pinned by a test that failed before its fix.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lychee_live::identity::Role;
+use lychee_live::orders::postgres::PgOrders;
+use lychee_live::orders::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{product, TestEnv};
+
+fn completed(sale_id: Uuid, sku: &str, user: &str, payment_ref: &str) -> CompletedOrder {
+    let now = Utc::now();
+    CompletedOrder {
+        order: Order {
+            id: Uuid::now_v7(),
+            sale_id,
+            sku: sku.into(),
+            qty: 1,
+            unit_price_cents: 12800,
+            total_cents: 12800,
+            currency: "CNY".into(),
+            user_id: user.into(),
+            status: OrderStatus::Completed,
+            created_at: now,
+            expires_at: None,
+            completed_at: Some(now),
+            payment_ref: Some(payment_ref.into()),
+        },
+        key: format!("k-{}", Uuid::new_v4()),
+        epoch: 0,
+    }
+}
+
+/// A live sale of two SKUs made through the API, and the epoch its orders carry.
+async fn two_sku_sale(env: &mut TestEnv) -> (Uuid, i64) {
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "instant", "A", 10_000, 1000).await;
+    app.add_product(
+        &host,
+        &sale,
+        json!({ "sku": "B", "name": "Nuomici", "price_cents": 100, "stock": 10_000 }),
+    )
+    .await
+    .expect(201);
+    let sale_id: Uuid = sale.parse().unwrap();
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM products WHERE sale_id = $1 LIMIT 1")
+        .bind(sale_id)
+        .fetch_one(&env.pg().await)
+        .await
+        .unwrap();
+    (sale_id, epoch)
+}
+
+#[tokio::test]
+async fn one_refused_order_does_not_fail_its_batch() {
+    let mut env = TestEnv::production().await;
+    let (sale_id, epoch) = two_sku_sale(&mut env).await;
+    let store = PgOrders::new(env.pg().await);
+    let mut batch: Vec<CompletedOrder> = (0..5)
+        .map(|i| completed(sale_id, "A", &format!("u{i}"), "cash"))
+        .collect();
+    // Past validation somehow: PostgreSQL refuses a NUL in text.
+    batch.insert(2, completed(sale_id, "A", "mallory", "nul\0ref"));
+    for c in &mut batch {
+        c.epoch = epoch;
+    }
+    let out = store
+        .commit(&batch)
+        .await
+        .expect("the batch is not failed whole");
+    assert_eq!(out[2], Commit::Invalid);
+    for (i, c) in out.iter().enumerate().filter(|(i, _)| *i != 2) {
+        assert_eq!(*c, Commit::Committed, "order {i}");
+    }
+    let sold: i64 =
+        sqlx::query_scalar("SELECT sold FROM products WHERE sale_id = $1 AND sku = 'A'")
+            .bind(sale_id)
+            .fetch_one(&env.pg().await)
+            .await
+            .unwrap();
+    assert_eq!(sold, 5, "only the good orders count");
+}
+
+#[tokio::test]
+async fn batches_over_the_same_skus_in_opposite_orders_never_fail() {
+    let mut env = TestEnv::production().await;
+    let (sale_id, epoch) = two_sku_sale(&mut env).await;
+    let pg = env.pg().await;
+    // Two nodes' writers, each with its own pool.
+    let a = Arc::new(PgOrders::new(env.pg().await));
+    let b = Arc::new(PgOrders::new(env.pg().await));
+    for round in 0..5 {
+        let batch = |first: &str, second: &str, who: &str| {
+            let mut v = vec![
+                completed(sale_id, first, who, "cash"),
+                completed(sale_id, second, who, "cash"),
+            ];
+            for c in &mut v {
+                c.epoch = epoch;
+            }
+            v
+        };
+        let (x, y) = (
+            batch("A", "B", &format!("x{round}")),
+            batch("B", "A", &format!("y{round}")),
+        );
+        // Hold A so both batches are inside their transactions at once: x
+        // queues on A first, then y (which, locking in its own order, would
+        // already hold B). Released, x takes A and needs B: a deadlock,
+        // unless every batch locks in one order.
+        let mut hold = pg.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM products WHERE sale_id = $1 AND sku = 'A' FOR NO KEY UPDATE")
+            .bind(sale_id)
+            .execute(&mut *hold)
+            .await
+            .unwrap();
+        let a = a.clone();
+        let first = tokio::spawn(async move { a.commit(&x).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let b = b.clone();
+        let second = tokio::spawn(async move { b.commit(&y).await });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        hold.commit().await.unwrap();
+        for r in [first.await.unwrap(), second.await.unwrap()] {
+            assert_eq!(
+                r.expect("no batch fails on a deadlock"),
+                vec![Commit::Committed; 2],
+                "round {round}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_aborted_by_a_deadlock_is_tried_again() {
+    let mut env = TestEnv::production().await;
+    let (sale_id, epoch) = two_sku_sale(&mut env).await;
+    let pg = env.pg().await;
+    let writer = Arc::new(PgOrders::new(env.pg().await));
+    let mut batch = vec![
+        completed(sale_id, "A", "x", "cash"),
+        completed(sale_id, "B", "x", "cash"),
+    ];
+    for c in &mut batch {
+        c.epoch = epoch;
+    }
+    // Another transaction takes B, then A: the batch (A, then B) and it wait
+    // on each other until PostgreSQL aborts one of them, the batch first
+    // (it has waited longest).
+    let mut other = pg.begin().await.unwrap();
+    let lock = |sku: &'static str| {
+        sqlx::query("SELECT 1 FROM products WHERE sale_id = $1 AND sku = $2 FOR NO KEY UPDATE")
+            .bind(sale_id)
+            .bind(sku)
+    };
+    lock("B").execute(&mut *other).await.unwrap();
+    let w = writer.clone();
+    let commit = tokio::spawn(async move { w.commit(&batch).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took_a = lock("A").execute(&mut *other).await;
+    match took_a {
+        Ok(_) => other.commit().await.unwrap(),
+        Err(_) => other.rollback().await.unwrap(),
+    }
+    assert_eq!(
+        commit
+            .await
+            .unwrap()
+            .expect("the batch is tried again, not failed"),
+        vec![Commit::Committed; 2]
+    );
+}
+
+#[tokio::test]
+async fn hostile_refs_and_texts_are_refused_with_400_and_lose_nothing() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let mei = env.token(Role::Viewer, "mei");
+
+    // A WebSocket buy whose ref holds a NUL: an error frame, the socket stays.
+    let (mut viewer, _) = app.join(&sale, &mei, None).await;
+    viewer.buy("FZX", 1, "r\0f").await;
+    let (code, e) = viewer.error().await;
+    assert_eq!(code, "bad_request", "{e}");
+    viewer.buy("FZX", 1, "fine-ref").await;
+    let order = viewer.next_of("order").await;
+    assert_eq!(order["order"]["status"], "reserved");
+    let id = order["order"]["id"].as_str().unwrap().to_owned();
+
+    // A manual payment reference with a NUL.
+    assert_eq!(
+        app.pay(&mei, &id, "cash\0").await.expect(400).code(),
+        "bad_request"
+    );
+    // Names and titles: a NUL, an override, nothing visible.
+    for bad in [
+        "nul\u{0}",
+        "\u{202E}exe.txt",
+        "\u{200B}",
+        "\u{200D}\u{200D}",
+    ] {
+        let r = app.create_sale(&host, json!({ "title": bad })).await;
+        assert_eq!(r.expect(400).code(), "bad_request", "{bad:?}");
+        let r = app
+            .add_product(
+                &host,
+                &sale,
+                json!({ "sku": "X", "name": bad, "price_cents": 1, "stock": 1 }),
+            )
+            .await;
+        assert_eq!(r.expect(400).code(), "bad_request", "{bad:?}");
+        let r = app.post("/guests", None, json!({ "name": bad })).await;
+        assert_eq!(r.expect(400).code(), "bad_request", "{bad:?}");
+    }
+    // A family emoji in a product name survives verbatim.
+    let family = "荔枝 👨\u{200D}👩\u{200D}👧";
+    let p = app
+        .add_product(
+            &host,
+            &sale,
+            json!({ "sku": "FAM", "name": family, "price_cents": 1, "stock": 1 }),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(p["name"], family);
+    // A NUL in a SKU of the path or of a pin body: 404, not 500.
+    for path in ["open", "close"] {
+        let r = app
+            .post(
+                &format!("/sales/{sale}/products/F%00X/{path}"),
+                Some(&host),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.expect(404).code(), "not_found");
+    }
+    let r = app
+        .post(
+            &format!("/sales/{sale}/products/F%00X/restock"),
+            Some(&host),
+            json!({ "add": 1 }),
+        )
+        .await;
+    assert_eq!(r.expect(404).code(), "not_found");
+    let r = app
+        .post(
+            &format!("/sales/{sale}/pin"),
+            Some(&host),
+            json!({ "sku": "F\u{0}X" }),
+        )
+        .await;
+    assert_eq!(r.expect(404).code(), "not_found");
+    // Nothing was lost: the good reservation still stands and pays.
+    app.pay(&mei, &id, "cash-1").await.expect(200);
+    let s = app.sale(&sale).await;
+    assert_eq!(product(&s, "FZX")["sold"], 1);
+}
+
+#[tokio::test]
+async fn since_at_the_top_of_u64_replays_nothing() {
+    for mut env in [TestEnv::production().await, TestEnv::embedded()] {
+        let app = env.node().await;
+        let host = env.token(Role::Host, "alice");
+        let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+        let mei = env.token(Role::Viewer, "mei");
+        let (mut v, _) = app.join(&sale, &mei, None).await;
+        v.chat("first").await;
+        v.chats_until(1).await;
+        let (_, welcome) = app.join(&sale, &mei, Some(u64::MAX)).await;
+        let chat: &Vec<Value> = welcome["chat"].as_array().unwrap();
+        assert!(chat.is_empty(), "{welcome}");
+    }
+}
