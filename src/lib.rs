@@ -37,6 +37,7 @@ use crate::hub::{EventBus, Hub, LocalBus, RedisBus, StockPublisher};
 use crate::identity::TokenKeys;
 use crate::inventory::memory::MemoryInventory;
 use crate::inventory::redis::RedisInventory;
+use crate::inventory::sold_out::SoldOut;
 use crate::inventory::Inventory;
 use crate::orders::batch::BatchWriter;
 use crate::orders::postgres::PgOrders;
@@ -254,6 +255,7 @@ impl Node {
         let workers = tokio_util::task::TaskTracker::new();
         let stock = StockPublisher::new(backends.bus.clone());
         workers.spawn(stock.clone().run(shutdown.clone()));
+        let sold_out = Arc::new(SoldOut::default());
         let catalog = Arc::new(Catalog::new(
             backends.catalog.clone(),
             backends.inventory.clone(),
@@ -261,6 +263,7 @@ impl Node {
             backends.bus.clone(),
             stock.clone(),
             clock.clone(),
+            sold_out.clone(),
         ));
         let writer = BatchWriter::start(backends.orders.clone(), shutdown.clone());
         let stats = Stats::new(clock.clone(), backends.figures.clone());
@@ -275,6 +278,7 @@ impl Node {
             stock,
             stats.clone(),
             clock.clone(),
+            sold_out,
         ));
         workers.spawn(orders.clone().follow_events(shutdown.clone()));
         workers.spawn(orders::reaper::run(orders.clone(), shutdown.clone()));

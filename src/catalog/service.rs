@@ -14,6 +14,7 @@ use super::{
 use crate::clock::Clock;
 use crate::hub::{EventBus, SaleEvent, StockPublisher};
 use crate::identity::Identity;
+use crate::inventory::sold_out::SoldOut;
 use crate::inventory::{Inventory, InventoryError, ProductSeed, StockLevel};
 use crate::orders::rebuild::{RebuildError, Rebuilder};
 
@@ -69,6 +70,9 @@ pub struct Catalog {
     stock: Arc<StockPublisher>,
     clock: Arc<Clock>,
     facts: Mutex<HashMap<Uuid, Arc<SaleFacts>>>,
+    /// This node's sold-out flags: a restock or an open clears its SKU's flag
+    /// before the host is answered, so the very next buy here sees the stock.
+    sold_out: Arc<SoldOut>,
 }
 
 fn product(r: &ProductRecord, level: Option<&StockLevel>) -> Product {
@@ -106,6 +110,7 @@ impl Catalog {
         bus: Arc<dyn EventBus>,
         stock: Arc<StockPublisher>,
         clock: Arc<Clock>,
+        sold_out: Arc<SoldOut>,
     ) -> Self {
         Catalog {
             store,
@@ -115,6 +120,7 @@ impl Catalog {
             stock,
             clock,
             facts: Mutex::new(HashMap::new()),
+            sold_out,
         }
     }
 
@@ -430,6 +436,7 @@ impl Catalog {
     ) -> Result<Product, CatalogError> {
         let p = product(record, level.as_ref());
         if let Some(level) = level {
+            self.sold_out.observe(id, &level);
             self.stock.changed(id, level);
         }
         self.bus

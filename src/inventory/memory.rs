@@ -338,12 +338,17 @@ impl Inventory for MemoryInventory {
         Ok(())
     }
 
-    async fn lock_rebuild(&self, _sale_id: Uuid, _ttl_ms: u64) -> Result<bool, InventoryError> {
+    async fn lock_rebuild(
+        &self,
+        _sale_id: Uuid,
+        _token: &str,
+        _ttl_ms: u64,
+    ) -> Result<bool, InventoryError> {
         // One process: the sale's mutex already serializes the rebuild itself.
         Ok(true)
     }
 
-    async fn unlock_rebuild(&self, _sale_id: Uuid) -> Result<(), InventoryError> {
+    async fn unlock_rebuild(&self, _sale_id: Uuid, _token: &str) -> Result<(), InventoryError> {
         Ok(())
     }
 

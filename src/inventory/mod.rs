@@ -6,6 +6,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod sold_out;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -185,9 +186,17 @@ pub trait Inventory: Send + Sync + 'static {
     /// Overwrites the sale's counters with the seed (reservations are dropped:
     /// stock held by them comes back). The sale's marker is written last.
     async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError>;
-    /// One rebuilder per sale across nodes; `false` when another holds it.
-    async fn lock_rebuild(&self, sale_id: Uuid, ttl_ms: u64) -> Result<bool, InventoryError>;
-    async fn unlock_rebuild(&self, sale_id: Uuid) -> Result<(), InventoryError>;
+    /// One rebuilder per sale across nodes, holding it under its own `token`;
+    /// `false` when another holds it.
+    async fn lock_rebuild(
+        &self,
+        sale_id: Uuid,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, InventoryError>;
+    /// Releases the lock only if `token` still holds it: a rebuild slower
+    /// than the lock's expiry must not free the lock of the node after it.
+    async fn unlock_rebuild(&self, sale_id: Uuid, token: &str) -> Result<(), InventoryError>;
     /// Whether some node holds the rebuild lock.
     async fn rebuilding(&self, sale_id: Uuid) -> Result<bool, InventoryError>;
 

@@ -97,6 +97,7 @@ struct Scripts {
     unpay: Script,
     claim: Script,
     product: Script,
+    unlock: Script,
 }
 
 pub struct RedisInventory {
@@ -118,6 +119,7 @@ impl RedisInventory {
                 unpay: Script::new(include_str!("lua/unpay.lua")),
                 claim: Script::new(include_str!("lua/claim.lua")),
                 product: Script::new(include_str!("lua/product.lua")),
+                unlock: Script::new(include_str!("lua/unlock.lua")),
             },
         }
     }
@@ -308,19 +310,29 @@ impl Inventory for RedisInventory {
         Ok(())
     }
 
-    async fn lock_rebuild(&self, sale_id: Uuid, ttl_ms: u64) -> Result<bool, InventoryError> {
+    async fn lock_rebuild(
+        &self,
+        sale_id: Uuid,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, InventoryError> {
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::PX(ttl_ms));
         let set: Option<String> = self
             .conn()
-            .set_options(self.keys.lock(sale_id), "1", opts)
+            .set_options(self.keys.lock(sale_id), token, opts)
             .await?;
         Ok(set.is_some())
     }
 
-    async fn unlock_rebuild(&self, sale_id: Uuid) -> Result<(), InventoryError> {
-        self.conn().del::<_, ()>(self.keys.lock(sale_id)).await?;
+    async fn unlock_rebuild(&self, sale_id: Uuid, token: &str) -> Result<(), InventoryError> {
+        self.scripts
+            .unlock
+            .key(self.keys.lock(sale_id))
+            .arg(token)
+            .invoke_async::<()>(&mut self.conn())
+            .await?;
         Ok(())
     }
 

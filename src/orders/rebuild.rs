@@ -87,7 +87,12 @@ impl Rebuilder {
         needed: impl Fn(Option<i64>) -> bool,
         fresh: bool,
     ) -> Result<(), RebuildError> {
-        if !self.inventory.lock_rebuild(sale_id, LOCK_TTL_MS).await? {
+        let token = Uuid::new_v4().to_string();
+        if !self
+            .inventory
+            .lock_rebuild(sale_id, &token, LOCK_TTL_MS)
+            .await?
+        {
             return self.wait_for_other(sale_id).await;
         }
         let result = match self.inventory.epoch(sale_id).await {
@@ -95,7 +100,7 @@ impl Rebuilder {
             Ok(_) => Ok(()),
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = self.inventory.unlock_rebuild(sale_id).await {
+        if let Err(e) = self.inventory.unlock_rebuild(sale_id, &token).await {
             tracing::warn!(error = %e, %sale_id, "rebuild lock not released; it expires");
         }
         result

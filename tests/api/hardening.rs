@@ -280,3 +280,105 @@ async fn since_at_the_top_of_u64_replays_nothing() {
         assert!(chat.is_empty(), "{welcome}");
     }
 }
+
+#[tokio::test]
+async fn a_restock_after_sell_out_sells_at_once_on_every_node() {
+    let mut env = TestEnv::production().await;
+    let (a, b) = (env.node().await, env.node().await);
+    let host = env.token(Role::Host, "alice");
+    let sale = a.live_sale(&host, "reserve", "FZX", 1, 5).await;
+    let (u1, u2, u3) = (
+        env.token(Role::Viewer, "u1"),
+        env.token(Role::Viewer, "u2"),
+        env.token(Role::Viewer, "u3"),
+    );
+    a.buy(&u1, &sale, "k1", "FZX", 1).await.expect(201);
+    // Both nodes learn the sell-out and answer from their flags.
+    assert_eq!(
+        a.buy(&u2, &sale, "k2", "FZX", 1).await.expect(409).code(),
+        "sold_out"
+    );
+    assert_eq!(
+        b.buy(&u3, &sale, "k3", "FZX", 1).await.expect(409).code(),
+        "sold_out"
+    );
+    a.post(
+        &format!("/sales/{sale}/products/FZX/restock"),
+        Some(&host),
+        json!({ "add": 1 }),
+    )
+    .await
+    .expect(200);
+    // The very next buy on the node that restocked.
+    a.buy(&u2, &sale, "k2b", "FZX", 1).await.expect(201);
+    a.post(
+        &format!("/sales/{sale}/products/FZX/restock"),
+        Some(&host),
+        json!({ "add": 1 }),
+    )
+    .await
+    .expect(200);
+    // The other node, from the stock event: well before its flag would
+    // expire on its own (1 s), even on a busy machine.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = b.buy(&u3, &sale, &format!("k3-{n}"), "FZX", 1).await;
+        if r.status == 201 {
+            break;
+        }
+        assert_eq!(r.code(), "sold_out");
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "node b still refuses"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restock_after_sell_out_sells_at_once_embedded() {
+    let mut env = TestEnv::embedded();
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "instant", "FZX", 1, 5).await;
+    let (u1, u2) = (env.token(Role::Viewer, "u1"), env.token(Role::Viewer, "u2"));
+    app.buy(&u1, &sale, "k1", "FZX", 1).await.expect(201);
+    assert_eq!(
+        app.buy(&u2, &sale, "k2", "FZX", 1).await.expect(409).code(),
+        "sold_out"
+    );
+    app.post(
+        &format!("/sales/{sale}/products/FZX/restock"),
+        Some(&host),
+        json!({ "add": 5 }),
+    )
+    .await
+    .expect(200);
+    app.buy(&u2, &sale, "k2b", "FZX", 1).await.expect(201);
+}
+
+#[tokio::test]
+async fn a_slow_rebuild_cannot_free_the_next_rebuilders_lock() {
+    use lychee_live::inventory::redis::RedisInventory;
+    use lychee_live::inventory::Inventory;
+    let env = TestEnv::production().await;
+    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
+        .await
+        .unwrap();
+    let inv = RedisInventory::new(conn, env.prefix().unwrap());
+    let sale = Uuid::now_v7();
+    assert!(inv.lock_rebuild(sale, "slow", 100).await.unwrap());
+    assert!(!inv.lock_rebuild(sale, "next", 100).await.unwrap(), "held");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The slow one's lock expired; the next rebuilder holds it now.
+    assert!(inv.lock_rebuild(sale, "next", 10_000).await.unwrap());
+    inv.unlock_rebuild(sale, "slow").await.unwrap();
+    assert!(
+        inv.rebuilding(sale).await.unwrap(),
+        "not freed by another's token"
+    );
+    inv.unlock_rebuild(sale, "next").await.unwrap();
+    assert!(!inv.rebuilding(sale).await.unwrap());
+}
