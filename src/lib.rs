@@ -285,6 +285,7 @@ impl Node {
         let hub = Hub::new(
             backends.bus.clone(),
             backends.presence.clone(),
+            backends.chat.clone(),
             catalog.clone(),
             clock.clone(),
             settings.limits.room_queue,

@@ -204,6 +204,24 @@ impl Catalog {
         Ok(Sale { record, products })
     }
 
+    /// The live levels of every product of the sale (those with live state).
+    pub async fn levels(&self, id: Uuid) -> Result<Vec<StockLevel>, CatalogError> {
+        let skus: Vec<String> = self
+            .store
+            .products(id)
+            .await?
+            .into_iter()
+            .map(|p| p.sku)
+            .collect();
+        Ok(self
+            .inventory
+            .levels(id, &skus)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     pub async fn sale(&self, id: Uuid) -> Result<Sale, CatalogError> {
         let record = self
             .store

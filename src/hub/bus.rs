@@ -35,12 +35,18 @@ pub trait EventBus: Send + Sync + 'static {
     /// published afterwards is missed.
     async fn watch(&self, sale_id: Uuid) -> Result<(), BusError>;
     async fn unwatch(&self, sale_id: Uuid) -> Result<(), BusError>;
+    /// Counts the gaps in what this node received: it moves on when the
+    /// subscription is back after a loss, so whatever was published
+    /// meanwhile never arrived and the rooms must catch up from the stores.
+    fn gaps(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// One process: a broadcast channel.
 pub struct LocalBus {
     node: Uuid,
     tx: broadcast::Sender<Arc<Envelope>>,
+    /// In process nothing is lost in transit; the Redis bus moves it.
+    gaps: tokio::sync::watch::Sender<u64>,
 }
 
 impl LocalBus {
@@ -48,6 +54,7 @@ impl LocalBus {
         LocalBus {
             node: Uuid::new_v4(),
             tx: broadcast::channel(LOCAL_CAPACITY).0,
+            gaps: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -83,6 +90,10 @@ impl EventBus for LocalBus {
 
     async fn unwatch(&self, _: Uuid) -> Result<(), BusError> {
         Ok(())
+    }
+
+    fn gaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gaps.subscribe()
     }
 }
 
@@ -194,6 +205,10 @@ impl EventBus for RedisBus {
         }
         Ok(())
     }
+
+    fn gaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.local.gaps.subscribe()
+    }
 }
 
 async fn publish_loop(
@@ -232,6 +247,7 @@ async fn subscribe_loop(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
+    let mut first = true;
     loop {
         let run = async {
             let Some(b) = bus.upgrade() else {
@@ -246,6 +262,12 @@ async fn subscribe_loop(
                 sink.subscribe(watched).await?;
             }
             let (node, tx) = (b.local.node, b.local.tx.clone());
+            if !std::mem::take(&mut first) {
+                // Subscribed again after a loss: what was published while
+                // down is gone; the rooms catch up from Redis.
+                b.local.gaps.send_modify(|n| *n += 1);
+                metrics::counter!("lychee_bus_gaps_total").increment(1);
+            }
             drop(b);
             tracing::debug!("event subscription up");
             while let Some(msg) = stream.next().await {

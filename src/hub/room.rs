@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::chat::ChatStore;
 use super::presence::Presence;
 use super::{EventBus, SaleEvent};
 use crate::catalog::Catalog;
@@ -141,6 +142,9 @@ pub struct Room {
     stock: Mutex<Stock>,
     viewers: AtomicU64,
     next_id: AtomicU64,
+    /// The highest chat seq this room received: after a gap, history is
+    /// read from here on.
+    last_chat: AtomicU64,
 }
 
 /// A socket's place in a room; leaving is dropping it.
@@ -173,6 +177,7 @@ impl Room {
             stock: Mutex::new(Stock::default()),
             viewers: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
+            last_chat: AtomicU64::new(0),
         }
     }
 
@@ -269,11 +274,17 @@ impl Room {
     }
 
     fn stock_changed(&self, level: StockLevel) {
+        self.stock_level(level, false);
+    }
+
+    /// Takes a newer level; `resend` queues it even when it is not newer, so
+    /// after a gap every socket gets a fresh snapshot.
+    fn stock_level(&self, level: StockLevel, resend: bool) {
         let mut stock = self.lock_stock();
         let newer = stock
             .levels
             .get(&level.sku)
-            .is_none_or(|old| old.ver < level.ver);
+            .is_none_or(|old| old.ver < level.ver || (resend && old.ver == level.ver));
         if newer {
             if !stock.dirty.contains(&level.sku) {
                 stock.dirty.push(level.sku.clone());
@@ -305,6 +316,18 @@ impl Room {
             .collect()
     }
 
+    fn chat(&self, event: &SaleEvent, seq: u64) {
+        // A message replayed from history after a gap may also arrive live:
+        // each seq goes out once (sockets drop what their welcome held).
+        if self.last_chat.fetch_max(seq, Ordering::Relaxed) >= seq {
+            return;
+        }
+        if let Some(mut f) = Frame::of(event) {
+            f.seqs = Some((seq, seq));
+            self.broadcast(f);
+        }
+    }
+
     fn on_event(&self, event: &SaleEvent) {
         match event {
             SaleEvent::Stock(level) => self.stock_changed(level.clone()),
@@ -316,12 +339,7 @@ impl Room {
             SaleEvent::Kick { user_id } => {
                 self.to_user(user_id, Personal::Close(4003, "banned from this sale"));
             }
-            SaleEvent::Chat(m) => {
-                if let Some(mut f) = Frame::of(event) {
-                    f.seqs = Some((m.seq, m.seq));
-                    self.broadcast(f);
-                }
-            }
+            SaleEvent::Chat(m) => self.chat(event, m.seq),
             SaleEvent::Product { .. }
             | SaleEvent::Sale { .. }
             | SaleEvent::Pinned { .. }
@@ -346,6 +364,8 @@ struct Viewers {
 pub struct Hub {
     bus: Arc<dyn EventBus>,
     presence: Arc<dyn Presence>,
+    /// Chat history, to replay what a gap in the bus lost.
+    chat: Arc<dyn ChatStore>,
     catalog: Arc<Catalog>,
     clock: Arc<Clock>,
     rooms: tokio::sync::Mutex<HashMap<Uuid, Arc<Room>>>,
@@ -360,6 +380,7 @@ impl Hub {
     pub fn new(
         bus: Arc<dyn EventBus>,
         presence: Arc<dyn Presence>,
+        chat: Arc<dyn ChatStore>,
         catalog: Arc<Catalog>,
         clock: Arc<Clock>,
         room_queue: usize,
@@ -368,6 +389,7 @@ impl Hub {
         Arc::new(Hub {
             bus,
             presence,
+            chat,
             catalog,
             clock,
             rooms: tokio::sync::Mutex::new(HashMap::new()),
@@ -479,12 +501,23 @@ impl Hub {
         true
     }
 
-    /// Feeds the rooms from the bus, until shutdown.
+    /// Feeds the rooms from the bus, until shutdown. When events were lost on
+    /// the way (this node fell behind the bus, or the bus lost its
+    /// subscription), every room catches up from the stores instead: a fresh
+    /// stock snapshot, and the chat after the last seq it saw.
     pub async fn run(self: Arc<Self>) {
         let mut rx = self.bus.subscribe();
+        let mut gaps = self.bus.gaps();
         loop {
             let env = tokio::select! {
                 env = rx.recv() => env,
+                changed = gaps.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.catch_up().await;
+                    continue;
+                }
                 _ = self.shutdown.cancelled() => return,
             };
             match env {
@@ -494,9 +527,39 @@ impl Hub {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "hub fell behind the bus");
+                    tracing::warn!(skipped = n, "hub fell behind the bus; catching up");
+                    self.catch_up().await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn catch_up(&self) {
+        metrics::counter!("lychee_room_catch_ups_total").increment(1);
+        let rooms: Vec<Arc<Room>> = self.lock_index().values().cloned().collect();
+        for room in rooms {
+            match self.catalog.levels(room.sale_id).await {
+                Ok(levels) => {
+                    for level in levels {
+                        room.stock_level(level, true);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, sale_id = %room.sale_id, "stock snapshot after a gap failed")
+                }
+            }
+            let since = room.last_chat.load(Ordering::Relaxed);
+            match self.chat.history(room.sale_id, Some(since), 0).await {
+                Ok(missed) => {
+                    for m in missed {
+                        let seq = m.seq;
+                        room.chat(&SaleEvent::Chat(m), seq);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, sale_id = %room.sale_id, "chat history after a gap failed")
+                }
             }
         }
     }

@@ -382,3 +382,107 @@ async fn a_slow_rebuild_cannot_free_the_next_rebuilders_lock() {
     inv.unlock_rebuild(sale, "next").await.unwrap();
     assert!(!inv.rebuilding(sale).await.unwrap());
 }
+
+/// A Redis user of its own for one node, so a test can kill exactly that
+/// node's pub/sub connection (`CLIENT KILL USER .. TYPE pubsub`) and keep it
+/// from reconnecting (`ACL SETUSER .. off`). Deleted when dropped.
+struct RedisUser {
+    name: String,
+}
+
+async fn redis_cmd(args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+impl RedisUser {
+    async fn new() -> RedisUser {
+        let name = format!("t{}", Uuid::new_v4().simple());
+        redis_cmd(&["ACL", "SETUSER", &name, "on", "nopass", "~*", "&*", "+@all"]).await;
+        RedisUser { name }
+    }
+    fn url(&self) -> String {
+        let mut url = url::Url::parse(&crate::helpers::redis_url()).unwrap();
+        url.set_username(&self.name).unwrap();
+        url.set_password(Some("x")).unwrap();
+        url.to_string()
+    }
+}
+
+impl Drop for RedisUser {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+            if let Ok(mut c) = client.get_connection() {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("ACL").arg("DELUSER").arg(&name).query(&mut c);
+            }
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn a_lost_subscription_is_caught_up_with_stock_and_chat() {
+    use lychee_live::config::Mode;
+    let mut env = TestEnv::production().await;
+    let user = RedisUser::new().await;
+    // Node a (the viewer's) reaches Redis as its own user; node b takes the buys.
+    let mut settings = env.settings();
+    if let Mode::Production { redis_url, .. } = &mut settings.mode {
+        *redis_url = user.url();
+    }
+    let a = env.node_with(settings).await;
+    let b = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = b.live_sale(&host, "reserve", "FZX", 50, 50).await;
+    let mei = env.token(Role::Viewer, "mei");
+    let li = env.token(Role::Viewer, "li");
+    let (mut viewer, _) = a.join(&sale, &mei, None).await;
+    let (mut talker, _) = b.join(&sale, &li, None).await;
+    b.buy(&li, &sale, "k0", "FZX", 5).await.expect(201);
+    loop {
+        let e = viewer.next_of("stock").await;
+        if e["remaining"] == 45 {
+            break;
+        }
+    }
+
+    // Node a's subscription is cut and cannot come back for a while.
+    redis_cmd(&["ACL", "SETUSER", &user.name, "off"]).await;
+    redis_cmd(&["CLIENT", "KILL", "USER", &user.name, "TYPE", "pubsub"]).await;
+    for i in 1..=10 {
+        b.buy(&li, &sale, &format!("k{i}"), "FZX", 1)
+            .await
+            .expect(201);
+    }
+    talker.chat("while you were away").await;
+    talker.chats_until(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis_cmd(&["ACL", "SETUSER", &user.name, "on"]).await;
+
+    // Nothing more happens in the sale: only catching up can tell the viewer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (mut stock_ok, mut chat_ok) = (false, false);
+    while !(stock_ok && chat_ok) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(e) = viewer.next_within(left).await else {
+            panic!("not caught up: stock {stock_ok}, chat {chat_ok}");
+        };
+        match e["type"].as_str() {
+            Some("stock") if e["remaining"] == 35 => stock_ok = true,
+            Some("chat") => {
+                assert_eq!(e["text"], "while you were away");
+                assert!(!chat_ok, "the message comes once");
+                chat_ok = true;
+            }
+            _ => {}
+        }
+    }
+}
