@@ -118,6 +118,18 @@ pub struct ServeArgs {
     /// WebSockets one user may hold on this node.
     #[arg(long, env = "LIVE_MAX_SOCKETS_PER_USER", default_value_t = 10)]
     pub max_sockets_per_user: usize,
+    /// Comma-separated CIDRs (or addresses) of the load balancers in front of
+    /// the node. From one of them, the client is the right-most untrusted
+    /// hop of `Forwarded` or `X-Forwarded-For`; from anyone else those
+    /// headers are ignored. Every per-IP limit uses that address.
+    #[arg(
+        long,
+        env = "LIVE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        value_parser = crate::http::proxy::parse_cidr
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Comma-separated origins allowed to call the API from a browser (CORS);
     /// none by default (the pages are served from the same origin).
     #[arg(long, env = "LIVE_CORS_ORIGINS", value_delimiter = ',')]
@@ -330,6 +342,27 @@ mod tests {
         assert_eq!(parse(&["live"]).unwrap().workers(), None);
         for bad in ["0", "-1", "many", ""] {
             assert!(parse(&["live", "--workers", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_bad_ones_stop_the_start() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.serve.trusted_proxies);
+        assert_eq!(parse(&["live"]).unwrap(), vec![]);
+        let nets = parse(&[
+            "live",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.168.1.7,fd00::/8",
+        ])
+        .unwrap();
+        let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        for bad in ["10.0.0.0/33", "10.0.0/8", "lb.internal", "10.0.0.0/8,,"] {
+            let e = parse(&["live", "--trusted-proxies", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a CIDR"), "{bad:?}: {e}");
         }
     }
 

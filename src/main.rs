@@ -124,6 +124,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         header_timeout: args.header_timeout.into(),
         write_timeout: args.write_timeout.into(),
         heartbeat: args.heartbeat.into(),
+        trusted_proxies: args.trusted_proxies,
         ..Default::default()
     };
     settings.cors_origins = args.cors_origins;

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::error::ApiError;
+use super::proxy::TrustedProxies;
 use super::ratelimit::RateLimiter;
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,9 @@ pub struct LimitSettings {
     pub write_timeout: Duration,
     /// The server pings every socket this often.
     pub heartbeat: Duration,
+    /// Load balancers whose forwarded client address is believed: every
+    /// per-IP limit keys on the client behind them.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Room frames a socket may fall behind by before it gets `lagged`.
     pub room_queue: usize,
 }
@@ -41,6 +45,7 @@ impl Default for LimitSettings {
             header_timeout: Duration::from_secs(15),
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
             room_queue: crate::hub::room::ROOM_QUEUE,
         }
     }
@@ -51,6 +56,8 @@ pub struct Limits {
     buy_ip: Option<RateLimiter<IpAddr>>,
     chat_ip: Option<RateLimiter<IpAddr>>,
     pub heartbeat: Duration,
+    /// Turns a peer and its forwarding headers into the client's address.
+    pub trusted_proxies: TrustedProxies,
     max_sockets: usize,
     max_per_user: usize,
     /// Open sockets per user, and in all.
@@ -68,6 +75,7 @@ impl Limits {
             buy_ip: limiter(s.buy_per_ip),
             chat_ip: limiter(s.chat_per_ip),
             heartbeat: s.heartbeat,
+            trusted_proxies: TrustedProxies::new(s.trusted_proxies.iter().copied()),
             max_sockets: s.max_sockets,
             max_per_user: s.max_sockets_per_user,
             sockets: Mutex::new((0, HashMap::new())),

@@ -332,3 +332,43 @@ async fn sockets_that_never_answer_pings_are_closed() {
         "{ended:?}"
     );
 }
+
+/// Guest sign-ups from `app` as the client `xff` claims to be.
+async fn guest_as(app: &TestApp, xff: &str) -> u16 {
+    let req = app
+        .http
+        .post(app.url("/guests"))
+        .header("X-Forwarded-For", xff)
+        .json(&json!({ "name": "Mei" }));
+    app.send(req).await.status.as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_guest_budget() {
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let app = env.node_with(settings).await;
+    // The proxy appends the address it saw to what the client sent.
+    for _ in 0..20 {
+        assert_eq!(guest_as(&app, "198.51.100.1, 203.0.113.1").await, 201);
+    }
+    assert_eq!(guest_as(&app, "198.51.100.2, 203.0.113.1").await, 429);
+    assert_eq!(guest_as(&app, "203.0.113.2").await, 201);
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_do_not_dodge_the_guest_limit() {
+    let mut env = TestEnv::embedded();
+    let app = env.node().await;
+    for i in 0..20 {
+        assert_eq!(guest_as(&app, &format!("203.0.113.{i}")).await, 201);
+    }
+    assert_eq!(guest_as(&app, "203.0.113.99").await, 429);
+    let forwarded = app
+        .http
+        .post(app.url("/guests"))
+        .header("Forwarded", "for=203.0.113.100")
+        .json(&json!({ "name": "Mei" }));
+    assert_eq!(app.send(forwarded).await.status, 429);
+}
