@@ -93,13 +93,20 @@ impl Limits {
         Ok(())
     }
 
-    /// A chat message from `ip`. (The per-user rate is the chat store's: it
-    /// holds over all nodes.)
-    pub fn chat(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        if let (Some(l), Some(ip)) = (&self.chat_ip, ip) {
-            l.check(&ip).map_err(ApiError::RateLimited)?;
-        }
-        Ok(())
+    /// Takes a chat message's token from `ip`'s bucket. It is given back
+    /// unless `ChatCharge::keep` says the message was posted: one carrier NAT
+    /// hides many viewers, and a muted or banned neighbour's refused
+    /// messages must not use up theirs. (The per-user rate is the chat
+    /// store's: it holds over all nodes.)
+    pub fn chat(self: &std::sync::Arc<Self>, ip: Option<IpAddr>) -> Result<ChatCharge, ApiError> {
+        let charged = match (&self.chat_ip, ip) {
+            (Some(l), Some(ip)) => {
+                l.check(&ip).map_err(ApiError::RateLimited)?;
+                Some((self.clone(), ip))
+            }
+            _ => None,
+        };
+        Ok(ChatCharge(charged))
     }
 
     /// Takes a socket slot for `user`; it is given back when the guard drops.
@@ -124,6 +131,27 @@ impl Limits {
             limits: self.clone(),
             user: user.to_owned(),
         })
+    }
+}
+
+/// A chat token taken from an IP's bucket, given back when dropped unless kept.
+#[must_use = "dropping the charge gives the token back"]
+pub struct ChatCharge(Option<(std::sync::Arc<Limits>, IpAddr)>);
+
+impl ChatCharge {
+    /// The message was posted: the token stays spent.
+    pub fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ChatCharge {
+    fn drop(&mut self) {
+        if let Some((limits, ip)) = self.0.take() {
+            if let Some(l) = &limits.chat_ip {
+                l.refund(&ip);
+            }
+        }
     }
 }
 
@@ -187,16 +215,32 @@ mod tests {
 
     #[test]
     fn chat_is_rate_limited_per_ip() {
-        let limits = Limits::new(&LimitSettings {
+        let limits = std::sync::Arc::new(Limits::new(&LimitSettings {
             chat_per_ip: 1.0,
             ..LimitSettings::default()
-        });
+        }));
         let (a, b) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
-        assert!(limits.chat(a).is_ok());
-        assert!(limits.chat(a).is_ok());
+        limits.chat(a).unwrap().keep();
+        limits.chat(a).unwrap().keep();
         assert!(matches!(limits.chat(a), Err(ApiError::RateLimited(_))));
         assert!(limits.chat(b).is_ok());
         // Without an address (a Unix socket, a test) there is nothing to key on.
         assert!(limits.chat(None).is_ok());
+    }
+
+    #[test]
+    fn chat_not_posted_gives_its_token_back() {
+        let limits = std::sync::Arc::new(Limits::new(&LimitSettings {
+            chat_per_ip: 1.0,
+            ..LimitSettings::default()
+        }));
+        let ip = Some([10, 0, 0, 1].into());
+        // Refused by the chat store (muted, banned, too fast): dropped.
+        for _ in 0..10 {
+            drop(limits.chat(ip).unwrap());
+        }
+        limits.chat(ip).unwrap().keep();
+        limits.chat(ip).unwrap().keep();
+        assert!(limits.chat(ip).is_err());
     }
 }

@@ -583,7 +583,8 @@ impl Socket {
                     Err(why) => return Ok(self.bad("invalid_message", why, None)),
                 };
                 // Not counted as abuse: the neighbours behind one NAT share it.
-                self.state.limits.chat(self.ip).map_err(plain)?;
+                // Given back unless posted, so refused messages do not drain it.
+                let charge = self.state.limits.chat(self.ip).map_err(plain)?;
                 let post = Post {
                     sale_id,
                     user_id: self.who.user_id.clone(),
@@ -607,6 +608,7 @@ impl Socket {
                 }
                 Ok(match posted {
                     Posted::Sent(_) => {
+                        charge.keep();
                         live.stats.chat(sale_id);
                         Outcome::Nothing
                     }

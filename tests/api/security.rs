@@ -372,3 +372,28 @@ async fn forwarded_headers_from_an_untrusted_peer_do_not_dodge_the_guest_limit()
         .json(&json!({ "name": "Mei" }));
     assert_eq!(app.send(forwarded).await.status, 429);
 }
+
+#[tokio::test]
+async fn refused_chat_does_not_drain_the_ip_budget_of_neighbours() {
+    // Burst 2 for the address, shared by everyone behind it.
+    let (env, app, sale) = limited_sale(10, 5, |l| l.chat_per_ip = 1.0).await;
+    let (mut host, _) = app.join(&sale, &env.token(Role::Host, "alice"), None).await;
+    let (mut mei, _) = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    let (mut li, _) = app.join(&sale, &env.token(Role::Viewer, "li"), None).await;
+    host.send(json!({ "type": "mute", "user_id": "mei", "secs": 60 }))
+        .await;
+    host.ping("muted").await;
+    for _ in 0..6 {
+        mei.chat("let me speak").await;
+        let (code, e) = mei.error().await;
+        assert_eq!(code, "muted", "{e}");
+    }
+    // Her neighbour on the same address still has the whole burst.
+    for text in ["one", "two"] {
+        li.chat(text).await;
+        while li.next_of("chat").await["text"] != text {}
+    }
+    li.chat("three").await;
+    let (code, e) = li.error().await;
+    assert_eq!(code, "rate_limited", "{e}");
+}
