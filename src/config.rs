@@ -118,6 +118,13 @@ pub struct ServeArgs {
     /// WebSockets one user may hold on this node.
     #[arg(long, env = "LIVE_MAX_SOCKETS_PER_USER", default_value_t = 10)]
     pub max_sockets_per_user: usize,
+    /// WebSockets one client IP may hold on this node (a carrier NAT hides
+    /// many viewers).
+    #[arg(long, env = "LIVE_MAX_SOCKETS_PER_IP", default_value_t = 200)]
+    pub max_sockets_per_ip: usize,
+    /// Of those, guests' (anyone can mint guest tokens).
+    #[arg(long, env = "LIVE_MAX_GUEST_SOCKETS_PER_IP", default_value_t = 20)]
+    pub max_guest_sockets_per_ip: usize,
     /// Comma-separated CIDRs (or addresses) of the load balancers in front of
     /// the node. From one of them, the client is the right-most untrusted
     /// hop of `Forwarded` or `X-Forwarded-For`; from anyone else those

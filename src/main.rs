@@ -121,6 +121,8 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         chat_per_ip: args.chat_ip_rate,
         max_sockets: args.max_sockets,
         max_sockets_per_user: args.max_sockets_per_user,
+        max_sockets_per_ip: args.max_sockets_per_ip,
+        max_guest_sockets_per_ip: args.max_guest_sockets_per_ip,
         header_timeout: args.header_timeout.into(),
         write_timeout: args.write_timeout.into(),
         heartbeat: args.heartbeat.into(),

@@ -75,8 +75,9 @@ pub async fn live(
     if state.live.chat.is_banned(sale_id, &who.user_id).await? {
         return Err(ApiError::Banned);
     }
-    // Refused before the upgrade (503): a full node or a user with too many tabs.
-    let slot = state.limits.socket(&who.user_id)?;
+    // Refused before the upgrade (503): a full node, a user with too many
+    // tabs, or one address (guests sooner) holding too many sockets.
+    let slot = state.limits.socket(&who, ip)?;
     let since = q.since;
     Ok(upgrade
         // Larger than the contract's 4 KiB so we can close with 1009 ourselves.

@@ -397,3 +397,72 @@ async fn refused_chat_does_not_drain_the_ip_budget_of_neighbours() {
     let (code, e) = li.error().await;
     assert_eq!(code, "rate_limited", "{e}");
 }
+
+async fn guest_token(app: &TestApp) -> String {
+    app.post("/guests", None, json!({ "name": "Mei" }))
+        .await
+        .expect(201)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn assert_socket_refused(app: &TestApp, sale: &str, token: &str) {
+    match app.connect(app.live_url(sale, token, None)).await {
+        Err(r) => {
+            assert_eq!(r.status, 503);
+            assert_eq!(r.code(), "unavailable");
+        }
+        Ok(_) => panic!("a socket over the cap was let in"),
+    }
+}
+
+#[tokio::test]
+async fn sockets_per_ip_are_capped_lower_for_guests() {
+    let (env, app, sale) = limited_sale(10, 5, |l| {
+        l.max_sockets_per_ip = 3;
+        l.max_guest_sockets_per_ip = 2;
+    })
+    .await;
+    let (g1, _) = app.join(&sale, &guest_token(&app).await, None).await;
+    let _g2 = app.join(&sale, &guest_token(&app).await, None).await;
+    assert_socket_refused(&app, &sale, &guest_token(&app).await).await;
+    // Signed-in viewers from the same address fill the rest of its cap.
+    let _mei = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    let li = env.token(Role::Viewer, "li");
+    assert_socket_refused(&app, &sale, &li).await;
+    // A closed socket gives its place back.
+    drop(g1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while app.connect(app.live_url(&sale, &li, None)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sockets_per_ip_count_the_client_behind_a_trusted_proxy() {
+    let (env, app, sale) = limited_sale(10, 5, |l| {
+        l.max_sockets_per_ip = 1;
+        l.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let from = |user: &str, client: &str| {
+        let mut req = app
+            .live_url(&sale, &env.token(Role::Viewer, user), None)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    let _a = app.connect(from("mei", "203.0.113.1")).await.unwrap();
+    let _b = app.connect(from("li", "203.0.113.2")).await.unwrap();
+    let again = app.connect(from("zhao", "203.0.113.1")).await;
+    assert_eq!(again.err().map(|r| r.status), Some(503));
+}
