@@ -106,12 +106,26 @@ pub struct ServeArgs {
     /// previous response (slow and idle clients are dropped).
     #[arg(long, env = "LIVE_HEADER_TIMEOUT", default_value = "15s")]
     pub header_timeout: humantime::Duration,
+    /// A request body must arrive whole within this of its head (408 and the
+    /// connection closed otherwise). Responses, WebSockets and event streams
+    /// are not timed by it.
+    #[arg(long, env = "LIVE_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: humantime::Duration,
     /// A connection whose writes make no progress for this long is dropped.
     #[arg(long, env = "LIVE_WRITE_TIMEOUT", default_value = "30s")]
     pub write_timeout: humantime::Duration,
     /// WebSockets are pinged this often; two unanswered pings close them.
     #[arg(long, env = "LIVE_HEARTBEAT", default_value = "30s")]
     pub heartbeat: humantime::Duration,
+    /// Connections this node keeps open at most, WebSockets included; over
+    /// it, new ones are closed at once. Keep it under the process's open-file
+    /// limit (`ulimit -n`) with room for the database and Redis pools.
+    #[arg(long, env = "LIVE_MAX_CONNECTIONS", default_value_t = 16_000)]
+    pub max_connections: usize,
+    /// Connections one peer address may keep open (trusted proxies are not
+    /// capped: they carry everyone).
+    #[arg(long, env = "LIVE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
     /// WebSockets this node accepts at most.
     #[arg(long, env = "LIVE_MAX_SOCKETS", default_value_t = 50_000)]
     pub max_sockets: usize,

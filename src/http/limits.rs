@@ -21,6 +21,10 @@ pub struct LimitSettings {
     pub buy_per_ip: f64,
     /// Chat messages a second per client IP over all its sockets; 0: none.
     pub chat_per_ip: f64,
+    /// Connections of all kinds (WebSockets included), and per peer
+    /// address; see `server::Caps`.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub max_sockets: usize,
     pub max_sockets_per_user: usize,
     /// WebSockets from one client IP: a NAT hides many viewers, but one
@@ -31,6 +35,7 @@ pub struct LimitSettings {
     pub max_guest_sockets_per_ip: usize,
     /// See `server::Timeouts`.
     pub header_timeout: Duration,
+    pub request_timeout: Duration,
     pub write_timeout: Duration,
     /// The server pings every socket this often.
     pub heartbeat: Duration,
@@ -47,11 +52,16 @@ impl Default for LimitSettings {
             buy_per_user: 20.0,
             buy_per_ip: 1000.0,
             chat_per_ip: 100.0,
+            // Under the usual 20,000 open files of a process, with room
+            // for the pools, logs and the listener.
+            max_connections: 16_000,
+            max_connections_per_ip: 256,
             max_sockets: 50_000,
             max_sockets_per_user: 10,
             max_sockets_per_ip: 200,
             max_guest_sockets_per_ip: 20,
             header_timeout: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             heartbeat: Duration::from_secs(30),
             trusted_proxies: Vec::new(),

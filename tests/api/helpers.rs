@@ -116,6 +116,7 @@ impl TestEnv {
         settings.limits.chat_per_ip = 0.0;
         settings.limits.max_sockets_per_user = 1000;
         settings.limits.max_sockets_per_ip = 100_000;
+        settings.limits.max_connections_per_ip = 100_000;
         settings.limits.max_guest_sockets_per_ip = 100_000;
         settings
     }
