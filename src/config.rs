@@ -106,18 +106,51 @@ pub struct ServeArgs {
     /// previous response (slow and idle clients are dropped).
     #[arg(long, env = "LIVE_HEADER_TIMEOUT", default_value = "15s")]
     pub header_timeout: humantime::Duration,
+    /// A request body must arrive whole within this of its head (408 and the
+    /// connection closed otherwise). Responses, WebSockets and event streams
+    /// are not timed by it.
+    #[arg(long, env = "LIVE_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: humantime::Duration,
     /// A connection whose writes make no progress for this long is dropped.
     #[arg(long, env = "LIVE_WRITE_TIMEOUT", default_value = "30s")]
     pub write_timeout: humantime::Duration,
     /// WebSockets are pinged this often; two unanswered pings close them.
     #[arg(long, env = "LIVE_HEARTBEAT", default_value = "30s")]
     pub heartbeat: humantime::Duration,
+    /// Connections this node keeps open at most, WebSockets included; over
+    /// it, new ones are closed at once. Keep it under the process's open-file
+    /// limit (`ulimit -n`) with room for the database and Redis pools.
+    #[arg(long, env = "LIVE_MAX_CONNECTIONS", default_value_t = 16_000)]
+    pub max_connections: usize,
+    /// Connections one peer address may keep open (trusted proxies are not
+    /// capped: they carry everyone).
+    #[arg(long, env = "LIVE_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
     /// WebSockets this node accepts at most.
     #[arg(long, env = "LIVE_MAX_SOCKETS", default_value_t = 50_000)]
     pub max_sockets: usize,
     /// WebSockets one user may hold on this node.
     #[arg(long, env = "LIVE_MAX_SOCKETS_PER_USER", default_value_t = 10)]
     pub max_sockets_per_user: usize,
+    /// WebSockets one client IP may hold on this node (a carrier NAT hides
+    /// many viewers).
+    #[arg(long, env = "LIVE_MAX_SOCKETS_PER_IP", default_value_t = 200)]
+    pub max_sockets_per_ip: usize,
+    /// Of those, guests' (anyone can mint guest tokens).
+    #[arg(long, env = "LIVE_MAX_GUEST_SOCKETS_PER_IP", default_value_t = 20)]
+    pub max_guest_sockets_per_ip: usize,
+    /// Comma-separated CIDRs (or addresses) of the load balancers in front of
+    /// the node. From one of them, the client is the right-most untrusted
+    /// hop of `Forwarded` or `X-Forwarded-For`; from anyone else those
+    /// headers are ignored. Every per-IP limit uses that address.
+    #[arg(
+        long,
+        env = "LIVE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR",
+        value_parser = crate::http::proxy::parse_cidr
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Comma-separated origins allowed to call the API from a browser (CORS);
     /// none by default (the pages are served from the same origin).
     #[arg(long, env = "LIVE_CORS_ORIGINS", value_delimiter = ',')]
@@ -330,6 +363,27 @@ mod tests {
         assert_eq!(parse(&["live"]).unwrap().workers(), None);
         for bad in ["0", "-1", "many", ""] {
             assert!(parse(&["live", "--workers", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_bad_ones_stop_the_start() {
+        use clap::Parser;
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.serve.trusted_proxies);
+        assert_eq!(parse(&["live"]).unwrap(), vec![]);
+        let nets = parse(&[
+            "live",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.168.1.7,fd00::/8",
+        ])
+        .unwrap();
+        let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        for bad in ["10.0.0.0/33", "10.0.0/8", "lb.internal", "10.0.0.0/8,,"] {
+            let e = parse(&["live", "--trusted-proxies", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a CIDR"), "{bad:?}: {e}");
         }
     }
 

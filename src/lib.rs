@@ -234,6 +234,7 @@ pub struct Node {
     shutdown: CancellationToken,
     workers: tokio_util::task::TaskTracker,
     timeouts: http::server::Timeouts,
+    caps: http::server::Caps,
     _backends: Backends,
 }
 
@@ -327,7 +328,15 @@ impl Node {
             workers,
             timeouts: http::server::Timeouts {
                 header: settings.limits.header_timeout,
+                request: settings.limits.request_timeout,
                 write: settings.limits.write_timeout,
+            },
+            caps: http::server::Caps {
+                max_connections: settings.limits.max_connections,
+                max_connections_per_ip: settings.limits.max_connections_per_ip,
+                trusted_proxies: http::proxy::TrustedProxies::new(
+                    settings.limits.trusted_proxies.iter().copied(),
+                ),
             },
             _backends: backends,
         })
@@ -336,7 +345,14 @@ impl Node {
     /// Serves until `shutdown`, then lets in-flight requests and workers finish.
     pub async fn serve(self, listener: TcpListener) -> Result<(), StartError> {
         let app = http::app(self.state.clone());
-        http::server::serve(listener, app, self.timeouts, self.shutdown.clone()).await;
+        http::server::serve(
+            listener,
+            app,
+            self.timeouts,
+            self.caps,
+            self.shutdown.clone(),
+        )
+        .await;
         self.workers.close();
         self.workers.wait().await;
         Ok(())

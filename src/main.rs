@@ -102,11 +102,26 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     if !(args.chat_rate > 0.0 && args.chat_rate <= 100.0) || args.chat_burst == 0 {
         return Err("--chat-rate must be in (0, 100] and --chat-burst at least 1".into());
     }
-    if [args.header_timeout, args.write_timeout, args.heartbeat]
-        .iter()
-        .any(|d| d.is_zero())
+    if [
+        args.header_timeout,
+        args.request_timeout,
+        args.write_timeout,
+        args.heartbeat,
+    ]
+    .iter()
+    .any(|d| d.is_zero())
     {
-        return Err("--header-timeout, --write-timeout and --heartbeat must be above zero".into());
+        return Err("--header-timeout, --request-timeout, --write-timeout and --heartbeat must be above zero".into());
+    }
+    if [
+        args.max_connections,
+        args.max_connections_per_ip,
+        args.max_sockets_per_ip,
+        args.max_guest_sockets_per_ip,
+    ]
+    .contains(&0)
+    {
+        return Err("--max-connections, --max-connections-per-ip, --max-sockets-per-ip and --max-guest-sockets-per-ip must be at least 1".into());
     }
     let mut settings = Settings::new(mode, secret, args.store.redis_prefix);
     settings.guests = args.guests.unwrap_or(embedded);
@@ -121,9 +136,15 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         chat_per_ip: args.chat_ip_rate,
         max_sockets: args.max_sockets,
         max_sockets_per_user: args.max_sockets_per_user,
+        max_sockets_per_ip: args.max_sockets_per_ip,
+        max_guest_sockets_per_ip: args.max_guest_sockets_per_ip,
         header_timeout: args.header_timeout.into(),
+        request_timeout: args.request_timeout.into(),
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
         write_timeout: args.write_timeout.into(),
         heartbeat: args.heartbeat.into(),
+        trusted_proxies: args.trusted_proxies,
         ..Default::default()
     };
     settings.cors_origins = args.cors_origins;

@@ -98,18 +98,24 @@ pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The peer's address, when served over a socket (absent in oneshot tests).
+/// The client's address: the peer's, or behind a trusted proxy the one it
+/// forwarded (`proxy::TrustedProxies::client`). Absent in oneshot tests.
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
+                state
+                    .limits
+                    .trusted_proxies
+                    .client(c.0.ip(), &parts.headers)
+            }),
         ))
     }
 }

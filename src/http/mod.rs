@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 mod orders;
+pub mod proxy;
 pub mod ratelimit;
 mod sales;
 pub mod server;

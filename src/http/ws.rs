@@ -75,8 +75,9 @@ pub async fn live(
     if state.live.chat.is_banned(sale_id, &who.user_id).await? {
         return Err(ApiError::Banned);
     }
-    // Refused before the upgrade (503): a full node or a user with too many tabs.
-    let slot = state.limits.socket(&who.user_id)?;
+    // Refused before the upgrade (503): a full node, a user with too many
+    // tabs, or one address (guests sooner) holding too many sockets.
+    let slot = state.limits.socket(&who, ip)?;
     let since = q.since;
     Ok(upgrade
         // Larger than the contract's 4 KiB so we can close with 1009 ourselves.
@@ -583,7 +584,8 @@ impl Socket {
                     Err(why) => return Ok(self.bad("invalid_message", why, None)),
                 };
                 // Not counted as abuse: the neighbours behind one NAT share it.
-                self.state.limits.chat(self.ip).map_err(plain)?;
+                // Given back unless posted, so refused messages do not drain it.
+                let charge = self.state.limits.chat(self.ip).map_err(plain)?;
                 let post = Post {
                     sale_id,
                     user_id: self.who.user_id.clone(),
@@ -607,6 +609,7 @@ impl Socket {
                 }
                 Ok(match posted {
                     Posted::Sent(_) => {
+                        charge.keep();
                         live.stats.chat(sale_id);
                         Outcome::Nothing
                     }

@@ -115,6 +115,9 @@ impl TestEnv {
         settings.limits.buy_per_ip = 0.0;
         settings.limits.chat_per_ip = 0.0;
         settings.limits.max_sockets_per_user = 1000;
+        settings.limits.max_sockets_per_ip = 100_000;
+        settings.limits.max_connections_per_ip = 100_000;
+        settings.limits.max_guest_sockets_per_ip = 100_000;
         settings
     }
 

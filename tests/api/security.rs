@@ -332,3 +332,306 @@ async fn sockets_that_never_answer_pings_are_closed() {
         "{ended:?}"
     );
 }
+
+/// Guest sign-ups from `app` as the client `xff` claims to be.
+async fn guest_as(app: &TestApp, xff: &str) -> u16 {
+    let req = app
+        .http
+        .post(app.url("/guests"))
+        .header("X-Forwarded-For", xff)
+        .json(&json!({ "name": "Mei" }));
+    app.send(req).await.status.as_u16()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_guest_budget() {
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    let app = env.node_with(settings).await;
+    // The proxy appends the address it saw to what the client sent.
+    for _ in 0..20 {
+        assert_eq!(guest_as(&app, "198.51.100.1, 203.0.113.1").await, 201);
+    }
+    assert_eq!(guest_as(&app, "198.51.100.2, 203.0.113.1").await, 429);
+    assert_eq!(guest_as(&app, "203.0.113.2").await, 201);
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_an_untrusted_peer_do_not_dodge_the_guest_limit() {
+    let mut env = TestEnv::embedded();
+    let app = env.node().await;
+    for i in 0..20 {
+        assert_eq!(guest_as(&app, &format!("203.0.113.{i}")).await, 201);
+    }
+    assert_eq!(guest_as(&app, "203.0.113.99").await, 429);
+    let forwarded = app
+        .http
+        .post(app.url("/guests"))
+        .header("Forwarded", "for=203.0.113.100")
+        .json(&json!({ "name": "Mei" }));
+    assert_eq!(app.send(forwarded).await.status, 429);
+}
+
+#[tokio::test]
+async fn refused_chat_does_not_drain_the_ip_budget_of_neighbours() {
+    // Burst 2 for the address, shared by everyone behind it.
+    let (env, app, sale) = limited_sale(10, 5, |l| l.chat_per_ip = 1.0).await;
+    let (mut host, _) = app.join(&sale, &env.token(Role::Host, "alice"), None).await;
+    let (mut mei, _) = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    let (mut li, _) = app.join(&sale, &env.token(Role::Viewer, "li"), None).await;
+    host.send(json!({ "type": "mute", "user_id": "mei", "secs": 60 }))
+        .await;
+    host.ping("muted").await;
+    for _ in 0..6 {
+        mei.chat("let me speak").await;
+        let (code, e) = mei.error().await;
+        assert_eq!(code, "muted", "{e}");
+    }
+    // Her neighbour on the same address still has the whole burst.
+    for text in ["one", "two"] {
+        li.chat(text).await;
+        while li.next_of("chat").await["text"] != text {}
+    }
+    li.chat("three").await;
+    let (code, e) = li.error().await;
+    assert_eq!(code, "rate_limited", "{e}");
+}
+
+async fn guest_token(app: &TestApp) -> String {
+    app.post("/guests", None, json!({ "name": "Mei" }))
+        .await
+        .expect(201)
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn assert_socket_refused(app: &TestApp, sale: &str, token: &str) {
+    match app.connect(app.live_url(sale, token, None)).await {
+        Err(r) => {
+            assert_eq!(r.status, 503);
+            assert_eq!(r.code(), "unavailable");
+        }
+        Ok(_) => panic!("a socket over the cap was let in"),
+    }
+}
+
+#[tokio::test]
+async fn sockets_per_ip_are_capped_lower_for_guests() {
+    let (env, app, sale) = limited_sale(10, 5, |l| {
+        l.max_sockets_per_ip = 3;
+        l.max_guest_sockets_per_ip = 2;
+    })
+    .await;
+    let (g1, _) = app.join(&sale, &guest_token(&app).await, None).await;
+    let _g2 = app.join(&sale, &guest_token(&app).await, None).await;
+    assert_socket_refused(&app, &sale, &guest_token(&app).await).await;
+    // Signed-in viewers from the same address fill the rest of its cap.
+    let _mei = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    let li = env.token(Role::Viewer, "li");
+    assert_socket_refused(&app, &sale, &li).await;
+    // A closed socket gives its place back.
+    drop(g1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while app.connect(app.live_url(&sale, &li, None)).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sockets_per_ip_count_the_client_behind_a_trusted_proxy() {
+    let (env, app, sale) = limited_sale(10, 5, |l| {
+        l.max_sockets_per_ip = 1;
+        l.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let from = |user: &str, client: &str| {
+        let mut req = app
+            .live_url(&sale, &env.token(Role::Viewer, user), None)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    let _a = app.connect(from("mei", "203.0.113.1")).await.unwrap();
+    let _b = app.connect(from("li", "203.0.113.2")).await.unwrap();
+    let again = app.connect(from("zhao", "203.0.113.1")).await;
+    assert_eq!(again.err().map(|r| r.status), Some(503));
+}
+
+#[tokio::test]
+async fn slow_request_bodies_are_cut_at_the_request_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.limits.header_timeout = Duration::from_secs(10);
+    settings.limits.request_timeout = Duration::from_millis(500);
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+
+    // A whole head, then a 64 KiB body a byte at a time: answered 408 and
+    // closed at the deadline, not held for as long as the client likes.
+    let slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut read, mut write) = slow.into_split();
+    write
+        .write_all(
+            b"POST /api/v1/guests HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 65536\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let drip = tokio::spawn(async move {
+        while write.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read_to_end(&mut read, &mut got),
+    )
+    .await;
+    drip.abort();
+    assert!(closed.is_ok(), "a trickled body held the connection");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("request_timeout"), "{got}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // Bodies that arrive in time, and responses that last, are untouched.
+    app.post("/guests", None, json!({ "name": "Mei" }))
+        .await
+        .expect(201);
+    let (mut ws, _) = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    let dashboard = app
+        .http
+        .get(app.url(&format!("/sales/{sale}/dashboard")))
+        .bearer_auth(&host)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ws.ping("still open").await;
+    let mut dashboard = dashboard;
+    let mut events = 0;
+    while events < 2 {
+        let chunk = tokio::time::timeout(Duration::from_secs(3), dashboard.chunk())
+            .await
+            .expect("the dashboard stream stalled")
+            .unwrap()
+            .expect("the dashboard stream ended");
+        events += String::from_utf8_lossy(&chunk).matches("data:").count();
+    }
+}
+
+/// A connection from `from` (a loopback address) that the node answered, or
+/// `None` if it was closed at once.
+async fn connection_from(app: &TestApp, from: [u8; 4]) -> Option<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut s = socket.connect(app.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"}") {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("neither answered nor closed"),
+        }
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    Some(s)
+}
+
+/// Retries until a connection from `from` is let in (a closed one's place
+/// is given back once the node has seen it close).
+async fn connection_eventually(app: &TestApp, from: [u8; 4]) -> tokio::net::TcpStream {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(s) = connection_from(app, from).await {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no place came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_ip_and_per_node() {
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.limits.max_connections = 5;
+    settings.limits.max_connections_per_ip = 3;
+    let app = env.node_with(settings).await;
+    let (a, b, c) = ([127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]);
+    let mut from_a = Vec::new();
+    for _ in 0..3 {
+        from_a.push(connection_from(&app, a).await.expect("under the cap"));
+    }
+    assert!(
+        connection_from(&app, a).await.is_none(),
+        "over the per-IP cap"
+    );
+    // Another address still gets in, up to the node's cap.
+    let _b1 = connection_from(&app, b).await.expect("another address");
+    let _b2 = connection_from(&app, b).await.expect("another address");
+    assert!(
+        connection_from(&app, c).await.is_none(),
+        "over the node's cap"
+    );
+    // Closing a connection gives its place back.
+    drop(from_a.pop());
+    let _a = connection_eventually(&app, a).await;
+    assert!(
+        connection_from(&app, c).await.is_none(),
+        "the node is full again"
+    );
+    drop(from_a);
+    let _c = connection_eventually(&app, c).await;
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_not_capped_per_ip_and_websockets_hold_their_place() {
+    let (env, app, sale) = limited_sale(10, 5, |l| {
+        l.max_connections = 8;
+        l.max_connections_per_ip = 2;
+        l.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let (proxy, other) = ([127, 0, 0, 1], [127, 0, 0, 2]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            connection_from(&app, proxy)
+                .await
+                .expect("a proxy is not capped"),
+        );
+    }
+    let _o1 = connection_from(&app, other).await.expect("under the cap");
+    let _o2 = connection_from(&app, other).await.expect("under the cap");
+    assert!(connection_from(&app, other).await.is_none());
+    // An upgraded WebSocket keeps its connection's place: with it open the
+    // node fills up...
+    let (ws, _) = app.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
+    while let Some(s) = connection_from(&app, proxy).await {
+        held.push(s);
+        assert!(held.len() < 10, "the node's cap never applied");
+    }
+    // ...and its place comes back when it closes.
+    drop(ws);
+    let _p = connection_eventually(&app, proxy).await;
+}
