@@ -184,9 +184,12 @@ pub struct TokenArgs {
     /// Display name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Lifetime, e.g. 30m, 12h, 7d.
+    /// Lifetime, e.g. 30m, 12h, 7d; at most 30 days unless --force.
     #[arg(long, default_value = "12h")]
     pub ttl: humantime::Duration,
+    /// Mint a token living longer than 30 days (it cannot be revoked before it expires).
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -256,6 +259,8 @@ impl StoreArgs {
 }
 
 pub const MIN_SECRET_BYTES: usize = 32;
+/// A token cannot be revoked: one that outlives a month is refused unless forced.
+pub const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// The secret for this mode: given, or (embedded only) made once and kept.
 pub fn resolve_secret(mode: &Mode, given: Option<Secret>) -> Result<Secret, ConfigError> {

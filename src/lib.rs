@@ -307,6 +307,13 @@ impl Node {
             stats,
             presence: backends.presence.clone(),
             rebuild: rebuilder.clone(),
+            moderation: Arc::new(hub::moderation::Moderation {
+                catalog: catalog.clone(),
+                chat: backends.chat.clone(),
+                inventory: backends.inventory.clone(),
+                orders: orders.clone(),
+                bus: backends.bus.clone(),
+            }),
         });
         let state = AppState::new(http::Shared {
             live,

@@ -66,6 +66,13 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Some(Command::Token(args)) => {
+            let ttl: std::time::Duration = args.ttl.into();
+            if ttl > lychee_live::config::MAX_TOKEN_TTL && !args.force {
+                return Err(
+                    "--ttl over 30 days: tokens cannot be revoked; add --force if you mean it"
+                        .into(),
+                );
+            }
             let mode = args.store.mode()?;
             let secret = resolve_secret(&mode, args.secret.jwt_secret)?;
             let who = Identity {
@@ -73,8 +80,7 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 name: args.name,
                 role: args.role.parse()?,
             };
-            let minted =
-                TokenKeys::new(&secret)?.mint(&who, args.ttl.into(), chrono::Utc::now())?;
+            let minted = TokenKeys::new(&secret)?.mint(&who, ttl, chrono::Utc::now())?;
             println!("{}", minted.token);
             Ok(())
         }

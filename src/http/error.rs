@@ -208,6 +208,20 @@ impl From<crate::hub::chat::ChatError> for ApiError {
     }
 }
 
+impl From<crate::hub::moderation::ModerationError> for ApiError {
+    fn from(e: crate::hub::moderation::ModerationError) -> Self {
+        use crate::hub::moderation::ModerationError as M;
+        match e {
+            M::Forbidden(why) => ApiError::Forbidden(why.into()),
+            M::BadUser => ApiError::BadRequest(e.to_string()),
+            M::Catalog(e) => e.into(),
+            M::Chat(e) => e.into(),
+            M::Inventory(e) => e.into(),
+            M::Orders(e) => e.into(),
+        }
+    }
+}
+
 impl From<RebuildError> for ApiError {
     fn from(e: RebuildError) -> Self {
         match e {

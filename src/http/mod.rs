@@ -4,6 +4,7 @@ mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod limits;
+mod moderation;
 mod orders;
 pub mod proxy;
 pub mod ratelimit;
@@ -91,6 +92,8 @@ pub struct Live {
     pub presence: Arc<dyn Presence>,
     /// Rebuilds a sale's live state when chat finds it missing.
     pub rebuild: Arc<crate::orders::rebuild::Rebuilder>,
+    /// Bans and unbans, over REST and the socket alike.
+    pub moderation: Arc<crate::hub::moderation::Moderation>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -100,6 +103,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1",
             sales::router()
                 .merge(orders::router())
+                .merge(moderation::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )

@@ -65,16 +65,18 @@ pub async fn live(
     let token = super::extract::bearer_header(&headers)
         .or(q.access_token.as_deref())
         .ok_or(IdentityError::Missing)?;
-    let who = state.keys.verify(token)?;
+    let (who, expires_at) = state.keys.verify_until(token)?;
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    state
+    let facts = state
         .catalog
         .facts(sale_id, None)
         .await?
         .ok_or(ApiError::NotFound("sale not found".into()))?;
-    if state.live.chat.is_banned(sale_id, &who.user_id).await? {
+    // A ban never keeps out whoever may manage the sale.
+    if !who.may_manage(&facts.host_id) && state.live.chat.is_banned(sale_id, &who.user_id).await? {
         return Err(ApiError::Banned);
     }
+    state.live.moderation.seen(&who).await;
     // Refused before the upgrade (503): a full node, a user with too many
     // tabs, or one address (guests sooner) holding too many sockets.
     let slot = state.limits.socket(&who, ip)?;
@@ -89,7 +91,7 @@ pub async fn live(
         .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
-            run(socket, state, who, ip, sale_id, since).await;
+            run(socket, state, who, expires_at, ip, sale_id, since).await;
         })
         .into_response())
 }
@@ -125,6 +127,9 @@ enum ClientMessage {
         secs: u32,
     },
     Ban {
+        user_id: String,
+    },
+    Unban {
         user_id: String,
     },
     SlowMode {
@@ -196,10 +201,12 @@ struct Socket {
     bad: VecDeque<Instant>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     socket: WebSocket,
     state: AppState,
     who: Identity,
+    expires_at: chrono::DateTime<chrono::Utc>,
     ip: Option<std::net::IpAddr>,
     sale_id: Uuid,
     since: Option<u64>,
@@ -249,11 +256,21 @@ async fn run(
     let mut heartbeat = tokio::time::interval(beat);
     heartbeat.tick().await;
     let mut heard = Instant::now();
+    // The socket lives no longer than the token it was opened with.
+    let left = (expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
     loop {
         tokio::select! {
             biased;
             _ = shutdown.as_mut() => {
                 let _ = send_close(&mut sink, 1001, "server shutting down").await;
+                return;
+            }
+            _ = expiry.as_mut() => {
+                let _ = send_close(&mut sink, 4001, "token expired: sign in again").await;
                 return;
             }
             _ = heartbeat.tick() => {
@@ -722,18 +739,17 @@ impl Socket {
                 Ok(Outcome::Nothing)
             }
             ClientMessage::Ban { user_id } => {
-                self.may_manage().await.map_err(plain)?;
-                live.chat
-                    .ban(sale_id, &user_id)
+                live.moderation
+                    .ban(&self.who, sale_id, &user_id)
                     .await
                     .map_err(|e| plain(e.into()))?;
-                self.state
-                    .orders
-                    .inventory()
-                    .ban(sale_id, &user_id)
+                Ok(Outcome::Nothing)
+            }
+            ClientMessage::Unban { user_id } => {
+                live.moderation
+                    .unban(&self.who, sale_id, &user_id)
                     .await
                     .map_err(|e| plain(e.into()))?;
-                live.hub.bus().publish(sale_id, SaleEvent::Kick { user_id });
                 Ok(Outcome::Nothing)
             }
             ClientMessage::SlowMode { secs } => {

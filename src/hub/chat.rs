@@ -104,7 +104,14 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn delete(&self, sale_id: Uuid, seq: u64) -> Result<bool, ChatError>;
     async fn mute(&self, sale_id: Uuid, user_id: &str, secs: u32) -> Result<(), ChatError>;
     async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError>;
+    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError>;
     async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError>;
+    /// The sale's banned user ids, sorted.
+    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, ChatError>;
+    /// Remembers a user id that signed in as an operator: tokens carry the
+    /// role, user ids do not, and an operator must never be banned.
+    async fn note_operator(&self, user_id: &str) -> Result<(), ChatError>;
+    async fn is_operator(&self, user_id: &str) -> Result<bool, ChatError>;
     async fn slow_mode(&self, sale_id: Uuid) -> Result<u32, ChatError>;
     async fn set_slow_mode(&self, sale_id: Uuid, secs: u32) -> Result<(), ChatError>;
 }
@@ -277,11 +284,41 @@ impl ChatStore for RedisChat {
         Ok(())
     }
 
+    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
+        self.conn
+            .clone()
+            .srem::<_, _, ()>(self.keys.bans(sale_id), user_id)
+            .await?;
+        Ok(())
+    }
+
     async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError> {
         Ok(self
             .conn
             .clone()
             .sismember(self.keys.bans(sale_id), user_id)
+            .await?)
+    }
+
+    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, ChatError> {
+        let mut bans: Vec<String> = self.conn.clone().smembers(self.keys.bans(sale_id)).await?;
+        bans.sort();
+        Ok(bans)
+    }
+
+    async fn note_operator(&self, user_id: &str) -> Result<(), ChatError> {
+        self.conn
+            .clone()
+            .sadd::<_, _, ()>(self.keys.operators(), user_id)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_operator(&self, user_id: &str) -> Result<bool, ChatError> {
+        Ok(self
+            .conn
+            .clone()
+            .sismember(self.keys.operators(), user_id)
             .await?)
     }
 
@@ -308,6 +345,8 @@ pub struct MemoryChat {
     bus: Arc<dyn EventBus>,
     rate: ChatRate,
     sales: Mutex<HashMap<Uuid, SaleChat>>,
+    /// Short sections, no await: std mutex.
+    operators: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -328,6 +367,7 @@ impl MemoryChat {
             bus,
             rate,
             sales: Mutex::new(HashMap::new()),
+            operators: Mutex::default(),
         }
     }
 
@@ -348,7 +388,8 @@ impl ChatStore for MemoryChat {
         let now = Instant::now();
         let rate = self.rate;
         let posted = self.with(p.sale_id, |c| {
-            if c.bans.contains(&p.user_id) {
+            // A ban never locks out whoever may manage the sale.
+            if !p.moderator && c.bans.contains(&p.user_id) {
                 return Posted::Banned;
             }
             if !p.moderator {
@@ -433,8 +474,35 @@ impl ChatStore for MemoryChat {
         Ok(())
     }
 
+    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
+        self.with(sale_id, |c| c.bans.remove(user_id));
+        Ok(())
+    }
+
     async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError> {
         Ok(self.with(sale_id, |c| c.bans.contains(user_id)))
+    }
+
+    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, ChatError> {
+        let mut bans: Vec<String> = self.with(sale_id, |c| c.bans.iter().cloned().collect());
+        bans.sort();
+        Ok(bans)
+    }
+
+    async fn note_operator(&self, user_id: &str) -> Result<(), ChatError> {
+        self.operators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user_id.to_owned());
+        Ok(())
+    }
+
+    async fn is_operator(&self, user_id: &str) -> Result<bool, ChatError> {
+        Ok(self
+            .operators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(user_id))
     }
 
     async fn slow_mode(&self, sale_id: Uuid) -> Result<u32, ChatError> {

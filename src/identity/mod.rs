@@ -102,11 +102,11 @@ struct Verified {
 const VERIFIED_KEPT: usize = 10_000;
 
 impl Verified {
-    fn get(&self, token: &str, now: i64) -> Option<Identity> {
+    fn get(&self, token: &str, now: i64) -> Option<(Identity, i64)> {
         // Short sections, no await: std mutex.
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         match tokens.get(token) {
-            Some((who, exp)) if now < *exp => Some(who.clone()),
+            Some((who, exp)) if now < *exp => Some((who.clone(), *exp)),
             _ => None,
         }
     }
@@ -126,6 +126,11 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
+/// `exp` as a time; one past chrono's range is as good as never.
+fn expiry(exp: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(exp, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A freshly minted token.
 #[derive(Debug, Clone, Serialize)]
 pub struct Minted {
@@ -141,6 +146,8 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 0;
         validation.validate_exp = true;
+        // A token not valid yet (`nbf` ahead) is refused like an expired one.
+        validation.validate_nbf = true;
         Ok(TokenKeys {
             encoding: EncodingKey::from_secret(secret.0.as_bytes())
                 .map_err(|_| IdentityError::Signing)?,
@@ -152,10 +159,16 @@ impl TokenKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        self.verify_until(token).map(|(who, _)| who)
+    }
+
+    /// The caller and when its token expires: a socket or an event stream
+    /// opened with it ends then.
+    pub fn verify_until(&self, token: &str) -> Result<(Identity, DateTime<Utc>), IdentityError> {
         // `exp` is checked without leeway, by the cache as by the validation.
         let now = Utc::now().timestamp();
-        if let Some(who) = self.verified.get(token, now) {
-            return Ok(who);
+        if let Some((who, exp)) = self.verified.get(token, now) {
+            return Ok((who, expiry(exp)));
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| IdentityError::Invalid)?;
@@ -169,7 +182,7 @@ impl TokenKeys {
             role,
         };
         self.verified.put(token, &who, claims.exp);
-        Ok(who)
+        Ok((who, expiry(claims.exp)))
     }
 
     pub fn mint(
@@ -317,6 +330,31 @@ mod tests {
             k.verify(&format!("{header}.{body}.")),
             Err(IdentityError::Invalid)
         );
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_and_its_expiry_is_told() {
+        let k = keys();
+        let now = Utc::now().timestamp();
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret("k".repeat(32).as_bytes()).unwrap(),
+            )
+            .unwrap()
+        };
+        let later = sign(
+            serde_json::json!({"sub": "a", "role": "viewer", "exp": now + 600, "nbf": now + 300}),
+        );
+        assert_eq!(k.verify(&later), Err(IdentityError::Invalid));
+        let ok = sign(
+            serde_json::json!({"sub": "a", "role": "viewer", "exp": now + 600, "nbf": now - 1}),
+        );
+        let (_, until) = k.verify_until(&ok).unwrap();
+        assert_eq!(until.timestamp(), now + 600);
+        // Cached, the same expiry.
+        assert_eq!(k.verify_until(&ok).unwrap().1.timestamp(), now + 600);
     }
 
     #[test]

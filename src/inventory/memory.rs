@@ -464,6 +464,13 @@ impl Inventory for MemoryInventory {
         Ok(())
     }
 
+    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError> {
+        if let Some(sale) = self.sale(sale_id) {
+            lock(&sale).bans.remove(user_id);
+        }
+        Ok(())
+    }
+
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError> {
         let now = Instant::now();
         // No entry at all means no earlier answer either.

@@ -234,6 +234,7 @@ pub trait Inventory: Send + Sync + 'static {
     /// Users holding (reserved or completed) some of the SKU.
     async fn holders(&self, sale_id: Uuid, sku: &str) -> Result<Vec<String>, InventoryError>;
     async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError>;
+    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError>;
 
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError>;
     /// Writes the final answer of a key that is pending for `order_id`.

@@ -87,6 +87,10 @@ impl Keys {
     fn reap(&self) -> String {
         format!("{}:reap", self.prefix)
     }
+    /// User ids seen signing in as operators (see `ChatStore::note_operator`).
+    pub fn operators(&self) -> String {
+        format!("{}:operators", self.prefix)
+    }
 }
 
 struct Scripts {
@@ -456,6 +460,13 @@ impl Inventory for RedisInventory {
     async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError> {
         self.conn()
             .sadd::<_, _, ()>(self.keys.bans(sale_id), user_id)
+            .await?;
+        Ok(())
+    }
+
+    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError> {
+        self.conn()
+            .srem::<_, _, ()>(self.keys.bans(sale_id), user_id)
             .await?;
         Ok(())
     }

@@ -713,6 +713,36 @@ impl Orders {
         Ok(order)
     }
 
+    /// A ban: the user's reservations in the sale are cancelled and their
+    /// stock goes back on sale, so a banned user cannot pay for what it held.
+    /// Returns how many were released.
+    pub async fn release_user(&self, sale_id: Uuid, user_id: &str) -> Result<usize, OrderError> {
+        let mut released = 0;
+        for live in self.inventory.user_orders(user_id).await? {
+            let order = live.order;
+            if order.sale_id != sale_id || order.status != OrderStatus::Reserved {
+                continue;
+            }
+            let done = self
+                .inventory
+                .release(
+                    sale_id,
+                    order.id,
+                    OrderStatus::Cancelled,
+                    ReleaseFrom::Reserved,
+                )
+                .await?;
+            if let Released::Done(level) = done {
+                self.stock_changed(sale_id, level).await;
+                released += 1;
+                let mut order = order;
+                order.status = OrderStatus::Cancelled;
+                self.bus.publish(sale_id, SaleEvent::Order { order });
+            }
+        }
+        Ok(released)
+    }
+
     /// Newest first: completed orders from PostgreSQL, the rest from the inventory.
     pub async fn mine(&self, who: &Identity) -> Result<Vec<Order>, OrderError> {
         let mut by_id: HashMap<Uuid, Order> = HashMap::new();

@@ -47,6 +47,32 @@ fn token_prints_a_verifiable_token() {
 }
 
 #[test]
+fn token_refuses_a_ttl_over_30_days_unless_forced() {
+    let mint = |extra: &[&str]| {
+        bin()
+            .args([
+                "token", "--role", "operator", "--sub", "ops", "--ttl", "31d",
+            ])
+            .args(extra)
+            .env("LIVE_JWT_SECRET", SECRET)
+            .env("DATABASE_URL", "postgres://unused")
+            .env("REDIS_URL", "redis://unused")
+            .output()
+            .unwrap()
+    };
+    let refused = mint(&[]);
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty(), "no token printed");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let forced = mint(&["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+}
+
+#[test]
 fn one_url_alone_refuses_to_start() {
     let out = bin()
         .args(["serve", "--listen", "127.0.0.1:0"])

@@ -486,3 +486,157 @@ async fn a_lost_subscription_is_caught_up_with_stock_and_chat() {
         }
     }
 }
+
+#[tokio::test]
+async fn nobody_who_may_manage_a_sale_can_be_banned_and_bans_can_be_undone() {
+    for mut env in [TestEnv::production().await, TestEnv::embedded()] {
+        let app = env.node().await;
+        let host = env.token(Role::Host, "alice");
+        let ops = env.token(Role::Operator, "ops-1");
+        let ops2 = env.token(Role::Operator, "ops-2");
+        let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+        let bans = format!("/sales/{sale}/bans");
+        // The operators sign in to the room (or act over REST) first.
+        let (_o, _) = app.join(&sale, &ops, None).await;
+        app.get(&bans, Some(&ops2)).await.expect(200);
+        let (mut h, _) = app.join(&sale, &host, None).await;
+        for target in ["alice", "ops-1", "ops-2"] {
+            let r = app
+                .post(&bans, Some(&host), json!({ "user_id": target }))
+                .await;
+            assert_eq!(r.expect(403).code(), "forbidden", "{target}");
+            h.send(json!({ "type": "ban", "user_id": target })).await;
+            let (code, _) = h.error().await;
+            assert_eq!(code, "forbidden", "{target} over the socket");
+        }
+        let r = app
+            .post(&bans, Some(&ops), json!({ "user_id": "alice" }))
+            .await;
+        assert_eq!(
+            r.expect(403).code(),
+            "forbidden",
+            "the host, by an operator"
+        );
+        // A viewer may not ban, nor see the list.
+        let mei = env.token(Role::Viewer, "mei");
+        app.post(&bans, Some(&mei), json!({ "user_id": "li" }))
+            .await
+            .expect(403);
+        app.get(&bans, Some(&mei)).await.expect(403);
+        // Hostile ids.
+        for bad in ["", "nul\u{0}", &"x".repeat(65)] {
+            let r = app
+                .post(&bans, Some(&host), json!({ "user_id": bad }))
+                .await;
+            assert_eq!(r.expect(400).code(), "bad_request", "{bad:?}");
+        }
+
+        let r = app
+            .post(&bans, Some(&host), json!({ "user_id": "mei" }))
+            .await
+            .expect(200);
+        assert_eq!(r.json()["bans"], json!(["mei"]));
+        h.send(json!({ "type": "ban", "user_id": "li" })).await;
+        h.ping("after-ban").await;
+        assert_eq!(
+            app.get(&bans, Some(&ops)).await.expect(200).json()["bans"],
+            json!(["li", "mei"])
+        );
+        let refused = app
+            .connect(app.live_url(&sale, &mei, None))
+            .await
+            .err()
+            .expect("banned");
+        assert_eq!(refused.code(), "banned");
+
+        let r = app
+            .http
+            .delete(app.url(&format!("{bans}/mei")))
+            .bearer_auth(&host);
+        assert_eq!(app.send(r).await.expect(200).json()["bans"], json!(["li"]));
+        h.send(json!({ "type": "unban", "user_id": "li" })).await;
+        h.ping("after-unban").await;
+        assert_eq!(
+            app.get(&bans, Some(&host)).await.expect(200).json()["bans"],
+            json!([])
+        );
+        // Back in, and buying.
+        app.join(&sale, &mei, None).await;
+        app.buy(&mei, &sale, "back", "FZX", 1).await.expect(201);
+    }
+}
+
+#[tokio::test]
+async fn a_ban_releases_the_users_reservations_in_the_sale() {
+    for mut env in [TestEnv::production().await, TestEnv::embedded()] {
+        let app = env.node().await;
+        let host = env.token(Role::Host, "alice");
+        let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+        let other = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+        let mei = env.token(Role::Viewer, "mei");
+        let held = app
+            .buy(&mei, &sale, "k1", "FZX", 3)
+            .await
+            .expect(201)
+            .json();
+        let elsewhere = app
+            .buy(&mei, &other, "k2", "FZX", 2)
+            .await
+            .expect(201)
+            .json();
+        let (mut watcher, _) = app.join(&sale, &env.token(Role::Viewer, "li"), None).await;
+        app.post(
+            &format!("/sales/{sale}/bans"),
+            Some(&host),
+            json!({ "user_id": "mei" }),
+        )
+        .await
+        .expect(200);
+        // The stock is back, and viewers are told.
+        let s = app.sale(&sale).await;
+        assert_eq!(
+            (
+                product(&s, "FZX")["remaining"].clone(),
+                product(&s, "FZX")["reserved"].clone()
+            ),
+            (json!(10), json!(0))
+        );
+        loop {
+            let e = watcher.next_of("stock").await;
+            if e["remaining"] == 10 {
+                break;
+            }
+        }
+        // It cannot be paid any more; the order says why.
+        let id = held["id"].as_str().unwrap();
+        let r = app.pay(&mei, id, "cash").await;
+        assert_eq!(r.status, 409, "{}", r.text);
+        let o = app
+            .get(&format!("/orders/{id}"), Some(&mei))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(o["status"], "cancelled");
+        // Another sale's reservation is untouched.
+        let o = app
+            .get(
+                &format!("/orders/{}", elsewhere["id"].as_str().unwrap()),
+                Some(&mei),
+            )
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(o["status"], "reserved");
+    }
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_4001_when_its_token_expires() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let short = env.token_for(Role::Viewer, "mei", Duration::from_secs(2));
+    let (mut v, _) = app.join(&sale, &short, None).await;
+    assert_eq!(v.ended().await, crate::live_helpers::Ended::Closed(4001));
+}

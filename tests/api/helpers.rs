@@ -147,13 +147,17 @@ impl TestEnv {
     }
 
     pub fn token(&self, role: Role, sub: &str) -> String {
+        self.token_for(role, sub, Duration::from_secs(3600))
+    }
+
+    pub fn token_for(&self, role: Role, sub: &str, ttl: Duration) -> String {
         let who = Identity {
             user_id: sub.into(),
             name: Some(sub.into()),
             role,
         };
         self.keys
-            .mint(&who, Duration::from_secs(3600), chrono::Utc::now())
+            .mint(&who, ttl, chrono::Utc::now())
             .expect("mint")
             .token
     }
