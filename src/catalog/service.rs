@@ -180,16 +180,23 @@ impl Catalog {
             .remove(&sale_id);
     }
 
-    async fn with_products(&self, record: SaleRecord) -> Result<Sale, CatalogError> {
-        let records = self.store.products(record.id).await?;
-        let skus: Vec<String> = records.iter().map(|p| p.sku.clone()).collect();
-        let levels = match self.inventory.levels(record.id, &skus).await {
-            Ok(l) => l,
+    /// Live levels of `skus`, in order; all `None` (committed counts are
+    /// shown instead) when the inventory cannot be reached.
+    async fn levels(&self, sale_id: Uuid, skus: &[String]) -> Vec<Option<StockLevel>> {
+        match self.inventory.levels(sale_id, skus).await {
+            Ok(l) if l.len() == skus.len() => l,
+            Ok(_) => vec![None; skus.len()],
             Err(e) => {
                 tracing::warn!(error = %e, "live counts unavailable; showing committed counts");
                 vec![None; skus.len()]
             }
-        };
+        }
+    }
+
+    async fn with_products(&self, record: SaleRecord) -> Result<Sale, CatalogError> {
+        let records = self.store.products(record.id).await?;
+        let skus: Vec<String> = records.iter().map(|p| p.sku.clone()).collect();
+        let levels = self.levels(record.id, &skus).await;
         let products = records
             .iter()
             .zip(levels.iter())
@@ -390,8 +397,14 @@ impl Catalog {
         let (sale, mut record) = self.managed_product(who, id, sku).await?;
         match (sale.status, status) {
             (SaleStatus::Live, _) | (SaleStatus::Scheduled, ProductStatus::Closed) => {}
-            (SaleStatus::Ended, _) => return Err(CatalogError::InvalidState("the sale has ended")),
-            (SaleStatus::Scheduled, _) => return Err(CatalogError::SaleNotLive),
+            // Ending closed every product: a close that raced the end (or a
+            // retried one) asked for what already holds, so it succeeds
+            // without writing anything.
+            (SaleStatus::Ended, ProductStatus::Closed) => {
+                let levels = self.levels(id, &[record.sku.clone()]).await;
+                return Ok(product(&record, levels.first().and_then(Option::as_ref)));
+            }
+            (_, _) => return Err(CatalogError::SaleNotLive),
         }
         self.store.set_product_status(id, sku, status).await?;
         record.status = status;

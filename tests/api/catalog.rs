@@ -132,6 +132,22 @@ async fn catalog_flow(mut env: TestEnv) {
         app.start(&host, &id).await.expect(409).code(),
         "invalid_state"
     );
+    // Opening needs a live sale, an ended one too; closing asks for what
+    // ending already did, so it succeeds and changes nothing.
+    assert_eq!(
+        app.open(&host, &id, "HONEY-500G").await.expect(409).code(),
+        "sale_not_live"
+    );
+    let closed = app
+        .post(
+            &format!("/sales/{id}/products/HONEY-500G/close"),
+            Some(&host),
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(closed["status"], "closed");
 }
 
 #[tokio::test]
