@@ -152,13 +152,7 @@ impl CreateProduct {
         if !(1..=1000).contains(&limit) {
             return Err(invalid("per_user_limit must be 1..=1000"));
         }
-        let ships_by = self
-            .ships_by
-            .map(|d| {
-                NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-                    .map_err(|_| invalid("ships_by must be a date, YYYY-MM-DD"))
-            })
-            .transpose()?;
+        let ships_by = self.ships_by.map(|d| ships_by(&d)).transpose()?;
         Ok(NewProduct {
             sku,
             name,
@@ -169,6 +163,17 @@ impl CreateProduct {
             ships_by,
         })
     }
+}
+
+/// `YYYY-MM-DD` in years 1..=9999. chrono also reads year 0 and signed
+/// years of five digits or more ("+10000-01-01"), which PostgreSQL refuses
+/// or stores as BC dates, and which no harvest ships by.
+fn ships_by(d: &str) -> Result<NaiveDate, Invalid> {
+    use chrono::Datelike;
+    NaiveDate::parse_from_str(d, "%Y-%m-%d")
+        .ok()
+        .filter(|date| (1..=9999).contains(&date.year()))
+        .ok_or_else(|| invalid("ships_by must be a date, YYYY-MM-DD, in years 1..=9999"))
 }
 
 impl Restock {
@@ -264,6 +269,7 @@ mod tests {
                 proptest::prop_assert!(p.price_cents > 0 && p.price_cents <= MAX_PRICE_CENTS);
                 proptest::prop_assert!((0..=MAX_STOCK).contains(&p.stock));
                 proptest::prop_assert!((1..=1000).contains(&p.per_user_limit));
+                proptest::prop_assert!(p.ships_by.is_none_or(|d| (1..=9999).contains(&chrono::Datelike::year(&d))));
             }
         }
     }
@@ -292,5 +298,28 @@ mod tests {
         let mut p = product();
         p.per_user_limit = Some(1001);
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn ships_by_is_within_years_1_to_9999() {
+        for good in ["0001-01-01", "2027-06-20", "9999-12-31"] {
+            let mut p = product();
+            p.ships_by = Some(good.into());
+            assert!(p.validate().is_ok(), "{good:?}");
+        }
+        for bad in [
+            "0000-01-01",
+            "+10000-01-01",
+            "+262143-12-31",
+            "-0001-01-01",
+            "-262144-01-01",
+            "10000-01-01",
+            "2027-02-30",
+            "2027-6-20x",
+        ] {
+            let mut p = product();
+            p.ships_by = Some(bad.into());
+            assert!(p.validate().is_err(), "{bad:?}");
+        }
     }
 }

@@ -197,3 +197,41 @@ async fn guests_are_off_by_default_in_production() {
         .expect(403);
     assert_eq!(r.code(), "forbidden");
 }
+
+/// chrono reads these, PostgreSQL does not store them as given: a 400 before
+/// the database is asked, never a 500.
+#[tokio::test]
+async fn ships_by_in_a_far_year_is_a_bad_request_on_postgres() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app
+        .create_sale(&host, json!({ "title": "Harvest" }))
+        .await
+        .expect(201)
+        .json();
+    let id = sale["id"].as_str().unwrap();
+    for (i, date) in ["+10000-01-01", "0000-01-01", "+262143-12-31", "-0001-01-01"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = app
+            .add_product(
+                &host,
+                id,
+                json!({ "sku": format!("P{i}"), "name": "Lychee", "price_cents": 100,
+                        "stock": 1, "ships_by": date }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{date}: {}", r.text);
+        assert_eq!(r.code(), "bad_request", "{date}");
+    }
+    app.add_product(
+        &host,
+        id,
+        json!({ "sku": "LAST", "name": "Lychee", "price_cents": 100,
+                "stock": 1, "ships_by": "9999-12-31" }),
+    )
+    .await
+    .expect(201);
+}
