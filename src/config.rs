@@ -122,6 +122,16 @@ pub struct ServeArgs {
     /// none by default (the pages are served from the same origin).
     #[arg(long, env = "LIVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Comma-separated hosts a sale's `stream_url` may point at (the
+    /// streaming platforms' players, HLS or MP4 hosts); `*.domain` admits
+    /// its subdomains. Also the pages' CSP `frame-src`. Empty: no stream.
+    #[arg(
+        long,
+        env = "LIVE_STREAM_HOSTS",
+        value_delimiter = ',',
+        default_value = crate::catalog::validate::DEFAULT_STREAM_HOSTS
+    )]
+    pub stream_hosts: Vec<String>,
     /// Runtime worker threads; default one per core. Nodes sharing a machine
     /// should split its cores between them rather than each taking all.
     #[arg(long, env = "LIVE_WORKERS")]
@@ -331,6 +341,25 @@ mod tests {
         for bad in ["0", "-1", "many", ""] {
             assert!(parse(&["live", "--workers", bad]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn stream_hosts_default_to_the_platforms_and_split_on_commas() {
+        use clap::Parser;
+        let hosts = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Some(Command::Serve(a)) => a.stream_hosts,
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            hosts(&["live", "serve"]),
+            crate::catalog::validate::DEFAULT_STREAM_HOSTS
+                .split(',')
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            hosts(&["live", "serve", "--stream-hosts", "a.example,*.b.example"]),
+            ["a.example", "*.b.example"]
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub async fn seed(state: &AppState) -> Result<Demo, StartError> {
                 reservation_ttl_secs: None,
                 stream_url: None,
             }
-            .validate()
+            .validate(&state.stream_hosts)
             .map_err(seed_err)?;
             let sale = catalog.create_sale(&host, new).await.map_err(seed_err)?;
             let id = sale.record.id;

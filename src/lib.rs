@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::catalog::postgres::PgCatalog;
 use crate::catalog::sqlite::SqliteCatalog;
+use crate::catalog::validate::StreamHosts;
 use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
@@ -78,6 +79,8 @@ pub struct Settings {
     pub limits: http::limits::LimitSettings,
     /// Browser origins allowed by CORS; empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Hosts a sale's `stream_url` may point at (`--stream-hosts`).
+    pub stream_hosts: Arc<StreamHosts>,
 }
 
 impl Settings {
@@ -93,6 +96,7 @@ impl Settings {
             blocked_words: Vec::new(),
             limits: http::limits::LimitSettings::default(),
             cors_origins: Vec::new(),
+            stream_hosts: Arc::new(StreamHosts::default()),
         }
     }
 }
@@ -312,6 +316,7 @@ impl Node {
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
             limits: Arc::new(http::limits::Limits::new(&settings.limits)),
             cors_origins: settings.cors_origins.clone(),
+            stream_hosts: settings.stream_hosts.clone(),
             clock,
         });
         Ok(Node {

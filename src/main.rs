@@ -7,6 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use lychee_live::catalog::validate::StreamHosts;
 use lychee_live::config::{resolve_secret, Cli, Command, Mode, ServeArgs};
 use lychee_live::hub::chat::ChatRate;
 use lychee_live::identity::{Identity, TokenKeys};
@@ -127,6 +128,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         ..Default::default()
     };
     settings.cors_origins = args.cors_origins;
+    settings.stream_hosts = Arc::new(
+        StreamHosts::parse(&args.stream_hosts).map_err(|e| format!("--stream-hosts: {e}"))?,
+    );
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

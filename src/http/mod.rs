@@ -19,6 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::catalog::validate::StreamHosts;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::dashboard::Stats;
@@ -66,6 +67,9 @@ pub struct Shared {
     pub limits: Arc<limits::Limits>,
     /// Browser origins allowed by CORS; empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Hosts a sale's `stream_url` may point at: checked on create, and the
+    /// pages' CSP `frame-src`.
+    pub stream_hosts: Arc<StreamHosts>,
     /// Domain time (tests move it).
     pub clock: Arc<Clock>,
     /// The live rooms: WebSocket fan-out and chat.
@@ -105,7 +109,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(dashboard::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(crate::web::router())
+        .merge(crate::web::router(crate::web::Policy::new(
+            &state.stream_hosts,
+        )))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -80,7 +80,9 @@ async fn create_sale(
             "only hosts and operators create sales".into(),
         ));
     }
-    let new = body.validate().map_err(|e| ApiError::BadRequest(e.0))?;
+    let new = body
+        .validate(&state.stream_hosts)
+        .map_err(|e| ApiError::BadRequest(e.0))?;
     let sale = state.catalog.create_sale(&who, new).await?;
     Ok((StatusCode::CREATED, Json(sale)))
 }

@@ -12,7 +12,7 @@ async fn catalog_flow(mut env: TestEnv) {
         .create_sale(
             &host,
             json!({ "title": "Conghua lychee harvest", "description": "picked at dawn",
-                    "stream_url": "https://live.example/room/7", "reservation_ttl_secs": 120 }),
+                    "stream_url": "https://live.douyin.com/7", "reservation_ttl_secs": 120 }),
         )
         .await
         .expect(201)
