@@ -41,10 +41,12 @@ pub async fn seed(state: &AppState) -> Result<Demo, StartError> {
         .list(None)
         .await
         .map_err(seed_err)?
-        .into_iter()
-        .find(|s| s.record.title == TITLE && s.record.host_id == host.user_id);
+        .sales
+        .iter()
+        .find(|s| s.record.title == TITLE && s.record.host_id == host.user_id)
+        .map(|s| s.record.id);
     let sale_id = match existing {
-        Some(s) => s.record.id,
+        Some(id) => id,
         None => {
             let new = CreateSale {
                 title: TITLE.into(),

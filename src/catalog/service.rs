@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
+use super::lists::{Lists, SaleList};
 use super::{
     CatalogStore, Checkout, NewProduct, NewSale, Product, ProductRecord, ProductStatus, Sale,
     SaleRecord, SaleStatus, StoreError, Transition,
@@ -60,6 +61,10 @@ pub struct ProductFacts {
 /// How often an unknown SKU may send a node back to the database.
 const FACTS_RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
 const LIST_LIMIT: i64 = 100;
+/// Products one sale may hold: bounds what a sale, the public list (100
+/// sales) and every viewer's welcome frame cost. A live broadcast shows a
+/// few dozen at most.
+pub const MAX_PRODUCTS_PER_SALE: usize = 200;
 
 pub struct Catalog {
     store: Arc<dyn CatalogStore>,
@@ -69,6 +74,8 @@ pub struct Catalog {
     stock: Arc<StockPublisher>,
     clock: Arc<Clock>,
     facts: Mutex<HashMap<Uuid, Arc<SaleFacts>>>,
+    /// The public lists, built at most once a second.
+    lists: Lists,
 }
 
 fn product(r: &ProductRecord, level: Option<&StockLevel>) -> Product {
@@ -115,6 +122,7 @@ impl Catalog {
             stock,
             clock,
             facts: Mutex::new(HashMap::new()),
+            lists: Lists::default(),
         }
     }
 
@@ -214,12 +222,18 @@ impl Catalog {
         self.with_products(record).await
     }
 
-    pub async fn list(&self, status: Option<SaleStatus>) -> Result<Vec<Sale>, CatalogError> {
-        let mut out = Vec::new();
-        for record in self.store.sales(status, LIST_LIMIT).await? {
-            out.push(self.with_products(record).await?);
-        }
-        Ok(out)
+    /// The newest sales (of `status`), at most 100, as this node built them
+    /// within the last second (see `lists`).
+    pub async fn list(&self, status: Option<SaleStatus>) -> Result<Arc<SaleList>, CatalogError> {
+        self.lists
+            .get(status, self.clock.now_ms(), || async {
+                let mut out = Vec::new();
+                for record in self.store.sales(status, LIST_LIMIT).await? {
+                    out.push(self.with_products(record).await?);
+                }
+                Ok(out)
+            })
+            .await
     }
 
     /// The sale, if `who` may manage it: 404 before 403, so a stranger learns
@@ -257,6 +271,7 @@ impl Catalog {
             stream_url: new.stream_url,
         };
         self.store.insert_sale(&record).await?;
+        self.lists.changed();
         self.rebuild.create(record.id).await?;
         Ok(Sale {
             record,
@@ -280,6 +295,7 @@ impl Catalog {
             .transition(id, t, self.clock.now())
             .await?
             .ok_or(CatalogError::InvalidState("the sale changed meanwhile"))?;
+        self.lists.changed();
         self.rebuild.ensure(id).await?;
         self.inventory
             .set_sale_status(id, SaleStatus::Live, &[])
@@ -307,6 +323,7 @@ impl Catalog {
             .transition(id, t, self.clock.now())
             .await?
             .ok_or(CatalogError::InvalidState("the sale changed meanwhile"))?;
+        self.lists.changed();
         self.rebuild.ensure(id).await?;
         let skus: Vec<String> = self
             .store
@@ -346,12 +363,20 @@ impl Catalog {
         if sale.status == SaleStatus::Ended {
             return Err(CatalogError::InvalidState("the sale has ended"));
         }
+        // Counted before the insert: two adds racing past 199 may make 201,
+        // which costs nothing the cap is there to prevent.
+        if self.store.products(id).await?.len() >= MAX_PRODUCTS_PER_SALE {
+            return Err(CatalogError::InvalidState(
+                "a sale holds at most 200 products",
+            ));
+        }
         let epoch = self.rebuild.ensure(id).await?;
         match self.store.insert_product(id, &new, epoch).await {
             Err(StoreError::Duplicate) => return Err(CatalogError::DuplicateSku),
             other => other?,
         }
         self.forget_facts(id);
+        self.lists.changed();
         let seed = ProductSeed {
             sku: new.sku.clone(),
             stock: new.stock,
@@ -407,6 +432,7 @@ impl Catalog {
             (_, _) => return Err(CatalogError::SaleNotLive),
         }
         self.store.set_product_status(id, sku, status).await?;
+        self.lists.changed();
         record.status = status;
         self.rebuild.ensure(id).await?;
         let level = self.inventory.set_product_status(id, sku, status).await?;
@@ -425,6 +451,7 @@ impl Catalog {
             return Err(CatalogError::InvalidState("the sale has ended"));
         }
         record.stock = self.store.restock(id, sku, add).await?;
+        self.lists.changed();
         self.rebuild.ensure(id).await?;
         let level = self.inventory.restock(id, sku, add).await?;
         self.publish_product(id, &record, level)
@@ -448,6 +475,7 @@ impl Catalog {
     pub async fn pin(&self, who: &Identity, id: Uuid, sku: &str) -> Result<Sale, CatalogError> {
         let (_, _) = self.managed_product(who, id, sku).await?;
         self.store.set_pinned(id, sku).await?;
+        self.lists.changed();
         self.bus.publish(
             id,
             SaleEvent::Pinned {

@@ -66,8 +66,14 @@ async fn list_sales(
                 .map_err(|_| ApiError::BadRequest("status must be scheduled, live or ended".into()))
         })
         .transpose()?;
-    let sales = state.catalog.list(status).await?;
-    Ok(Json(serde_json::json!({ "sales": sales })))
+    let list = state.catalog.list(status).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        list.json(),
+    ))
 }
 
 async fn create_sale(
