@@ -28,6 +28,7 @@ use crate::catalog::validate::StreamHosts;
 use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
+use crate::dashboard::feed::{Feeds, LiveSource, MAX_STREAMS_PER_USER};
 use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::{AppState, Live};
@@ -305,6 +306,17 @@ impl Node {
             presence: backends.presence.clone(),
             rebuild: rebuilder.clone(),
         });
+        let dashboards = Feeds::new(
+            Arc::new(LiveSource {
+                catalog: catalog.clone(),
+                figures: backends.figures.clone(),
+                presence: backends.presence.clone(),
+                clock: clock.clone(),
+            }),
+            MAX_STREAMS_PER_USER,
+            workers.clone(),
+            shutdown.clone(),
+        );
         let state = AppState::new(http::Shared {
             live,
             keys: Arc::new(
@@ -318,6 +330,7 @@ impl Node {
             cors_origins: settings.cors_origins.clone(),
             stream_hosts: settings.stream_hosts.clone(),
             clock,
+            dashboards,
         });
         Ok(Node {
             state,

@@ -22,6 +22,7 @@ use axum::Router;
 use crate::catalog::validate::StreamHosts;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::dashboard::feed::Feeds;
 use crate::dashboard::Stats;
 use crate::hub::chat::ChatStore;
 use crate::hub::presence::Presence;
@@ -72,6 +73,9 @@ pub struct Shared {
     pub stream_hosts: Arc<StreamHosts>,
     /// Domain time (tests move it).
     pub clock: Arc<Clock>,
+    /// The dashboard's snapshots, one per sale and second on this node for
+    /// all its streams, and the per-user cap on those streams.
+    pub dashboards: Arc<Feeds>,
     /// The live rooms: WebSocket fan-out and chat.
     pub live: Arc<Live>,
 }
