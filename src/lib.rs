@@ -155,19 +155,26 @@ pub async fn connect_redis(
     Ok((client, conn))
 }
 
-/// Opens the embedded data dir: one process at a time.
+/// Opens the embedded data dir: one process at a time, readable by this
+/// user alone (the dir 0700, its files 0600; an older version's modes are
+/// tightened), as it holds every order and the secret.
 pub async fn open_sqlite(data_dir: &Path) -> Result<(sqlx::SqlitePool, std::fs::File), StartError> {
-    std::fs::create_dir_all(data_dir)?;
+    config::private_dir(data_dir)?;
+    let lock_path = data_dir.join("lock");
+    config::private_file(&lock_path)?;
     let lock = std::fs::OpenOptions::new()
-        .create(true)
         .truncate(false)
         .write(true)
-        .open(data_dir.join("lock"))?;
+        .open(&lock_path)?;
     if lock.try_lock().is_err() {
         return Err(StartError::DataDirBusy(data_dir.display().to_string()));
     }
+    // Created here rather than by SQLite, which would use 0644; SQLite gives
+    // the -wal and -shm files it creates the database's mode.
+    let db = data_dir.join("lychee.db");
+    config::private_file(&db)?;
     let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join("lychee.db"))
+        .filename(&db)
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .foreign_keys(true)
@@ -177,6 +184,12 @@ pub async fn open_sqlite(data_dir: &Path) -> Result<(sqlx::SqlitePool, std::fs::
         .connect_with(options)
         .await?;
     migrations::SQLITE.run(&pool).await?;
+    for side in ["lychee.db-wal", "lychee.db-shm"] {
+        let path = data_dir.join(side);
+        if path.exists() {
+            config::make_private(&path)?;
+        }
+    }
     Ok((pool, lock))
 }
 
