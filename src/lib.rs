@@ -110,7 +110,7 @@ const PG_MIN_CONNECTIONS: u32 = 4;
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// With one retry, a Redis outage answers 503 within about two seconds.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Guest sign-ups: a burst of 20 per IP, then one every 3 s.
+/// Guest sign-ups (and sign-in codes): a burst of 20 per IP, then one every 3 s.
 const GUEST_BURST: u32 = 20;
 const GUEST_PER_SEC: f64 = 1.0 / 3.0;
 
@@ -339,6 +339,8 @@ impl Node {
             orders,
             guests: settings.guests,
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
+            signin: Arc::default(),
+            signin_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
             limits: Arc::new(http::limits::Limits::new(&settings.limits)),
             cors_origins: settings.cors_origins.clone(),
             stream_hosts: settings.stream_hosts.clone(),

@@ -99,7 +99,10 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
 async fn serve(args: ServeArgs) -> Result<(), Error> {
     let mode = args.store.mode()?;
     let secret = resolve_secret(&mode, args.secret.jwt_secret)?;
-    let embedded = matches!(mode, Mode::Embedded { .. });
+    let data_dir = match &mode {
+        Mode::Embedded { data_dir } => Some(data_dir.clone()),
+        Mode::Production { .. } => None,
+    };
     if !(args.chat_rate > 0.0 && args.chat_rate <= 100.0) || args.chat_burst == 0 {
         return Err("--chat-rate must be in (0, 100] and --chat-burst at least 1".into());
     }
@@ -110,6 +113,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         return Err("--header-timeout, --write-timeout and --heartbeat must be above zero".into());
     }
     let mut settings = Settings::new(mode, secret, args.store.redis_prefix);
+    let embedded = data_dir.is_some();
     settings.guests = args.guests.unwrap_or(embedded);
     settings.chat_rate = ChatRate {
         per_sec: args.chat_rate,
@@ -136,8 +140,8 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
     let addr = listener.local_addr()?;
     let clock = Arc::new(lychee_live::clock::Clock::default());
     let node = Node::start(settings, clock, shutdown.clone()).await?;
-    if embedded {
-        let demo = demo::seed(&node.state).await?;
+    if let Some(dir) = &data_dir {
+        let demo = demo::seed(&node.state, dir).await?;
         println!("{}", demo::banner(&node.state, &demo, addr)?);
     }
     tracing::info!(

@@ -27,6 +27,7 @@ use crate::dashboard::Stats;
 use crate::hub::chat::ChatStore;
 use crate::hub::presence::Presence;
 use crate::hub::Hub;
+use crate::identity::signin::SigninCodes;
 use crate::identity::TokenKeys;
 use crate::orders::Orders;
 use error::ApiError;
@@ -64,6 +65,11 @@ pub struct Shared {
     pub guests: bool,
     /// Guest sign-ups per IP, so one client cannot mint tokens by the thousand.
     pub guest_limiter: Arc<RateLimiter<Option<IpAddr>>>,
+    /// One-time codes of the embedded banner's sign-in links (empty, so
+    /// every code is refused, in production).
+    pub signin: Arc<SigninCodes>,
+    /// Sign-in attempts per IP, as guests, so codes cannot be tried in bulk.
+    pub signin_limiter: Arc<RateLimiter<Option<IpAddr>>>,
     /// Buy rate per user and per IP, socket caps.
     pub limits: Arc<limits::Limits>,
     /// Browser origins allowed by CORS; empty: CORS off.

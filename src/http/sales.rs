@@ -1,4 +1,4 @@
-//! Sales, products and guests.
+//! Sales, products, guests and sign-in codes.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,6 +16,7 @@ use crate::catalog::{ProductStatus, SaleStatus};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/guests", post(create_guest))
+        .route("/signin", post(signin))
         .route("/sales", get(list_sales).post(create_sale))
         .route("/sales/{id}", get(get_sale))
         .route("/sales/{id}/start", post(start_sale))
@@ -48,6 +49,29 @@ async fn create_guest(
         .map_err(ApiError::RateLimited)?;
     let minted = state.keys.mint_guest(&body.name, state.clock.now())?;
     Ok((StatusCode::CREATED, Json(minted)))
+}
+
+#[derive(Deserialize)]
+struct SigninBody {
+    code: String,
+}
+
+/// `POST /signin`: a one-time code of the embedded banner's links for its
+/// token (`identity::signin`).
+async fn signin(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    AppJson(body): AppJson<SigninBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .signin_limiter
+        .check(&ip)
+        .map_err(ApiError::RateLimited)?;
+    let minted = state
+        .signin
+        .redeem(&body.code, std::time::Instant::now())
+        .ok_or_else(|| ApiError::Unauthorized("unknown, used or expired sign-in code".into()))?;
+    Ok(Json(minted))
 }
 
 #[derive(Deserialize)]

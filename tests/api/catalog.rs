@@ -321,3 +321,36 @@ async fn a_sale_holds_at_most_200_products() {
         200
     );
 }
+
+/// Only the embedded banner issues sign-in codes (tests/api/cli.rs signs in
+/// with one); anything else is 401, and guessing is rate-limited per IP.
+#[tokio::test]
+async fn sign_in_codes_are_refused_unless_issued_and_rate_limited() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let r = app
+        .post("/signin", None, json!({ "code": "0".repeat(32) }))
+        .await
+        .expect(401);
+    assert_eq!(r.code(), "unauthorized");
+    for body in [json!({}), json!({ "code": 7 }), json!([])] {
+        assert_eq!(
+            app.post("/signin", None, body).await.expect(400).code(),
+            "bad_request"
+        );
+    }
+    let mut limited = None;
+    for i in 0..30 {
+        let r = app
+            .post("/signin", None, json!({ "code": format!("{i:032x}") }))
+            .await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        r.expect(401);
+    }
+    let r = limited.expect("never rate limited");
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
+}
