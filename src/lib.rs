@@ -326,6 +326,7 @@ impl Node {
                 presence: backends.presence.clone(),
                 clock: clock.clone(),
             }),
+            clock.clone(),
             MAX_STREAMS_PER_USER,
             workers.clone(),
             shutdown.clone(),

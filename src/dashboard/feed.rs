@@ -27,7 +27,11 @@ use crate::hub::presence::Presence;
 
 /// Dashboard streams one user may hold on one node.
 pub const MAX_STREAMS_PER_USER: usize = 5;
-const EVERY: Duration = Duration::from_secs(1);
+/// A snapshot of second `s` is taken this far into second `s + 1`: every
+/// node has flushed its counts of `s` by then (within 250 ms of its end),
+/// and a wake-up late by up to half a second still reads the right second,
+/// so none is skipped or shown twice.
+const PHASE_MS: i64 = 500;
 
 /// One second of a sale's dashboard, serialized once for all its streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +45,8 @@ pub enum Frame {
 /// Builds a snapshot of a sale (a trait so tests can count the builds).
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
-    async fn snapshot(&self, sale_id: Uuid) -> Result<Snapshot, String>;
+    /// The sale's figures of `second` (unix seconds), and its state now.
+    async fn snapshot(&self, sale_id: Uuid, second: i64) -> Result<Snapshot, String>;
 }
 
 /// The node's live figures: the dashboard's real source.
@@ -54,10 +59,9 @@ pub struct LiveSource {
 
 #[async_trait]
 impl Source for LiveSource {
-    /// The last complete second of the sale, summed over every node.
-    async fn snapshot(&self, sale_id: Uuid) -> Result<Snapshot, String> {
+    /// The sale's figures of `second`, summed over every node.
+    async fn snapshot(&self, sale_id: Uuid, second: i64) -> Result<Snapshot, String> {
         let now = self.clock.now_ms();
-        let second = now.div_euclid(1000) - 1;
         let figures = self
             .figures
             .read(sale_id, second)
@@ -103,6 +107,7 @@ type Latest = watch::Sender<Option<Frame>>;
 /// This node's dashboard feeds, one per watched sale.
 pub struct Feeds {
     source: Arc<dyn Source>,
+    clock: Arc<Clock>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     per_user: usize,
@@ -143,12 +148,14 @@ impl Drop for Slot {
 impl Feeds {
     pub fn new(
         source: Arc<dyn Source>,
+        clock: Arc<Clock>,
         per_user: usize,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Feeds {
             source,
+            clock,
             shutdown,
             tasks,
             per_user,
@@ -197,19 +204,14 @@ impl Feeds {
         })
     }
 
+    /// The last complete second at once, then each next one at its phase.
     async fn run(self: Arc<Self>, sale_id: Uuid, latest: Arc<Latest>) {
-        let mut tick = tokio::time::interval(EVERY);
-        // A slow second delays the next rather than bunching them up.
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = self.shutdown.cancelled() => break,
-            }
             if self.retire_unwatched(sale_id, &latest) {
                 return;
             }
-            let frame = match self.source.snapshot(sale_id).await {
+            let second = self.clock.now_ms().div_euclid(1000) - 1;
+            let frame = match self.source.snapshot(sale_id, second).await {
                 Ok(s) => match serde_json::to_string(&s) {
                     Ok(json) => Frame::Data(json.into()),
                     Err(e) => Frame::Error(format!("snapshot not serialized: {e}").into()),
@@ -218,6 +220,13 @@ impl Feeds {
             };
             ::metrics::counter!("lychee_dashboard_snapshots_total").increment(1);
             latest.send_replace(Some(frame));
+            // A slow snapshot shortens the wait rather than moving the phase.
+            let due = (second + 2) * 1000 + PHASE_MS;
+            let wait = (due - self.clock.now_ms()).clamp(0, 1000 + PHASE_MS);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
         }
         // Shutdown: dropping the sender ends every stream of the sale.
         self.sales
@@ -257,7 +266,7 @@ mod tests {
 
     #[async_trait]
     impl Source for Counting {
-        async fn snapshot(&self, _: Uuid) -> Result<Snapshot, String> {
+        async fn snapshot(&self, _: Uuid, _: i64) -> Result<Snapshot, String> {
             let n = self.built.fetch_add(1, Ordering::Relaxed) + 1;
             Ok(Snapshot {
                 ts: n as i64,
@@ -272,16 +281,36 @@ mod tests {
         }
     }
 
-    fn feeds(per_user: usize) -> (Arc<Feeds>, Arc<Counting>, CancellationToken) {
+    struct Fixture {
+        feeds: Arc<Feeds>,
+        source: Arc<Counting>,
+        clock: Arc<Clock>,
+        shutdown: CancellationToken,
+    }
+
+    fn feeds(per_user: usize) -> Fixture {
         let source = Arc::new(Counting::default());
+        let clock = Arc::new(Clock::default());
         let shutdown = CancellationToken::new();
         let feeds = Feeds::new(
             source.clone(),
+            clock.clone(),
             per_user,
             TaskTracker::new(),
             shutdown.clone(),
         );
-        (feeds, source, shutdown)
+        Fixture {
+            feeds,
+            source,
+            clock,
+            shutdown,
+        }
+    }
+
+    /// Moves the domain clock with the paused runtime's.
+    async fn pass(clock: &Clock, d: Duration) {
+        clock.advance(d);
+        tokio::time::sleep(d).await;
     }
 
     async fn next(s: &mut Subscription) -> Option<Frame> {
@@ -291,7 +320,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn many_streams_of_a_sale_share_one_snapshot_a_second() {
-        let (feeds, source, _shutdown) = feeds(100);
+        let Fixture {
+            feeds,
+            source,
+            clock,
+            ..
+        } = feeds(100);
         let sale = Uuid::new_v4();
         let mut subs: Vec<Subscription> = (0..40)
             .map(|i| feeds.subscribe(&format!("op{}", i % 10), sale).unwrap())
@@ -306,7 +340,7 @@ mod tests {
             // Every stream sent the same bytes, built once for all.
             assert!(seen.iter().all(|f| f == &seen[0]), "{seen:?}");
             assert!(matches!(&seen[0], Some(Frame::Data(j)) if j.contains("\"ts\":")));
-            tokio::time::advance(EVERY).await;
+            pass(&clock, Duration::from_secs(1)).await;
             let built = source.built.load(Ordering::Relaxed);
             // This sale's feed and the other one's: two a second.
             assert!(built <= 2 * second + 2, "{built} snapshots in {second} s");
@@ -316,7 +350,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_late_stream_gets_the_latest_frame_at_once() {
-        let (feeds, _, _shutdown) = feeds(100);
+        let Fixture { feeds, .. } = feeds(100);
         let sale = Uuid::new_v4();
         let mut first = feeds.subscribe("a", sale).unwrap();
         let frame = next(&mut first).await;
@@ -326,15 +360,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_feed_stops_when_its_last_stream_is_gone_or_at_shutdown() {
-        let (feeds, source, shutdown) = feeds(100);
+        let Fixture {
+            feeds,
+            source,
+            clock,
+            shutdown,
+        } = feeds(100);
         let sale = Uuid::new_v4();
         let mut s = feeds.subscribe("a", sale).unwrap();
         next(&mut s).await;
         drop(s);
-        tokio::time::sleep(EVERY * 2).await;
+        pass(&clock, Duration::from_secs(2)).await;
         assert_eq!(feeds.watched(), 0);
         let built = source.built.load(Ordering::Relaxed);
-        tokio::time::sleep(EVERY * 5).await;
+        pass(&clock, Duration::from_secs(5)).await;
         assert_eq!(
             source.built.load(Ordering::Relaxed),
             built,
@@ -351,7 +390,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn streams_are_capped_per_user_and_given_back() {
-        let (feeds, _, _shutdown) = feeds(2);
+        let Fixture { feeds, .. } = feeds(2);
         let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
         let a1 = feeds.subscribe("a", one).unwrap();
         let _a2 = feeds.subscribe("a", two).unwrap();
