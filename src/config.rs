@@ -155,6 +155,16 @@ pub struct ServeArgs {
     /// none by default (the pages are served from the same origin).
     #[arg(long, env = "LIVE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Comma-separated hosts a sale's `stream_url` may point at (the
+    /// streaming platforms' players, HLS or MP4 hosts); `*.domain` admits
+    /// its subdomains. Also the pages' CSP `frame-src`. Empty: no stream.
+    #[arg(
+        long,
+        env = "LIVE_STREAM_HOSTS",
+        value_delimiter = ',',
+        default_value = crate::catalog::validate::DEFAULT_STREAM_HOSTS
+    )]
+    pub stream_hosts: Vec<String>,
     /// Runtime worker threads; default one per core. Nodes sharing a machine
     /// should split its cores between them rather than each taking all.
     #[arg(long, env = "LIVE_WORKERS")]
@@ -281,10 +291,14 @@ fn embedded_secret(data_dir: &std::path::Path) -> Result<Secret, ConfigError> {
         path: data_dir.to_owned(),
         source,
     };
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    private_dir(data_dir).map_err(io)?;
     let path = data_dir.join("jwt-secret");
     match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => Ok(Secret(s.trim().to_owned())),
+        Ok(s) if s.trim().len() >= MIN_SECRET_BYTES => {
+            // Made by an older version, or copied in with the wrong mode.
+            make_private(&path).map_err(io)?;
+            Ok(Secret(s.trim().to_owned()))
+        }
         Ok(_) | Err(_) => {
             use rand::RngCore;
             let mut bytes = [0u8; 32];
@@ -296,16 +310,70 @@ fn embedded_secret(data_dir: &std::path::Path) -> Result<Secret, ConfigError> {
     }
 }
 
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
+/// Creates the embedded data dir for this user alone (0700), and tightens
+/// one that exists: it holds the secret, the demo's tokens and every order.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Makes a file readable and writable by this user alone (0600).
+pub fn make_private(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
+/// Creates `path` empty and private if it is missing (so no other process
+/// creates it with wider permissions first), and makes it private if not.
+pub fn private_file(path: &std::path::Path) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.append(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(contents.as_bytes())
+    options.open(path)?;
+    make_private(path)
+}
+
+/// Replaces `path` with `contents`, private (0600) from the first byte: it
+/// is written to a private file beside it, then renamed over it, so a
+/// crash never leaves half a file and an old file's mode does not carry over.
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -390,6 +458,73 @@ mod tests {
                 .to_string();
             assert!(e.contains("not a CIDR"), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn stream_hosts_default_to_the_platforms_and_split_on_commas() {
+        use clap::Parser;
+        let hosts = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Some(Command::Serve(a)) => a.stream_hosts,
+            _ => unreachable!(),
+        };
+        assert_eq!(
+            hosts(&["live", "serve"]),
+            crate::catalog::validate::DEFAULT_STREAM_HOSTS
+                .split(',')
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            hosts(&["live", "serve", "--stream-hosts", "a.example,*.b.example"]),
+            ["a.example", "*.b.example"]
+        );
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &std::path::Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_dir_and_secret_are_private_also_when_made_by_an_older_version() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("lychee-cfg-{}", uuid::Uuid::new_v4().simple()));
+        let fresh = dir.join("fresh");
+        let mode_of = Mode::Embedded {
+            data_dir: fresh.clone(),
+        };
+        let made = resolve_secret(&mode_of, None).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join("jwt-secret")), 0o600);
+        assert_eq!(resolve_secret(&mode_of, None).unwrap().0, made.0, "kept");
+
+        let old = dir.join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let secret = old.join("jwt-secret");
+        std::fs::write(&secret, "s".repeat(40)).unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let read = resolve_secret(
+            &Mode::Embedded {
+                data_dir: old.clone(),
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(read.0, "s".repeat(40));
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&secret), 0o600);
+
+        // A rewrite does not keep an old file's mode.
+        let file = old.join("tokens.json");
+        std::fs::write(&file, "{}").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&file, "{\"new\":1}").unwrap();
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "{\"new\":1}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

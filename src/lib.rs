@@ -25,9 +25,11 @@ use uuid::Uuid;
 
 use crate::catalog::postgres::PgCatalog;
 use crate::catalog::sqlite::SqliteCatalog;
+use crate::catalog::validate::StreamHosts;
 use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
+use crate::dashboard::feed::{Feeds, LiveSource, MAX_STREAMS_PER_USER};
 use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::{AppState, Live};
@@ -80,6 +82,8 @@ pub struct Settings {
     pub limits: http::limits::LimitSettings,
     /// Browser origins allowed by CORS; empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Hosts a sale's `stream_url` may point at (`--stream-hosts`).
+    pub stream_hosts: Arc<StreamHosts>,
 }
 
 impl Settings {
@@ -95,6 +99,7 @@ impl Settings {
             blocked_words: Vec::new(),
             limits: http::limits::LimitSettings::default(),
             cors_origins: Vec::new(),
+            stream_hosts: Arc::new(StreamHosts::default()),
         }
     }
 }
@@ -107,7 +112,7 @@ const PG_MIN_CONNECTIONS: u32 = 4;
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// With one retry, a Redis outage answers 503 within about two seconds.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Guest sign-ups: a burst of 20 per IP, then one every 3 s.
+/// Guest sign-ups (and sign-in codes): a burst of 20 per IP, then one every 3 s.
 const GUEST_BURST: u32 = 20;
 const GUEST_PER_SEC: f64 = 1.0 / 3.0;
 
@@ -152,19 +157,26 @@ pub async fn connect_redis(
     Ok((client, conn))
 }
 
-/// Opens the embedded data dir: one process at a time.
+/// Opens the embedded data dir: one process at a time, readable by this
+/// user alone (the dir 0700, its files 0600; an older version's modes are
+/// tightened), as it holds every order and the secret.
 pub async fn open_sqlite(data_dir: &Path) -> Result<(sqlx::SqlitePool, std::fs::File), StartError> {
-    std::fs::create_dir_all(data_dir)?;
+    config::private_dir(data_dir)?;
+    let lock_path = data_dir.join("lock");
+    config::private_file(&lock_path)?;
     let lock = std::fs::OpenOptions::new()
-        .create(true)
         .truncate(false)
         .write(true)
-        .open(data_dir.join("lock"))?;
+        .open(&lock_path)?;
     if lock.try_lock().is_err() {
         return Err(StartError::DataDirBusy(data_dir.display().to_string()));
     }
+    // Created here rather than by SQLite, which would use 0644; SQLite gives
+    // the -wal and -shm files it creates the database's mode.
+    let db = data_dir.join("lychee.db");
+    config::private_file(&db)?;
     let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(data_dir.join("lychee.db"))
+        .filename(&db)
         .create_if_missing(true)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .foreign_keys(true)
@@ -174,6 +186,12 @@ pub async fn open_sqlite(data_dir: &Path) -> Result<(sqlx::SqlitePool, std::fs::
         .connect_with(options)
         .await?;
     migrations::SQLITE.run(&pool).await?;
+    for side in ["lychee.db-wal", "lychee.db-shm"] {
+        let path = data_dir.join(side);
+        if path.exists() {
+            config::make_private(&path)?;
+        }
+    }
     Ok((pool, lock))
 }
 
@@ -315,6 +333,18 @@ impl Node {
                 bus: backends.bus.clone(),
             }),
         });
+        let dashboards = Feeds::new(
+            Arc::new(LiveSource {
+                catalog: catalog.clone(),
+                figures: backends.figures.clone(),
+                presence: backends.presence.clone(),
+                clock: clock.clone(),
+            }),
+            clock.clone(),
+            MAX_STREAMS_PER_USER,
+            workers.clone(),
+            shutdown.clone(),
+        );
         let state = AppState::new(http::Shared {
             live,
             keys: Arc::new(
@@ -324,9 +354,13 @@ impl Node {
             orders,
             guests: settings.guests,
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
+            signin: Arc::default(),
+            signin_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
             limits: Arc::new(http::limits::Limits::new(&settings.limits)),
             cors_origins: settings.cors_origins.clone(),
+            stream_hosts: settings.stream_hosts.clone(),
             clock,
+            dashboards,
         });
         Ok(Node {
             state,

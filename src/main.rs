@@ -7,6 +7,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use lychee_live::catalog::validate::StreamHosts;
 use lychee_live::config::{resolve_secret, Cli, Command, Mode, ServeArgs};
 use lychee_live::hub::chat::ChatRate;
 use lychee_live::identity::{Identity, TokenKeys};
@@ -104,7 +105,10 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
 async fn serve(args: ServeArgs) -> Result<(), Error> {
     let mode = args.store.mode()?;
     let secret = resolve_secret(&mode, args.secret.jwt_secret)?;
-    let embedded = matches!(mode, Mode::Embedded { .. });
+    let data_dir = match &mode {
+        Mode::Embedded { data_dir } => Some(data_dir.clone()),
+        Mode::Production { .. } => None,
+    };
     if !(args.chat_rate > 0.0 && args.chat_rate <= 100.0) || args.chat_burst == 0 {
         return Err("--chat-rate must be in (0, 100] and --chat-burst at least 1".into());
     }
@@ -130,6 +134,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         return Err("--max-connections, --max-connections-per-ip, --max-sockets-per-ip and --max-guest-sockets-per-ip must be at least 1".into());
     }
     let mut settings = Settings::new(mode, secret, args.store.redis_prefix);
+    let embedded = data_dir.is_some();
     settings.guests = args.guests.unwrap_or(embedded);
     settings.chat_rate = ChatRate {
         per_sec: args.chat_rate,
@@ -154,13 +159,16 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         ..Default::default()
     };
     settings.cors_origins = args.cors_origins;
+    settings.stream_hosts = Arc::new(
+        StreamHosts::parse(&args.stream_hosts).map_err(|e| format!("--stream-hosts: {e}"))?,
+    );
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let clock = Arc::new(lychee_live::clock::Clock::default());
     let node = Node::start(settings, clock, shutdown.clone()).await?;
-    if embedded {
-        let demo = demo::seed(&node.state).await?;
+    if let Some(dir) = &data_dir {
+        let demo = demo::seed(&node.state, dir).await?;
         println!("{}", demo::banner(&node.state, &demo, addr)?);
     }
     tracing::info!(

@@ -1,6 +1,7 @@
 //! Sales and products: what is offered, by whom, and in which state.
 //! PostgreSQL (or SQLite) is their home; live counters come from `inventory`.
 
+pub mod lists;
 pub mod postgres;
 pub mod service;
 pub mod sqlite;

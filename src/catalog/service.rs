@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
+use super::lists::{Lists, SaleList};
 use super::{
     CatalogStore, Checkout, NewProduct, NewSale, Product, ProductRecord, ProductStatus, Sale,
     SaleRecord, SaleStatus, StoreError, Transition,
@@ -58,9 +59,21 @@ pub struct ProductFacts {
     pub per_user_limit: i32,
 }
 
+/// A sale's products and GMV, for the dashboard (`Catalog::figures`).
+#[derive(Debug, Clone)]
+pub struct SaleFigures {
+    pub products: Vec<Product>,
+    /// Sum of the totals of the sale's completed orders.
+    pub gmv_cents: i64,
+}
+
 /// How often an unknown SKU may send a node back to the database.
 const FACTS_RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
 const LIST_LIMIT: i64 = 100;
+/// Products one sale may hold: bounds what a sale, the public list (100
+/// sales) and every viewer's welcome frame cost. A live broadcast shows a
+/// few dozen at most.
+pub const MAX_PRODUCTS_PER_SALE: usize = 200;
 
 pub struct Catalog {
     store: Arc<dyn CatalogStore>,
@@ -73,6 +86,8 @@ pub struct Catalog {
     /// This node's sold-out flags: a restock or an open clears its SKU's flag
     /// before the host is answered, so the very next buy here sees the stock.
     sold_out: Arc<SoldOut>,
+    /// The public lists, built at most once a second.
+    lists: Lists,
 }
 
 fn product(r: &ProductRecord, level: Option<&StockLevel>) -> Product {
@@ -121,6 +136,7 @@ impl Catalog {
             clock,
             facts: Mutex::new(HashMap::new()),
             sold_out,
+            lists: Lists::default(),
         }
     }
 
@@ -186,16 +202,23 @@ impl Catalog {
             .remove(&sale_id);
     }
 
-    async fn with_products(&self, record: SaleRecord) -> Result<Sale, CatalogError> {
-        let records = self.store.products(record.id).await?;
-        let skus: Vec<String> = records.iter().map(|p| p.sku.clone()).collect();
-        let levels = match self.inventory.levels(record.id, &skus).await {
-            Ok(l) => l,
+    /// Live levels of `skus`, in order; all `None` (committed counts are
+    /// shown instead) when the inventory cannot be reached.
+    async fn levels(&self, sale_id: Uuid, skus: &[String]) -> Vec<Option<StockLevel>> {
+        match self.inventory.levels(sale_id, skus).await {
+            Ok(l) if l.len() == skus.len() => l,
+            Ok(_) => vec![None; skus.len()],
             Err(e) => {
                 tracing::warn!(error = %e, "live counts unavailable; showing committed counts");
                 vec![None; skus.len()]
             }
-        };
+        }
+    }
+
+    async fn with_products(&self, record: SaleRecord) -> Result<Sale, CatalogError> {
+        let records = self.store.products(record.id).await?;
+        let skus: Vec<String> = records.iter().map(|p| p.sku.clone()).collect();
+        let levels = self.levels(record.id, &skus).await;
         let products = records
             .iter()
             .zip(levels.iter())
@@ -205,7 +228,7 @@ impl Catalog {
     }
 
     /// The live levels of every product of the sale (those with live state).
-    pub async fn levels(&self, id: Uuid) -> Result<Vec<StockLevel>, CatalogError> {
+    pub async fn live_levels(&self, id: Uuid) -> Result<Vec<StockLevel>, CatalogError> {
         let skus: Vec<String> = self
             .store
             .products(id)
@@ -231,12 +254,47 @@ impl Catalog {
         self.with_products(record).await
     }
 
-    pub async fn list(&self, status: Option<SaleStatus>) -> Result<Vec<Sale>, CatalogError> {
-        let mut out = Vec::new();
-        for record in self.store.sales(status, LIST_LIMIT).await? {
-            out.push(self.with_products(record).await?);
-        }
-        Ok(out)
+    /// The newest sales (of `status`), at most 100, as this node built them
+    /// within the last second (see `lists`).
+    pub async fn list(&self, status: Option<SaleStatus>) -> Result<Arc<SaleList>, CatalogError> {
+        self.lists
+            .get(status, self.clock.now_ms(), || async {
+                let mut out = Vec::new();
+                for record in self.store.sales(status, LIST_LIMIT).await? {
+                    out.push(self.with_products(record).await?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// What the dashboard shows of a sale's catalog: its products with live
+    /// counts, and its GMV, all in one products query (no `SUM` over orders).
+    ///
+    /// GMV is derived from `sold`, PostgreSQL's running total of each
+    /// product, which the batch writer raises in the same transaction that
+    /// inserts the orders (by exactly their qty), whichever node committed
+    /// them. An order's total is its qty times its product's price, and a
+    /// product's price never changes, so the sum over products of `sold ×
+    /// price_cents` is the sum of the sale's completed orders, exact and the
+    /// same on every node. (Were discounts or zero-price orders added, keep
+    /// a revenue column next to `sold` instead.)
+    pub async fn figures(&self, id: Uuid) -> Result<SaleFigures, CatalogError> {
+        let records = self.store.products(id).await?;
+        let skus: Vec<String> = records.iter().map(|p| p.sku.clone()).collect();
+        let levels = self.levels(id, &skus).await;
+        let gmv_cents = records.iter().fold(0i64, |sum, r| {
+            sum.saturating_add(r.sold.saturating_mul(r.price_cents))
+        });
+        let products = records
+            .iter()
+            .zip(levels.iter())
+            .map(|(r, l)| product(r, l.as_ref()))
+            .collect();
+        Ok(SaleFigures {
+            products,
+            gmv_cents,
+        })
     }
 
     /// The sale, if `who` may manage it: 404 before 403, so a stranger learns
@@ -274,6 +332,7 @@ impl Catalog {
             stream_url: new.stream_url,
         };
         self.store.insert_sale(&record).await?;
+        self.lists.changed();
         self.rebuild.create(record.id).await?;
         Ok(Sale {
             record,
@@ -297,6 +356,7 @@ impl Catalog {
             .transition(id, t, self.clock.now())
             .await?
             .ok_or(CatalogError::InvalidState("the sale changed meanwhile"))?;
+        self.lists.changed();
         self.rebuild.ensure(id).await?;
         self.inventory
             .set_sale_status(id, SaleStatus::Live, &[])
@@ -324,6 +384,7 @@ impl Catalog {
             .transition(id, t, self.clock.now())
             .await?
             .ok_or(CatalogError::InvalidState("the sale changed meanwhile"))?;
+        self.lists.changed();
         self.rebuild.ensure(id).await?;
         let skus: Vec<String> = self
             .store
@@ -363,12 +424,20 @@ impl Catalog {
         if sale.status == SaleStatus::Ended {
             return Err(CatalogError::InvalidState("the sale has ended"));
         }
+        // Counted before the insert: two adds racing past 199 may make 201,
+        // which costs nothing the cap is there to prevent.
+        if self.store.products(id).await?.len() >= MAX_PRODUCTS_PER_SALE {
+            return Err(CatalogError::InvalidState(
+                "a sale holds at most 200 products",
+            ));
+        }
         let epoch = self.rebuild.ensure(id).await?;
         match self.store.insert_product(id, &new, epoch).await {
             Err(StoreError::Duplicate) => return Err(CatalogError::DuplicateSku),
             other => other?,
         }
         self.forget_facts(id);
+        self.lists.changed();
         let seed = ProductSeed {
             sku: new.sku.clone(),
             stock: new.stock,
@@ -419,10 +488,17 @@ impl Catalog {
         let (sale, mut record) = self.managed_product(who, id, sku).await?;
         match (sale.status, status) {
             (SaleStatus::Live, _) | (SaleStatus::Scheduled, ProductStatus::Closed) => {}
-            (SaleStatus::Ended, _) => return Err(CatalogError::InvalidState("the sale has ended")),
-            (SaleStatus::Scheduled, _) => return Err(CatalogError::SaleNotLive),
+            // Ending closed every product: a close that raced the end (or a
+            // retried one) asked for what already holds, so it succeeds
+            // without writing anything.
+            (SaleStatus::Ended, ProductStatus::Closed) => {
+                let levels = self.levels(id, &[record.sku.clone()]).await;
+                return Ok(product(&record, levels.first().and_then(Option::as_ref)));
+            }
+            (_, _) => return Err(CatalogError::SaleNotLive),
         }
         self.store.set_product_status(id, sku, status).await?;
+        self.lists.changed();
         record.status = status;
         self.rebuild.ensure(id).await?;
         let level = self.inventory.set_product_status(id, sku, status).await?;
@@ -441,6 +517,7 @@ impl Catalog {
             return Err(CatalogError::InvalidState("the sale has ended"));
         }
         record.stock = self.store.restock(id, sku, add).await?;
+        self.lists.changed();
         self.rebuild.ensure(id).await?;
         let level = self.inventory.restock(id, sku, add).await?;
         self.publish_product(id, &record, level)
@@ -465,6 +542,7 @@ impl Catalog {
     pub async fn pin(&self, who: &Identity, id: Uuid, sku: &str) -> Result<Sale, CatalogError> {
         let (_, _) = self.managed_product(who, id, sku).await?;
         self.store.set_pinned(id, sku).await?;
+        self.lists.changed();
         self.bus.publish(
             id,
             SaleEvent::Pinned {

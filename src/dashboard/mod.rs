@@ -5,6 +5,7 @@
 //! figures for that second in Redis (a hash per sale and second, expiring
 //! soon), so the sum over nodes is what every node reads back.
 
+pub mod feed;
 pub mod metrics;
 
 use std::collections::HashMap;

@@ -21,12 +21,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::catalog::validate::StreamHosts;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::dashboard::feed::Feeds;
 use crate::dashboard::Stats;
 use crate::hub::chat::ChatStore;
 use crate::hub::presence::Presence;
 use crate::hub::Hub;
+use crate::identity::signin::SigninCodes;
 use crate::identity::TokenKeys;
 use crate::orders::Orders;
 use error::ApiError;
@@ -64,12 +67,23 @@ pub struct Shared {
     pub guests: bool,
     /// Guest sign-ups per IP, so one client cannot mint tokens by the thousand.
     pub guest_limiter: Arc<RateLimiter<Option<IpAddr>>>,
+    /// One-time codes of the embedded banner's sign-in links (empty, so
+    /// every code is refused, in production).
+    pub signin: Arc<SigninCodes>,
+    /// Sign-in attempts per IP, as guests, so codes cannot be tried in bulk.
+    pub signin_limiter: Arc<RateLimiter<Option<IpAddr>>>,
     /// Buy rate per user and per IP, socket caps.
     pub limits: Arc<limits::Limits>,
     /// Browser origins allowed by CORS; empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Hosts a sale's `stream_url` may point at: checked on create, and the
+    /// pages' CSP `frame-src`.
+    pub stream_hosts: Arc<StreamHosts>,
     /// Domain time (tests move it).
     pub clock: Arc<Clock>,
+    /// The dashboard's snapshots, one per sale and second on this node for
+    /// all its streams, and the per-user cap on those streams.
+    pub dashboards: Arc<Feeds>,
     /// The live rooms: WebSocket fan-out and chat.
     pub live: Arc<Live>,
 }
@@ -110,7 +124,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(dashboard::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(crate::web::router())
+        .merge(crate::web::router(crate::web::Policy::new(
+            &state.stream_hosts,
+        )))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -1,4 +1,4 @@
-//! Sales, products and guests.
+//! Sales, products, guests and sign-in codes.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,6 +16,7 @@ use crate::catalog::{ProductStatus, SaleStatus};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/guests", post(create_guest))
+        .route("/signin", post(signin))
         .route("/sales", get(list_sales).post(create_sale))
         .route("/sales/{id}", get(get_sale))
         .route("/sales/{id}/start", post(start_sale))
@@ -51,6 +52,29 @@ async fn create_guest(
 }
 
 #[derive(Deserialize)]
+struct SigninBody {
+    code: String,
+}
+
+/// `POST /signin`: a one-time code of the embedded banner's links for its
+/// token (`identity::signin`).
+async fn signin(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    AppJson(body): AppJson<SigninBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    state
+        .signin_limiter
+        .check(&ip)
+        .map_err(ApiError::RateLimited)?;
+    let minted = state
+        .signin
+        .redeem(&body.code, std::time::Instant::now())
+        .ok_or_else(|| ApiError::Unauthorized("unknown, used or expired sign-in code".into()))?;
+    Ok(Json(minted))
+}
+
+#[derive(Deserialize)]
 struct ListQuery {
     status: Option<String>,
 }
@@ -66,8 +90,14 @@ async fn list_sales(
                 .map_err(|_| ApiError::BadRequest("status must be scheduled, live or ended".into()))
         })
         .transpose()?;
-    let sales = state.catalog.list(status).await?;
-    Ok(Json(serde_json::json!({ "sales": sales })))
+    let list = state.catalog.list(status).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        list.json(),
+    ))
 }
 
 async fn create_sale(
@@ -80,7 +110,9 @@ async fn create_sale(
             "only hosts and operators create sales".into(),
         ));
     }
-    let new = body.validate().map_err(|e| ApiError::BadRequest(e.0))?;
+    let new = body
+        .validate(&state.stream_hosts)
+        .map_err(|e| ApiError::BadRequest(e.0))?;
     let sale = state.catalog.create_sale(&who, new).await?;
     Ok((StatusCode::CREATED, Json(sale)))
 }

@@ -539,7 +539,7 @@ impl Hub {
         metrics::counter!("lychee_room_catch_ups_total").increment(1);
         let rooms: Vec<Arc<Room>> = self.lock_index().values().cloned().collect();
         for room in rooms {
-            match self.catalog.levels(room.sale_id).await {
+            match self.catalog.live_levels(room.sale_id).await {
                 Ok(levels) => {
                     for level in levels {
                         room.stock_level(level, true);

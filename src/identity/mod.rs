@@ -1,6 +1,8 @@
 //! Who is calling: HS256 tokens, roles, guest tokens, and the rule of who may
 //! manage which sale.
 
+pub mod signin;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -132,7 +134,7 @@ fn expiry(exp: i64) -> DateTime<Utc> {
 }
 
 /// A freshly minted token.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Minted {
     pub token: String,
     pub user_id: String,

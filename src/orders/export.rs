@@ -47,13 +47,24 @@ fn write_rows(
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, and the
-/// tab or carriage return some read the same way) gets a leading `'`: the
-/// packing house sees the text, and the file stays RFC 4180.
+/// A cell a spreadsheet would run as a formula gets a leading `'`: the
+/// packing house sees the text, and the file stays RFC 4180. Spreadsheets
+/// skip leading blanks and control characters before they look for `=`,
+/// `+`, `-` or `@`, so we look past them too; a cell that starts with a tab,
+/// CR or LF is quoted whatever follows, as some importers split or trim on
+/// them. Zero-width characters are skipped as blanks: they are invisible in
+/// the sheet, and must not hide a formula sign from us.
 fn cell(s: &str) -> String {
-    match s.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
-        _ => s.to_owned(),
+    let skipped = |c: &char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    };
+    let formula = matches!(s.chars().find(|c| !skipped(c)), Some('=' | '+' | '-' | '@'));
+    if formula || s.starts_with(['\t', '\r', '\n']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
     }
 }
 
@@ -127,6 +138,29 @@ mod tests {
         }
         assert_eq!(cell("mei"), "mei");
         assert_eq!(cell(""), "");
+    }
+
+    #[test]
+    fn formulas_behind_blanks_and_controls_are_neutralised() {
+        for s in [
+            " =1+1",
+            "\n=cmd|' /C calc'!A0",
+            "\u{0}@x",
+            "\t-2",
+            "\r\n+1",
+            "\u{3000}=1",
+            "\u{200B}=HYPERLINK(\"http://x\")",
+            "\u{FEFF}@SUM(A1)",
+            "\u{1b}\u{7f}=1",
+            "\n",
+            "\tplain",
+        ] {
+            assert_eq!(cell(s), format!("'{s}"), "{s:?}");
+        }
+        // Harmless text stays as it is, signs inside included.
+        for s in ["wx-7781", "a=b", " mei", "guest-1+1", "\u{0}plain"] {
+            assert_eq!(cell(s), s, "{s:?}");
+        }
     }
 
     #[test]

@@ -17,14 +17,52 @@ use axum::routing::{get, MethodRouter};
 use axum::Router;
 use sha2::{Digest, Sha256};
 
+use crate::catalog::validate::StreamHosts;
 use crate::http::error::ApiError;
 
-/// Sent with every page and asset. `frame-src https:` admits the sale's
-/// broadcast (an https `stream_url`, shown in a sandboxed iframe);
-/// `connect-src 'self'` covers the API, the WebSocket and the SSE stream.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-src https:; \
-     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The Content-Security-Policy sent with every page and asset, built once
+/// at start-up: its `frame-src` names exactly the streaming hosts a sale's
+/// broadcast may come from (`--stream-hosts`; the `stream_url` is shown in a
+/// sandboxed iframe), so no other page can be framed in ours even if a URL
+/// got past validation. `connect-src 'self'` covers the API, the WebSocket
+/// and the SSE stream.
+#[derive(Clone)]
+pub struct Policy(HeaderValue);
+
+impl Policy {
+    pub fn new(hosts: &StreamHosts) -> Self {
+        let sources = hosts.csp_sources();
+        let frames = if sources.is_empty() {
+            "'none'".to_owned()
+        } else {
+            sources.join(" ")
+        };
+        let policy = format!(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-src {frames}; object-src 'none'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'"
+        );
+        // StreamHosts holds DNS names only, so this is a valid header; were
+        // it not, the pages would frame nothing rather than anything.
+        Policy(HeaderValue::from_str(&policy).unwrap_or_else(|_| {
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; \
+                 img-src 'self' data:; connect-src 'self'; frame-src 'none'; \
+                 object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            )
+        }))
+    }
+
+    pub fn header(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(&StreamHosts::default())
+    }
+}
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -75,7 +113,8 @@ static ASSETS: [File; 11] = [
 ];
 
 /// The pages and their assets; merged into the API's router by `http::app`.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Every response of theirs, a 404 included, carries the security headers.
+pub fn router<S: Clone + Send + Sync + 'static>(policy: Policy) -> Router<S> {
     Router::new()
         .route("/", page(&INDEX))
         .route("/sales/{id}", page(&VIEWER))
@@ -84,6 +123,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ops", page(&OPS))
         .route("/assets/{*path}", get(asset))
         .route("/vendor/{*path}", get(vendor))
+        .layer(axum::middleware::map_response(move |mut res: Response| {
+            secure(res.headers_mut(), &policy);
+            std::future::ready(res)
+        }))
 }
 
 /// The same HTML for every id: the page's script reads the id from its URL
@@ -103,11 +146,7 @@ async fn vendor(Path(path): Path<String>, headers: HeaderMap) -> Response {
 fn lookup(name: &str, headers: &HeaderMap) -> Response {
     match ASSETS.iter().find(|f| f.name == name) {
         Some(file) => serve(file, headers),
-        None => {
-            let mut res = ApiError::NotFound("no such file".into()).into_response();
-            secure(res.headers_mut());
-            res
-        }
+        None => ApiError::NotFound("no such file".into()).into_response(),
     }
 }
 
@@ -143,16 +182,12 @@ fn serve(file: &File, request: &HeaderMap) -> Response {
     // Revalidate every time (a 304 is cheap): a new binary's pages and
     // scripts must never mix with an old one's.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    secure(h);
     res
 }
 
 /// The security headers of every response of this module.
-fn secure(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+fn secure(h: &mut HeaderMap, policy: &Policy) {
+    h.insert(header::CONTENT_SECURITY_POLICY, policy.header().clone());
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -181,7 +216,7 @@ mod tests {
         if let Some(tag) = if_none_match {
             req = req.header(header::IF_NONE_MATCH, tag);
         }
-        router::<()>()
+        router::<()>(Policy::default())
             .oneshot(req.body(Body::empty()).unwrap())
             .await
             .unwrap()
@@ -209,8 +244,8 @@ mod tests {
             let h = res.headers();
             assert_eq!(h[header::CONTENT_TYPE], content_type, "{uri}");
             assert_eq!(
-                h[header::CONTENT_SECURITY_POLICY],
-                CONTENT_SECURITY_POLICY,
+                &h[header::CONTENT_SECURITY_POLICY],
+                Policy::default().header(),
                 "{uri}"
             );
             assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
@@ -236,6 +271,25 @@ mod tests {
             get("/assets/../pages/index.html", None).await.status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn frames_only_the_listed_stream_hosts() {
+        let csp = |entries: &[&str]| {
+            let hosts = StreamHosts::parse(entries).unwrap();
+            Policy::new(&hosts).header().to_str().unwrap().to_owned()
+        };
+        let listed = csp(&["live.douyin.com", "*.bilivideo.com"]);
+        assert!(
+            listed.contains("; frame-src https://live.douyin.com https://*.bilivideo.com; "),
+            "{listed}"
+        );
+        assert!(!listed.contains("https:;"), "{listed}");
+        assert!(csp(&[]).contains("; frame-src 'none'; "));
+        let default = Policy::default().header().to_str().unwrap().to_owned();
+        for host in crate::catalog::validate::DEFAULT_STREAM_HOSTS.split(',') {
+            assert!(default.contains(&format!(" https://{host}")), "{default}");
+        }
     }
 
     /// The policy forbids inline code; a page that had some would break.

@@ -12,7 +12,7 @@ async fn catalog_flow(mut env: TestEnv) {
         .create_sale(
             &host,
             json!({ "title": "Conghua lychee harvest", "description": "picked at dawn",
-                    "stream_url": "https://live.example/room/7", "reservation_ttl_secs": 120 }),
+                    "stream_url": "https://live.douyin.com/7", "reservation_ttl_secs": 120 }),
         )
         .await
         .expect(201)
@@ -132,6 +132,22 @@ async fn catalog_flow(mut env: TestEnv) {
         app.start(&host, &id).await.expect(409).code(),
         "invalid_state"
     );
+    // Opening needs a live sale, an ended one too; closing asks for what
+    // ending already did, so it succeeds and changes nothing.
+    assert_eq!(
+        app.open(&host, &id, "HONEY-500G").await.expect(409).code(),
+        "sale_not_live"
+    );
+    let closed = app
+        .post(
+            &format!("/sales/{id}/products/HONEY-500G/close"),
+            Some(&host),
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(closed["status"], "closed");
 }
 
 #[tokio::test]
@@ -180,4 +196,161 @@ async fn guests_are_off_by_default_in_production() {
         .await
         .expect(403);
     assert_eq!(r.code(), "forbidden");
+}
+
+/// chrono reads these, PostgreSQL does not store them as given: a 400 before
+/// the database is asked, never a 500.
+#[tokio::test]
+async fn ships_by_in_a_far_year_is_a_bad_request_on_postgres() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app
+        .create_sale(&host, json!({ "title": "Harvest" }))
+        .await
+        .expect(201)
+        .json();
+    let id = sale["id"].as_str().unwrap();
+    for (i, date) in ["+10000-01-01", "0000-01-01", "+262143-12-31", "-0001-01-01"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = app
+            .add_product(
+                &host,
+                id,
+                json!({ "sku": format!("P{i}"), "name": "Lychee", "price_cents": 100,
+                        "stock": 1, "ships_by": date }),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{date}: {}", r.text);
+        assert_eq!(r.code(), "bad_request", "{date}");
+    }
+    app.add_product(
+        &host,
+        id,
+        json!({ "sku": "LAST", "name": "Lychee", "price_cents": 100,
+                "stock": 1, "ships_by": "9999-12-31" }),
+    )
+    .await
+    .expect(201);
+}
+
+/// The public list is built at most once a second per node: another node's
+/// change shows within that second, this node's own at once, and the
+/// single sale always live.
+#[tokio::test]
+async fn public_lists_are_reused_for_a_second_per_node() {
+    let mut env = TestEnv::production().await;
+    let a = env.node().await;
+    let b = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let remaining = |list: &serde_json::Value| {
+        let s = list["sales"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == sale.as_str())
+            .expect("the sale is listed");
+        product(s, "FZX")["remaining"].as_i64().unwrap()
+    };
+    let built = std::time::Instant::now();
+    let first = a.get("/sales?status=live", None).await.expect(200);
+    assert_eq!(
+        first.headers["content-type"], "application/json",
+        "{:?}",
+        first.headers
+    );
+    assert_eq!(remaining(&first.json()), 10);
+    let mei = env.token(Role::Viewer, "mei");
+    b.buy(&mei, &sale, "k1", "FZX", 1).await.expect(201);
+    let again = a.get("/sales?status=live", None).await.expect(200).json();
+    // Within the second (unless this machine stalled that long), node a
+    // serves the list it built; the sale itself is read live.
+    if built.elapsed() < std::time::Duration::from_millis(800) {
+        assert_eq!(
+            remaining(&again),
+            10,
+            "served from the list of a second ago"
+        );
+    }
+    assert_eq!(product(&a.sale(&sale).await, "FZX")["remaining"], 9);
+    env.clock.advance(std::time::Duration::from_millis(1000));
+    let later = a.get("/sales?status=live", None).await.expect(200).json();
+    assert_eq!(remaining(&later), 9);
+
+    // A change made through this node is listed at once.
+    a.get("/sales?status=scheduled", None).await.expect(200);
+    let new = a
+        .create_sale(&host, json!({ "title": "Tomorrow's pick" }))
+        .await
+        .expect(201)
+        .json();
+    let scheduled = a
+        .get("/sales?status=scheduled", None)
+        .await
+        .expect(200)
+        .json();
+    assert!(scheduled["sales"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == new["id"]));
+}
+
+#[tokio::test]
+async fn a_sale_holds_at_most_200_products() {
+    let mut env = TestEnv::embedded();
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app
+        .create_sale(&host, json!({ "title": "Everything" }))
+        .await
+        .expect(201)
+        .json();
+    let id = sale["id"].as_str().unwrap();
+    let body = |i: usize| json!({ "sku": format!("SKU-{i}"), "name": "Lychee", "price_cents": 100, "stock": 1 });
+    for i in 0..200 {
+        app.add_product(&host, id, body(i)).await.expect(201);
+    }
+    let refused = app.add_product(&host, id, body(200)).await.expect(409);
+    assert_eq!(refused.code(), "invalid_state");
+    assert_eq!(
+        app.sale(id).await["products"].as_array().unwrap().len(),
+        200
+    );
+}
+
+/// Only the embedded banner issues sign-in codes (tests/api/cli.rs signs in
+/// with one); anything else is 401, and guessing is rate-limited per IP.
+#[tokio::test]
+async fn sign_in_codes_are_refused_unless_issued_and_rate_limited() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let r = app
+        .post("/signin", None, json!({ "code": "0".repeat(32) }))
+        .await
+        .expect(401);
+    assert_eq!(r.code(), "unauthorized");
+    for body in [json!({}), json!({ "code": 7 }), json!([])] {
+        assert_eq!(
+            app.post("/signin", None, body).await.expect(400).code(),
+            "bad_request"
+        );
+    }
+    let mut limited = None;
+    for i in 0..30 {
+        let r = app
+            .post("/signin", None, json!({ "code": format!("{i:032x}") }))
+            .await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        r.expect(401);
+    }
+    let r = limited.expect("never rate limited");
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
 }

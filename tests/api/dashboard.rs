@@ -102,11 +102,94 @@ async fn dashboard_sums_every_node() {
     );
     assert!(p50 > 0.0 && p99 >= p50, "{all}");
     assert!(all["ts"].as_i64().unwrap() > 0);
-    // The viewer on node b counts on node a's stream too.
+    // The viewer on node b counts on node a's stream too, and so do node
+    // a's and node b's orders in its GMV.
     watch_until(&a, &sale, &op, |seen| {
-        seen.last().is_some_and(|v| v["viewers"] == 1)
+        seen.last()
+            .is_some_and(|v| v["viewers"] == 1 && v["gmv_cents"] == 5 * 12800)
     })
     .await;
+    // A payment on one node shows in the GMV of a stream on the other.
+    let paid = b
+        .buy(&buyer, &sale, "k-more", "FZX", 2)
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(paid["status"], "completed");
+    let gmv: i64 = sqlx::query_scalar("SELECT SUM(total_cents)::bigint FROM orders")
+        .fetch_one(&env.pg().await)
+        .await
+        .unwrap();
+    assert_eq!(gmv, 7 * 12800);
+    watch_until(&a, &sale, &op, |seen| {
+        seen.last().is_some_and(|v| v["gmv_cents"] == gmv)
+    })
+    .await;
+}
+
+/// Many streams of one sale on a node share one snapshot a second (they
+/// all show the same `ts`), and a user holds at most five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_streams_share_one_snapshot_and_are_capped_per_user() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let op = env.token(Role::Operator, "ops");
+    let sale = app.live_sale(&host, "instant", "FZX", 10, 5).await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(open_dashboard(&app, &sale, &op).await);
+    }
+    let path = format!("/sales/{sale}/dashboard");
+    let over = app.get(&path, Some(&op)).await.expect(429);
+    assert_eq!(over.code(), "rate_limited");
+    assert!(over.headers.contains_key("retry-after"));
+    // Another user has five of its own.
+    let other = open_dashboard(&app, &sale, &env.token(Role::Operator, "ops2")).await;
+    let mut seen = Vec::new();
+    for stream in streams.drain(..).chain([other]) {
+        let events = read_until(stream, |seen| seen.len() >= 3).await;
+        seen.extend(events.iter().map(|v| v["ts"].as_i64().unwrap()));
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    // Built per stream, 18 events would carry about 18 distinct times;
+    // shared, they are the few seconds the streams were read in.
+    assert!(
+        seen.len() <= 8,
+        "{} distinct snapshots: {seen:?}",
+        seen.len()
+    );
+    // The five streams were dropped: their slots come back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .http
+            .get(app.url(&path))
+            .bearer_auth(&op)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = app
+        .http
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("lychee_dashboard_snapshots_total"), "{text}");
 }
 
 #[tokio::test]

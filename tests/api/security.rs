@@ -635,3 +635,55 @@ async fn trusted_proxies_are_not_capped_per_ip_and_websockets_hold_their_place()
     drop(ws);
     let _p = connection_eventually(&app, proxy).await;
 }
+
+/// `stream_url` only on the deployment's streaming hosts, and the pages'
+/// CSP frames exactly those.
+#[tokio::test]
+async fn only_listed_stream_hosts_are_framed() {
+    let mut env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.stream_hosts = std::sync::Arc::new(
+        lychee_live::catalog::validate::StreamHosts::parse(["live.douyin.com", "*.bilivideo.com"])
+            .unwrap(),
+    );
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    for bad in [
+        "https://evil.example/live.douyin.com",
+        "https://live.douyin.com.evil.example/",
+        "https://live.douyin.com@evil.example/",
+        "https://live.douyin.com:8443/",
+        "https://live.kuaishou.com/u/1",
+    ] {
+        let r = app
+            .create_sale(&host, json!({ "title": "Harvest", "stream_url": bad }))
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+        assert_eq!(r.code(), "bad_request");
+    }
+    let sale = app
+        .create_sale(
+            &host,
+            json!({ "title": "Harvest", "stream_url": "https://cn-gd.bilivideo.com/live/1.m3u8" }),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert_eq!(
+        sale["stream_url"],
+        "https://cn-gd.bilivideo.com/live/1.m3u8"
+    );
+    for page in ["/", &format!("/sales/{}", sale["id"].as_str().unwrap())] {
+        let r = app
+            .http
+            .get(format!("http://{}{page}", app.addr))
+            .send()
+            .await
+            .unwrap();
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("; frame-src https://live.douyin.com https://*.bilivideo.com; "),
+            "{csp}"
+        );
+    }
+}

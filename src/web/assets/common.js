@@ -202,7 +202,24 @@ export function tokenCard(store, onChange, { roles } = {}) {
     store.clear();
     show();
   });
-  show();
+  const code = new URLSearchParams(location.hash.slice(1)).get('signin');
+  if (code) signInWith(store, code).finally(show);
+  else show();
+}
+
+/**
+ * A sign-in link of the embedded node's banner (`#signin=<code>`): the
+ * one-time code is exchanged for its token, which the store keeps. The code
+ * leaves the address bar at once; it is spent either way.
+ */
+async function signInWith(store, code) {
+  history.replaceState(null, '', location.pathname + location.search);
+  try {
+    const { token } = await api('/signin', { method: 'POST', body: { code } });
+    store.set(token);
+  } catch (err) {
+    text($('#token-error'), `This sign-in link did not work (${describe(err)}); paste a token instead.`);
+  }
 }
 
 // ---------------------------------------------------------------- formatting
