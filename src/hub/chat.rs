@@ -359,6 +359,32 @@ struct SaleChat {
     last_post: HashMap<String, Instant>,
     /// Token bucket per user: (tokens, at).
     buckets: HashMap<String, (f64, Instant)>,
+    /// When the per-user maps were last swept of what no longer matters.
+    swept: Option<Instant>,
+}
+
+/// How often a sale's per-user chat state is swept: often enough to keep a
+/// long sale's memory flat, rarely enough that no post pays for it twice.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl SaleChat {
+    /// Forgets mutes that ended, slow-mode marks that passed and full
+    /// buckets: each is the same as no entry at all.
+    fn sweep(&mut self, now: Instant, rate: ChatRate) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.muted_until.retain(|_, until| *until > now);
+        let slow = std::time::Duration::from_secs(self.slow_mode.into());
+        self.last_post.retain(|_, t| *t + slow > now);
+        let refill = f64::from(rate.burst) / rate.per_sec;
+        self.buckets
+            .retain(|_, (_, at)| now.duration_since(*at).as_secs_f64() < refill);
+    }
 }
 
 impl MemoryChat {
@@ -388,6 +414,7 @@ impl ChatStore for MemoryChat {
         let now = Instant::now();
         let rate = self.rate;
         let posted = self.with(p.sale_id, |c| {
+            c.sweep(now, rate);
             // A ban never locks out whoever may manage the sale.
             if !p.moderator && c.bans.contains(&p.user_id) {
                 return Posted::Banned;
@@ -625,5 +652,27 @@ mod tests {
             .map(|m| m.seq)
             .collect();
         assert_eq!(last2, [4, 5]);
+    }
+
+    #[test]
+    fn per_user_chat_state_is_swept_of_what_no_longer_matters() {
+        let rate = ChatRate::default();
+        let mut c = SaleChat::default();
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            let u = format!("u{i}");
+            c.muted_until.insert(u.clone(), t0);
+            c.last_post.insert(u.clone(), t0);
+            c.buckets.insert(u, (0.0, t0));
+        }
+        c.muted_until
+            .insert("still".into(), t0 + std::time::Duration::from_secs(3600));
+        c.sweep(t0 + std::time::Duration::from_secs(120), rate);
+        assert_eq!(c.muted_until.len(), 1, "only the running mute stays");
+        assert!(c.last_post.is_empty() && c.buckets.is_empty());
+        // Not again within the minute.
+        c.buckets.insert("x".into(), (0.0, t0));
+        c.sweep(t0 + std::time::Duration::from_secs(130), rate);
+        assert_eq!(c.buckets.len(), 1);
     }
 }

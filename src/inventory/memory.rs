@@ -23,6 +23,10 @@ use crate::orders::{Order, OrderStatus};
 
 /// How long an idempotency key's answer is kept (the scripts' key TTL).
 const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// A settled order's record: completed orders as long as their answer (the
+/// order hash's TTL in Redis), cancelled or expired ones briefly.
+const COMPLETED_KEEP: Duration = KEY_TTL;
+const SETTLED_KEEP: Duration = Duration::from_secs(super::redis::SETTLED_KEEP_SECS);
 
 /// A panic inside a critical section must not take the whole inventory down
 /// with it: every step leaves the state usable, so a poisoned lock is reused.
@@ -147,6 +151,9 @@ struct SaleState {
     idem_expiry: VecDeque<(Instant, String, String)>,
     orders: HashMap<Uuid, HeldOrder>,
     deadlines: BTreeSet<(i64, Uuid)>,
+    /// Settled orders, (when it goes, id): one queue per keep, so each is in
+    /// expiry order and pruning stops at the first entry not due.
+    settled: [VecDeque<(Instant, Uuid)>; 2],
 }
 
 impl SaleState {
@@ -190,6 +197,48 @@ impl SaleState {
         );
         self.idem_expiry
             .push_back((expires, user.to_owned(), key.to_owned()));
+        // Past the cap the user's oldest answer goes, as in the admit script.
+        let oldest = self
+            .idem
+            .get(user)
+            .filter(|keys| keys.len() > super::redis::KEYS_PER_USER)
+            .and_then(|keys| keys.iter().min_by_key(|(_, r)| r.expires))
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            self.remove_answer(user, &k);
+        }
+    }
+
+    /// Remembers when a settled order's record may go.
+    fn settle(&mut self, id: Uuid, keep: Duration, now: Instant) {
+        let queue = usize::from(keep == COMPLETED_KEEP);
+        self.settled[queue].push_back((now + keep, id));
+    }
+
+    /// Drops the records whose time has come; returns their ids (and users)
+    /// for the index.
+    fn prune_orders(&mut self, now: Instant) -> Vec<(Uuid, String)> {
+        let mut gone = Vec::new();
+        for queue in 0..self.settled.len() {
+            while let Some((at, id)) = self.settled[queue].front().copied() {
+                if at > now {
+                    break;
+                }
+                self.settled[queue].pop_front();
+                let settled = self.orders.get(&id).is_some_and(|o| {
+                    matches!(
+                        o.state,
+                        OrderState::Completed | OrderState::Cancelled | OrderState::Expired
+                    )
+                });
+                if settled {
+                    if let Some(o) = self.orders.remove(&id) {
+                        gone.push((id, o.order.user_id));
+                    }
+                }
+            }
+        }
+        gone
     }
 
     fn remove_answer(&mut self, user: &str, key: &str) {
@@ -264,6 +313,20 @@ pub struct MemoryInventory {
 impl MemoryInventory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Drops pruned orders from the locator and the users' lists.
+    fn forget(&self, sale_id: Uuid, gone: &[(Uuid, String)]) {
+        let mut index = lock(&self.index);
+        for (id, user) in gone {
+            index.locator.remove(id);
+            if let Some(list) = index.by_user.get_mut(user) {
+                list.retain(|e| *e != (sale_id, *id));
+                if list.is_empty() {
+                    index.by_user.remove(user);
+                }
+            }
+        }
     }
 
     fn sale(&self, id: Uuid) -> Option<Arc<Mutex<SaleState>>> {
@@ -478,6 +541,13 @@ impl Inventory for MemoryInventory {
             return Ok(Admission::Missing { epoch: None });
         };
         let mut s = lock(&sale);
+        let gone = s.prune_orders(now);
+        if !gone.is_empty() {
+            // The index is locked only after the sale is let go (lock order).
+            drop(s);
+            self.forget(req.sale_id, &gone);
+            s = lock(&sale);
+        }
         let user = req.user_id.as_str();
 
         if let Some(r) = s.answer(user, &req.key, now) {
@@ -726,6 +796,7 @@ impl Inventory for MemoryInventory {
             o.order.payment_ref = Some(r.to_owned());
         }
         s.set_deadline(order_id, None);
+        s.settle(order_id, COMPLETED_KEEP, Instant::now());
         Ok(s.products.get_mut(&sku).map(|p| {
             p.reserved -= qty;
             p.sold += qty;
@@ -763,6 +834,7 @@ impl Inventory for MemoryInventory {
         let qty = o.order.qty;
         let key = o.key.clone();
         s.set_deadline(order_id, None);
+        s.settle(order_id, SETTLED_KEEP, Instant::now());
 
         let level = s.products.get_mut(&sku).map(|p| {
             if from == ReleaseFrom::Refused {
@@ -1441,5 +1513,56 @@ mod tests {
         assert_eq!(ids, vec![new.order.id, old.order.id]);
         assert!(inv.user_orders("nobody").await.unwrap().is_empty());
         inv.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_are_capped_per_user_and_settled_orders_pruned() {
+        let inv = MemoryInventory::new();
+        let sale = live_sale(&inv, vec![product("A", 5, 0, 5, ProductStatus::OnSale)]).await;
+        // A loop of fresh keys: each refusal is an answer to keep.
+        for i in 0..(super::super::redis::KEYS_PER_USER + 50) {
+            let r = inv
+                .admit(&request(sale, "A", "looper", 6, &format!("k{i}")))
+                .await
+                .unwrap();
+            assert!(matches!(r, Admission::Rejected(Rejection::SoldOut)));
+        }
+        let s = inv.sale(sale).unwrap();
+        assert_eq!(
+            lock(&s).idem["looper"].len(),
+            super::super::redis::KEYS_PER_USER,
+            "the oldest beyond the cap are forgotten"
+        );
+        assert!(lock(&s).idem["looper"].contains_key("k299"));
+        assert!(!lock(&s).idem["looper"].contains_key("k0"));
+
+        let kept = request(sale, "A", "u1", 1, "paid");
+        admitted(inv.admit(&kept).await.unwrap());
+        inv.index_order(&kept.order).await.unwrap();
+        inv.confirm(sale, kept.order.id, "A", NOW, None, None)
+            .await
+            .unwrap();
+        let dropped = request(sale, "A", "u1", 1, "dropped");
+        admitted(inv.admit(&dropped).await.unwrap());
+        inv.index_order(&dropped.order).await.unwrap();
+        inv.release(
+            sale,
+            dropped.order.id,
+            OrderStatus::Cancelled,
+            ReleaseFrom::Reserved,
+        )
+        .await
+        .unwrap();
+        let later = Instant::now() + SETTLED_KEEP + Duration::from_secs(1);
+        let gone = lock(&s).prune_orders(later);
+        assert_eq!(gone, vec![(dropped.order.id, "u1".to_owned())]);
+        inv.forget(sale, &gone);
+        assert!(inv.order(sale, dropped.order.id).await.unwrap().is_none());
+        assert!(inv.locate(dropped.order.id).await.unwrap().is_none());
+        // The completed one stays as long as its answer.
+        assert!(inv.order(sale, kept.order.id).await.unwrap().is_some());
+        assert_eq!(inv.user_orders("u1").await.unwrap().len(), 1);
+        let much_later = Instant::now() + COMPLETED_KEEP + Duration::from_secs(1);
+        assert_eq!(lock(&s).prune_orders(much_later).len(), 1);
     }
 }

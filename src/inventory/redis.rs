@@ -15,6 +15,11 @@ use crate::orders::{Order, OrderStatus};
 
 /// Idempotent answers, order records and the user's order list live this long.
 const KEEP_SECS: u64 = 24 * 3600;
+/// Answers kept per user and sale: a buyer presses "buy" a few dozen times
+/// in a sale; a script looping fresh keys is what this bounds.
+pub const KEYS_PER_USER: usize = 256;
+/// A cancelled or expired order's record outlives its answer this long.
+pub const SETTLED_KEEP_SECS: u64 = 600;
 /// The per-user list keeps the newest orders only.
 const USER_ORDERS_KEPT: isize = 200;
 
@@ -45,6 +50,10 @@ impl Keys {
     /// The user id's length keeps `a:b` + `c` apart from `a` + `b:c`.
     fn idem(&self, sale: Uuid, user: &str, key: &str) -> String {
         format!("{}:i:{}:{user}:{key}", self.tag(sale), user.len())
+    }
+    /// The user's idempotency keys in the sale, oldest first.
+    fn user_keys(&self, sale: Uuid, user: &str) -> String {
+        format!("{}:ik:{}:{user}", self.tag(sale), user.len())
     }
     fn deadlines(&self, sale: Uuid) -> String {
         format!("{}:dl", self.tag(sale))
@@ -491,6 +500,7 @@ impl Inventory for RedisInventory {
             .key(k.deadlines(s))
             .key(k.order(s, o.id))
             .key(k.bans(s))
+            .key(k.user_keys(s, &req.user_id))
             .arg(&req.user_id)
             .arg(o.qty)
             .arg(&req.fingerprint)
@@ -501,6 +511,8 @@ impl Inventory for RedisInventory {
             .arg(KEEP_SECS)
             .arg(&req.key)
             .arg(&o.sku)
+            .arg(KEYS_PER_USER)
+            .arg(o.created_at.timestamp_millis())
             .invoke_async(&mut self.conn())
             .await?;
         let Some((kind, rest)) = reply.split_first() else {
@@ -725,6 +737,7 @@ impl Inventory for RedisInventory {
                 ReleaseFrom::AnyHolding => "holding",
                 ReleaseFrom::Refused => "refused",
             })
+            .arg(SETTLED_KEEP_SECS)
             .invoke_async(&mut self.conn())
             .await?;
         match reply.split_first() {

@@ -640,3 +640,45 @@ async fn a_socket_closes_with_4001_when_its_token_expires() {
     let (mut v, _) = app.join(&sale, &short, None).await;
     assert_eq!(v.ended().await, crate::live_helpers::Ended::Closed(4001));
 }
+
+#[tokio::test]
+async fn a_loop_of_fresh_keys_keeps_a_bounded_number_of_answers() {
+    use lychee_live::inventory::redis::{KEYS_PER_USER, SETTLED_KEEP_SECS};
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 100, 5).await;
+    let mei = env.token(Role::Viewer, "mei");
+    let order = app
+        .buy(&mei, &sale, "first", "FZX", 1)
+        .await
+        .expect(201)
+        .json();
+    let looper = env.token(Role::Viewer, "looper");
+    // Over the per-user limit: each refusal is a final answer Redis keeps.
+    for i in 0..KEYS_PER_USER + 40 {
+        let r = app.buy(&looper, &sale, &format!("k{i}"), "FZX", 6).await;
+        assert_eq!(r.expect(409).code(), "limit_exceeded");
+    }
+    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{{sale}}}:i:6:looper:*", env.prefix().unwrap()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.len(),
+        KEYS_PER_USER,
+        "the oldest beyond the cap are forgotten"
+    );
+    // A cancelled order's record goes soon after its answer.
+    let id = order["id"].as_str().unwrap();
+    app.cancel(&mei, id).await.expect(200);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}:{{{sale}}}:o:{id}", env.prefix().unwrap()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= SETTLED_KEEP_SECS as i64, "ttl {ttl}");
+}

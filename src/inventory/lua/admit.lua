@@ -1,14 +1,27 @@
 -- Admit one buy attempt: idempotency, sale live, product on sale, stock,
 -- per-user limit; then reserve. O(1), all keys under the sale's hash tag.
--- KEYS: 1 sale, 2 product, 3 holdings(sku), 4 idem, 5 deadlines, 6 order, 7 bans
+-- KEYS: 1 sale, 2 product, 3 holdings(sku), 4 idem, 5 deadlines, 6 order, 7 bans,
+--       8 the user's keys in the sale (sorted by first use)
 -- ARGV: 1 user, 2 qty, 3 fingerprint, 4 order id, 5 deadline ms,
---       6 order json, 7 final answer ('' = pending), 8 key ttl s, 9 idem key name, 10 sku
+--       6 order json, 7 final answer ('' = pending), 8 key ttl s, 9 idem key name, 10 sku,
+--       11 keys kept per user and sale, 12 now ms
 local idem = redis.call('GET', KEYS[4])
 if idem then return {'replay', idem} end
 local fp, ttl = ARGV[3], tonumber(ARGV[8])
+-- A user's answers in a sale are capped: past the cap the oldest is
+-- forgotten, so fresh keys in a loop cannot fill Redis for a day.
+local function remember()
+  redis.call('ZADD', KEYS[8], ARGV[12], KEYS[4])
+  redis.call('EXPIRE', KEYS[8], ttl)
+  if redis.call('ZCARD', KEYS[8]) > tonumber(ARGV[11]) then
+    local old = redis.call('ZPOPMIN', KEYS[8])
+    if old[1] then redis.call('DEL', old[1]) end
+  end
+end
 local function reject(code, a, b)
   local v = fp .. '\nrej\n' .. code .. '\n' .. (a or 0) .. '\n' .. (b or 0)
   redis.call('SET', KEYS[4], v, 'EX', ttl)
+  remember()
   return {'rej', code, a or 0, b or 0}
 end
 local s = redis.call('HMGET', KEYS[1], 'status', 'epoch')
@@ -38,4 +51,5 @@ if ARGV[7] ~= '' then
 else
   redis.call('SET', KEYS[4], fp .. '\npending\n' .. ARGV[4], 'EX', ttl)
 end
+remember()
 return {'ok', s[2], unpack(redis.call('HMGET', KEYS[2], 'stock', 'remaining', 'reserved', 'sold', 'status', 'ver'))}

@@ -2,7 +2,8 @@
 -- An order of another epoch (admitted before a rebuild) holds nothing in the
 -- rebuilt counters: only its status moves.
 -- KEYS: 1 product, 2 holdings(sku), 3 deadlines, 4 order, 5 sale
--- ARGV: 1 order id, 2 new status, 3 'reserved' (cancel), 'holding' (any state
+-- ARGV: 1 order id, 2 new status, 4 seconds the settled record is kept,
+--       3 'reserved' (cancel), 'holding' (any state
 --       holding stock) or 'refused' (like holding, but PostgreSQL refused the
 --       order: its units were sold through orders the counters missed, so
 --       they move to sold instead of back on sale)
@@ -23,6 +24,8 @@ if o[5] == redis.call('HGET', KEYS[5], 'epoch') then
   if redis.call('HINCRBY', KEYS[2], o[3], -qty) <= 0 then redis.call('HDEL', KEYS[2], o[3]) end
 end
 redis.call('HSET', KEYS[4], 'st', ARGV[2])
+-- Settled: its buyer has had the answer; the record goes soon, not in a day.
+redis.call('EXPIRE', KEYS[4], ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[1])
 -- A key still pending for this order is forgotten, so a retry is a fresh attempt.
 local ikey = o[4]
