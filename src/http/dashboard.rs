@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use futures_util::Stream;
 
 use super::error::ApiError;
-use super::extract::{parse_id, AppPath, Auth};
+use super::extract::{parse_id, AppPath, AuthUntil};
 use super::AppState;
 use crate::dashboard::feed::Frame;
 
@@ -21,7 +21,7 @@ const RETRY_STREAM_SECS: u64 = 5;
 /// node's shared snapshot of the sale (see `dashboard::feed`).
 pub async fn stream(
     State(state): State<AppState>,
-    Auth(who): Auth,
+    AuthUntil(who, expires_at): AuthUntil,
     AppPath(id): AppPath<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let sale_id = parse_id(&id, "sale")?;
@@ -30,11 +30,25 @@ pub async fn stream(
         .dashboards
         .subscribe(&who.user_id, sale_id)
         .map_err(|_| ApiError::RateLimited(RETRY_STREAM_SECS))?;
-    let stream = futures_util::stream::unfold(subscription, |mut sub| async move {
+    // The stream lives no longer than the token it was opened with: its last
+    // event says so, and the page signs in again.
+    let left = (expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let expiry = Box::pin(tokio::time::sleep(left));
+    let stream = futures_util::stream::unfold(Some((subscription, expiry)), |open| async move {
+        let (mut sub, mut expiry) = open?;
         loop {
+            let changed = tokio::select! {
+                changed = sub.frames.changed() => changed,
+                _ = expiry.as_mut() => {
+                    let end = Event::default().event("expired").data("token expired: sign in again");
+                    return Some((Ok(end), None));
+                }
+            };
             // Ends with the feed (shutdown); a frame skipped by a slow
             // client is simply replaced by the newer one.
-            sub.frames.changed().await.ok()?;
+            changed.ok()?;
             let frame = sub.frames.borrow_and_update().clone();
             let event = match frame {
                 Some(Frame::Data(json)) => Event::default().data(&*json),
@@ -42,7 +56,7 @@ pub async fn stream(
                 Some(Frame::Error(e)) => Event::default().event("error").data(&*e),
                 None => continue,
             };
-            return Some((Ok(event), sub));
+            return Some((Ok(event), Some((sub, expiry))));
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -89,6 +89,22 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The caller and when its token expires: for streams that must end then.
+pub struct AuthUntil(pub Identity, pub chrono::DateTime<chrono::Utc>);
+
+impl FromRequestParts<AppState> for AuthUntil {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_header(&parts.headers).ok_or(IdentityError::Missing)?;
+        let (who, until) = state.keys.verify_until(token)?;
+        Ok(AuthUntil(who, until))
+    }
+}
+
 pub fn bearer_header(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

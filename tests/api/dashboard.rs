@@ -274,3 +274,23 @@ async fn metrics_and_health() {
         .unwrap();
     assert_eq!(ready, json!({ "database": true, "inventory": true }));
 }
+
+#[tokio::test]
+async fn a_dashboard_stream_ends_at_its_tokens_expiry() {
+    let mut env = TestEnv::embedded();
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let short = env.token_for(Role::Host, "alice", Duration::from_secs(2));
+    let mut r = open_dashboard(&app, &sale, &short).await;
+    let mut body = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        match tokio::time::timeout_at(deadline, r.chunk()).await {
+            Ok(Ok(Some(chunk))) => body.push_str(std::str::from_utf8(&chunk).unwrap()),
+            Ok(Ok(None)) => break,
+            other => panic!("the stream outlived its token: {other:?} after {body}"),
+        }
+    }
+    assert!(body.contains("event: expired"), "{body}");
+}
