@@ -365,6 +365,11 @@ export class LiveRoom {
       this.stop('banned');
       return;
     }
+    // The token expired: reconnecting with it would be refused; sign in again.
+    if (code === 4001) {
+      this.stop('unauthorized');
+      return;
+    }
     this.failures += 1;
     // A refusal before the upgrade (401, 403, 404) reaches a browser only as
     // close code 1006; after repeated failures ask REST whether the token is
