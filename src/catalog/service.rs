@@ -227,15 +227,19 @@ impl Catalog {
         Ok(Sale { record, products })
     }
 
-    /// The live levels of every product of the sale (those with live state).
-    pub async fn live_levels(&self, id: Uuid) -> Result<Vec<StockLevel>, CatalogError> {
-        let skus: Vec<String> = self
+    async fn skus(&self, id: Uuid) -> Result<Vec<String>, CatalogError> {
+        Ok(self
             .store
             .products(id)
             .await?
             .into_iter()
             .map(|p| p.sku)
-            .collect();
+            .collect())
+    }
+
+    /// The live levels of every product of the sale (those with live state).
+    pub async fn live_levels(&self, id: Uuid) -> Result<Vec<StockLevel>, CatalogError> {
+        let skus = self.skus(id).await?;
         Ok(self
             .inventory
             .levels(id, &skus)
@@ -386,13 +390,7 @@ impl Catalog {
             .ok_or(CatalogError::InvalidState("the sale changed meanwhile"))?;
         self.lists.changed();
         self.rebuild.ensure(id).await?;
-        let skus: Vec<String> = self
-            .store
-            .products(id)
-            .await?
-            .into_iter()
-            .map(|p| p.sku)
-            .collect();
+        let skus = self.skus(id).await?;
         let closed = self
             .inventory
             .set_sale_status(id, SaleStatus::Ended, &skus)

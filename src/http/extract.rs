@@ -84,8 +84,8 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_header(&parts.headers).ok_or(IdentityError::Missing)?;
-        Ok(Auth(state.keys.verify(token)?))
+        let AuthUntil(who, _) = AuthUntil::from_request_parts(parts, state).await?;
+        Ok(Auth(who))
     }
 }
 
