@@ -25,7 +25,7 @@ const HOST_TOKEN = env('E2E_HOST_TOKEN');
 const OPS_TOKEN = env('E2E_OPS_TOKEN');
 const OUT = env('E2E_OUT');
 const WAIT = 15000;
-const EXPECTED_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-src https:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+const EXPECTED_CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-src https://stream.example.invalid; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 const XSS_CHAT = '<img src=x onerror="window.__xss=1">';
 const XSS_TITLE = '<script>window.__xss=1</script>Night market';
 // Nothing answers there (the machine has no network): the frame stays empty.
