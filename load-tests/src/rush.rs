@@ -34,6 +34,11 @@ pub struct RushArgs {
     /// Concurrent buyers.
     #[arg(long, default_value_t = 1000)]
     pub buyers: usize,
+    /// Distinct users the buyers act for (default: one each). Buyer `i` buys
+    /// as users `i`, `i + buyers`, `i + 2 * buyers`, ... in turn, one a
+    /// request, so few connections can be many users (REST only).
+    #[arg(long)]
+    pub users: Option<usize>,
     /// How buyers buy: `POST .../orders`, or a `buy` message on their live socket.
     #[arg(long, value_enum, default_value = "rest")]
     pub via: Via,
@@ -74,6 +79,13 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
     let sale = live_sale(&http, &a.nodes[0], &host, &a.checkout, a.stock, a.limit).await?;
     let bar = progress(a.stock as u64, "sold");
     let buyers = a.buyers;
+    let users = a.users.unwrap_or(buyers);
+    if users < buyers {
+        return Err("--users must be at least --buyers".into());
+    }
+    if users != buyers && a.via == Via::Ws {
+        return Err("--users other than --buyers needs --via rest".into());
+    }
     let pace = a.rate.map(|r| Duration::from_secs_f64(buyers as f64 / r));
     let sold_out = Arc::new(AtomicBool::new(false));
     let sold_out_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
@@ -87,16 +99,16 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
     let mut transports = Vec::with_capacity(buyers);
     for i in 0..buyers {
         let node = &a.nodes[i % a.nodes.len()];
-        let (token, late) = buyer_tokens(&keys, i);
+        let (tokens, late) = buyer_tokens(&keys, i, buyers, users);
         transports.push(match a.via {
             Via::Rest => {
-                let main = Transport::rest(node, &sale, &token).await?;
+                let main = Transport::rest(node, &sale, &tokens).await?;
                 let other = Transport::rest(node, &sale, &late).await?;
                 (main, other)
             }
             Via::Ws => {
-                let main = Transport::ws(node, &sale, &token, i).await?;
-                let other = Transport::ws(node, &sale, &late, i).await?;
+                let main = Transport::ws(node, &sale, &tokens[0], i).await?;
+                let other = Transport::ws(node, &sale, &late[0], i).await?;
                 (main, other)
             }
         });
@@ -205,6 +217,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         "scenario": "rush",
         "sale_id": sale,
         "buyers": a.buyers,
+        "users": users,
         "via": format!("{:?}", a.via).to_lowercase(),
         "viewers": watched.viewers,
         "viewer_frames": watched.frames,
@@ -291,18 +304,43 @@ async fn check_database(
     Ok(checks)
 }
 
-/// Buyer `i`'s token, and the token of the late buyer who takes its place
-/// after sell-out.
-fn buyer_tokens(keys: &TokenKeys, i: usize) -> (String, String) {
-    (
-        token(keys, Role::Viewer, &format!("buyer-{i}")),
-        token_for_late(keys, i),
-    )
+/// The tokens of the users buyer `i` acts for, and of the late users who take
+/// their place after sell-out.
+fn buyer_tokens(
+    keys: &TokenKeys,
+    i: usize,
+    buyers: usize,
+    users: usize,
+) -> (Vec<String>, Vec<String>) {
+    users_of(i, buyers, users)
+        .map(|u| {
+            (
+                token(keys, Role::Viewer, &format!("buyer-{u}")),
+                token_for_late(keys, u),
+            )
+        })
+        .unzip()
+}
+
+/// The users buyer `i` of `buyers` acts for, out of `users`.
+fn users_of(i: usize, buyers: usize, users: usize) -> impl Iterator<Item = usize> {
+    (i..users).step_by(buyers)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::per_second_figures;
+    use super::{per_second_figures, users_of};
+
+    #[test]
+    fn buyers_share_the_users_out() {
+        assert_eq!(users_of(1, 3, 8).collect::<Vec<_>>(), [1, 4, 7]);
+        assert_eq!(users_of(2, 3, 8).collect::<Vec<_>>(), [2, 5]);
+        // One user each by default.
+        assert_eq!(users_of(5, 10, 10).collect::<Vec<_>>(), [5]);
+        let mut all: Vec<usize> = (0..1000).flat_map(|i| users_of(i, 1000, 50_000)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..50_000).collect::<Vec<_>>());
+    }
 
     #[test]
     fn the_partial_last_second_does_not_count() {

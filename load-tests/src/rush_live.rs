@@ -38,10 +38,11 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// `token`'s connection for `POST .../orders`, open before the clock starts.
-    pub async fn rest(node: &str, sale: &str, token: &str) -> Result<Self, String> {
+    /// A connection for `POST .../orders` as `tokens` in turn, open before the
+    /// clock starts.
+    pub async fn rest(node: &str, sale: &str, tokens: &[String]) -> Result<Self, String> {
         let url = format!("{node}/api/v1/sales/{sale}/orders");
-        let mut conn = Conn::post(&url, token, r#"{"sku":"RUSH","qty":1}"#)?;
+        let mut conn = Conn::post(&url, tokens, r#"{"sku":"RUSH","qty":1}"#)?;
         conn.open().await?;
         Ok(Transport::Rest {
             conn: Box::new(conn),
