@@ -324,13 +324,7 @@ async fn sold_out_fast_path_keeps_replays() {
         assert_eq!(replay.text, first.text);
     }
     // A restock clears the flag on every node.
-    a.post(
-        &format!("/sales/{sale}/products/FZX/restock"),
-        Some(&host),
-        json!({ "add": 1 }),
-    )
-    .await
-    .expect(200);
+    a.restock(&host, &sale, "FZX", 1).await.expect(200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
         let r = b.buy(&li, &sale, "after-restock", "FZX", 1).await;

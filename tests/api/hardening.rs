@@ -302,22 +302,10 @@ async fn a_restock_after_sell_out_sells_at_once_on_every_node() {
         b.buy(&u3, &sale, "k3", "FZX", 1).await.expect(409).code(),
         "sold_out"
     );
-    a.post(
-        &format!("/sales/{sale}/products/FZX/restock"),
-        Some(&host),
-        json!({ "add": 1 }),
-    )
-    .await
-    .expect(200);
+    a.restock(&host, &sale, "FZX", 1).await.expect(200);
     // The very next buy on the node that restocked.
     a.buy(&u2, &sale, "k2b", "FZX", 1).await.expect(201);
-    a.post(
-        &format!("/sales/{sale}/products/FZX/restock"),
-        Some(&host),
-        json!({ "add": 1 }),
-    )
-    .await
-    .expect(200);
+    a.restock(&host, &sale, "FZX", 1).await.expect(200);
     // The other node, from the stock event: well before its flag would
     // expire on its own (1 s), even on a busy machine.
     let started = std::time::Instant::now();
@@ -349,13 +337,7 @@ async fn a_restock_after_sell_out_sells_at_once_embedded() {
         app.buy(&u2, &sale, "k2", "FZX", 1).await.expect(409).code(),
         "sold_out"
     );
-    app.post(
-        &format!("/sales/{sale}/products/FZX/restock"),
-        Some(&host),
-        json!({ "add": 5 }),
-    )
-    .await
-    .expect(200);
+    app.restock(&host, &sale, "FZX", 5).await.expect(200);
     app.buy(&u2, &sale, "k2b", "FZX", 1).await.expect(201);
 }
 

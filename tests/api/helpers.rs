@@ -345,6 +345,15 @@ impl TestApp {
         .await
     }
 
+    pub async fn restock(&self, token: &str, sale: &str, sku: &str, add: i64) -> Reply {
+        self.post(
+            &format!("/sales/{sale}/products/{sku}/restock"),
+            Some(token),
+            json!({ "add": add }),
+        )
+        .await
+    }
+
     pub async fn sale(&self, sale: &str) -> Value {
         self.get(&format!("/sales/{sale}"), None)
             .await
