@@ -347,8 +347,11 @@ mod tests {
             let built = source.built.load(Ordering::Relaxed);
             // This sale's feed and the other one's: two a second.
             let real = wall.elapsed().as_secs() as usize;
+            // Two feeds, a snapshot a second each; a step of the test clock
+            // may land between a feed's wake-up and its next phase and cost
+            // it one more. Unshared, 40 streams would build 40 a second.
             assert!(
-                built <= 2 * (second + real) + 2,
+                built <= 4 * (second + real) + 2,
                 "{built} snapshots in {second} s (+{real} s of wall time)"
             );
         }
