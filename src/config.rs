@@ -165,6 +165,8 @@ pub struct ServeArgs {
         default_value = crate::catalog::validate::DEFAULT_STREAM_HOSTS
     )]
     pub stream_hosts: Vec<String>,
+    #[command(flatten)]
+    pub payments: crate::payments::PaymentArgs,
     /// Runtime worker threads; default one per core. Nodes sharing a machine
     /// should split its cores between them rather than each taking all.
     #[arg(long, env = "LIVE_WORKERS")]

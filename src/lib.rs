@@ -12,6 +12,7 @@ pub mod hub;
 pub mod identity;
 pub mod inventory;
 pub mod orders;
+pub mod payments;
 pub mod text;
 pub mod web;
 
@@ -84,6 +85,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Hosts a sale's `stream_url` may point at (`--stream-hosts`).
     pub stream_hosts: Arc<StreamHosts>,
+    /// Payment providers and their merchant settings.
+    pub payments: payments::PaymentArgs,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
             limits: http::limits::LimitSettings::default(),
             cors_origins: Vec::new(),
             stream_hosts: Arc::new(StreamHosts::default()),
+            payments: payments::PaymentArgs::default(),
         }
     }
 }

@@ -159,6 +159,7 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         ..Default::default()
     };
     settings.cors_origins = args.cors_origins;
+    settings.payments = args.payments.clone();
     settings.stream_hosts = Arc::new(
         StreamHosts::parse(&args.stream_hosts).map_err(|e| format!("--stream-hosts: {e}"))?,
     );

@@ -7,6 +7,7 @@ mod cli;
 mod dashboard;
 mod errors;
 mod fuzz;
+mod gateway;
 mod hardening;
 mod helpers;
 mod live;
