@@ -37,6 +37,12 @@ pub(crate) fn get_uuid(row: &SqliteRow, col: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("uuid {s:?}: {e}")))
 }
 
+pub(crate) fn get_opt_uuid(row: &SqliteRow, col: &str) -> Result<Option<Uuid>, StoreError> {
+    row.try_get::<Option<&str>, _>(col)?
+        .map(|s| Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("uuid {s:?}: {e}"))))
+        .transpose()
+}
+
 pub(crate) fn get_time(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>, StoreError> {
     parse_time(row.try_get(col)?)
 }

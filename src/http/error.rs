@@ -11,6 +11,7 @@ use crate::identity::IdentityError;
 use crate::inventory::{InventoryError, Rejection};
 use crate::orders::rebuild::RebuildError;
 use crate::orders::OrderError;
+use crate::payments::PaymentError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -273,6 +274,28 @@ impl From<OrderError> for ApiError {
             OrderError::Store(e) => e.into(),
             OrderError::Inventory(e) => e.into(),
             OrderError::Rebuild(e) => e.into(),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        match e {
+            PaymentError::Invalid(m) => ApiError::BadRequest(m),
+            PaymentError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            PaymentError::Forbidden => ApiError::Forbidden("not yours".into()),
+            PaymentError::InvalidState(m) => ApiError::conflict("invalid_state", m),
+            PaymentError::ReservationExpired => {
+                ApiError::conflict("reservation_expired", "the reservation has expired")
+            }
+            PaymentError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
+            // The provider's own words can name internals: they stay in the log.
+            PaymentError::Provider(e) => {
+                tracing::warn!(error = %e, "payment provider call failed");
+                ApiError::Unavailable("the payment provider is not answering; try again".into())
+            }
+            PaymentError::Store(e) => e.into(),
+            PaymentError::Order(e) => e.into(),
         }
     }
 }

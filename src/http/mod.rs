@@ -6,6 +6,7 @@ pub mod extract;
 pub mod limits;
 mod moderation;
 mod orders;
+mod payments;
 pub mod proxy;
 pub mod ratelimit;
 mod sales;
@@ -86,6 +87,8 @@ pub struct Shared {
     pub dashboards: Arc<Feeds>,
     /// The live rooms: WebSocket fan-out and chat.
     pub live: Arc<Live>,
+    /// Payments through providers, refunds, reconciliation.
+    pub payments: Arc<crate::payments::Payments>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -118,9 +121,11 @@ pub fn app(state: AppState) -> Router {
             sales::router()
                 .merge(orders::router())
                 .merge(moderation::router())
+                .merge(payments::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )
+        .merge(payments::sandbox_router())
         .route("/metrics", get(dashboard::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -73,6 +73,7 @@ async fn get_order(
 #[derive(Deserialize)]
 struct PayBody {
     payment_ref: String,
+    note: Option<String>,
 }
 
 async fn pay(
@@ -82,7 +83,12 @@ async fn pay(
     AppJson(body): AppJson<PayBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "order")?;
-    Ok(Json(state.orders.pay(&who, id, &body.payment_ref).await?))
+    Ok(Json(
+        state
+            .orders
+            .confirm_manual(&who, id, &body.payment_ref, body.note.as_deref())
+            .await?,
+    ))
 }
 
 async fn cancel(

@@ -959,6 +959,7 @@ mod tests {
             expires_at: Some(created_at + TimeDelta::milliseconds(TTL)),
             completed_at: None,
             payment_ref: None,
+            payment: None,
         }
     }
 

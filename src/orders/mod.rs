@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::catalog::StoreError;
 
-pub use service::{OrderError, Orders};
+pub use service::{OrderError, Orders, Paid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +57,60 @@ pub struct Order {
     pub expires_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub payment_ref: Option<String>,
+    /// How a completed order was paid; `None` while reserved (nothing is
+    /// paid until a provider, a manual confirmation or COD says so).
+    #[serde(default)]
+    pub payment: Option<OrderPayment>,
+}
+
+/// The contract's `payment` object of an Order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPayment {
+    /// `cod`, `manual`, or the provider's name.
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<Uuid>,
+    pub paid_cents: i64,
+    /// What its succeeded refunds returned.
+    #[serde(default)]
+    pub refunded_cents: i64,
+    /// The host's note on a manual confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl OrderPayment {
+    pub const COD: &'static str = "cod";
+    pub const MANUAL: &'static str = "manual";
+
+    /// Cash on delivery: what the courier collects counts as paid, so a
+    /// claim on it can be refunded (by hand) up to the order's total.
+    pub fn cod(total_cents: i64) -> Self {
+        OrderPayment {
+            method: Self::COD.into(),
+            payment_id: None,
+            paid_cents: total_cents,
+            refunded_cents: 0,
+            note: None,
+        }
+    }
+}
+
+/// The `payment` of a stored order; rows from before payments have none.
+pub(crate) fn payment_from_row(
+    method: Option<String>,
+    payment_id: Option<Uuid>,
+    paid_cents: Option<i64>,
+    refunded_cents: i64,
+    note: Option<String>,
+) -> Option<OrderPayment> {
+    Some(OrderPayment {
+        method: method?,
+        payment_id,
+        paid_cents: paid_cents.unwrap_or(0),
+        refunded_cents,
+        note,
+    })
 }
 
 /// A completed order on its way to the database, with the key that made it:

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    commit_batch, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
+    commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
     OrderStore, SoldIncrements,
 };
 use crate::catalog::StoreError;
@@ -24,7 +24,8 @@ impl PgOrders {
 }
 
 const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
-     currency, created_at, expires_at, completed_at, payment_ref";
+     currency, created_at, expires_at, completed_at, payment_ref, payment_method, payment_id, \
+     paid_cents, refunded_cents, payment_note";
 
 fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
     Ok(Order {
@@ -41,6 +42,13 @@ fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
         expires_at: row.try_get("expires_at")?,
         completed_at: row.try_get("completed_at")?,
         payment_ref: row.try_get("payment_ref")?,
+        payment: payment_from_row(
+            row.try_get("payment_method")?,
+            row.try_get("payment_id")?,
+            row.try_get("paid_cents")?,
+            row.try_get("refunded_cents")?,
+            row.try_get("payment_note")?,
+        ),
     })
 }
 
@@ -51,10 +59,12 @@ async fn insert_new(
 ) -> Result<HashSet<Uuid>, StoreError> {
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
-           currency, idempotency_key, created_at, expires_at, completed_at, payment_ref) \
+           currency, idempotency_key, created_at, expires_at, completed_at, payment_ref, \
+           payment_method, payment_id, paid_cents, payment_note) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], \
            $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::timestamptz[], \
-           $11::timestamptz[], $12::timestamptz[], $13::text[]) \
+           $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], \
+           $16::bigint[], $17::text[]) \
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(batch.iter().map(|c| c.order.id).collect::<Vec<_>>())
@@ -103,6 +113,30 @@ async fn insert_new(
         batch
             .iter()
             .map(|c| c.order.payment_ref.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.payment.as_ref().map(|p| p.method.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.payment.as_ref().and_then(|p| p.payment_id))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.payment.as_ref().map(|p| p.paid_cents))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| c.order.payment.as_ref().and_then(|p| p.note.as_deref()))
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut **tx)

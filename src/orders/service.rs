@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::batch::{BatchWriter, WriteError};
 use super::rebuild::{RebuildError, Rebuilder};
-use super::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
+use super::{Commit, CompletedOrder, Order, OrderPayment, OrderStatus, OrderStore};
 use crate::catalog::service::CatalogError;
 use crate::catalog::{validate, Catalog, Checkout, StoreError};
 use crate::clock::Clock;
@@ -103,6 +103,19 @@ const MY_ORDERS_LIMIT: i64 = 100;
 const REFUSED_BY_DB: &str = "the order could not be recorded: a value was refused";
 /// Admissions of one buy fenced out by rebuilds before giving up with 503.
 const STALE_RETRIES: usize = 3;
+
+/// What a payment did to its reserved order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paid {
+    /// Completed by this payment, committed now.
+    Completed(Order),
+    /// Already completed (this payment seen before, or another one).
+    AlreadyCompleted(Order),
+    /// Expired or cancelled first (or the stock was gone): not resurrected.
+    Gone(OrderStatus),
+    /// Another node is recording a payment of it right now.
+    Busy,
+}
 
 pub struct Orders {
     inventory: Arc<dyn Inventory>,
@@ -241,6 +254,7 @@ impl Orders {
             expires_at,
             completed_at: None,
             payment_ref: None,
+            payment: None,
         };
         let fp = fingerprint(&req.sku, req.qty);
         let admit = AdmitRequest {
@@ -299,6 +313,7 @@ impl Orders {
         let sale_id = order.sale_id;
         order.status = OrderStatus::Completed;
         order.completed_at = Some(order.created_at);
+        order.payment = Some(OrderPayment::cod(order.total_cents));
         let committed = self
             .writer
             .commit(CompletedOrder {
@@ -549,11 +564,15 @@ impl Orders {
         }
     }
 
-    pub async fn pay(
+    /// The host's (or an operator's) manual confirmation: the money was
+    /// seen outside any provider (cash, a bank or WeChat transfer). Never the
+    /// buyer's own word.
+    pub async fn confirm_manual(
         &self,
         who: &Identity,
         order_id: Uuid,
         payment_ref: &str,
+        note: Option<&str>,
     ) -> Result<Order, OrderError> {
         if payment_ref.is_empty()
             || payment_ref.len() > 128
@@ -563,18 +582,100 @@ impl Orders {
                 "payment_ref must be 1..=128 printable ASCII characters".into(),
             ));
         }
-        let (live, committed) = self.find(order_id).await?;
-        if let Some(order) = committed {
-            return if order.user_id == who.user_id {
-                Ok(order)
-            } else {
-                Err(OrderError::Forbidden)
-            };
+        if let Some(n) = note {
+            if n.chars().count() > 500 {
+                return Err(OrderError::Invalid("note: at most 500 characters".into()));
+            }
+            crate::text::check_multiline(n)
+                .map_err(|e| OrderError::Invalid(format!("note: {e}")))?;
         }
-        let live = live.ok_or(OrderError::NotFound("order"))?;
-        if live.order.user_id != who.user_id {
+        let (live, committed) = self.find(order_id).await?;
+        let sale_id = committed
+            .as_ref()
+            .map(|o| o.sale_id)
+            .or(live.as_ref().map(|l| l.order.sale_id))
+            .ok_or(OrderError::NotFound("order"))?;
+        if !self.may_manage(who, sale_id).await? {
             return Err(OrderError::Forbidden);
         }
+        if let Some(order) = committed {
+            return Ok(order);
+        }
+        let live = live.ok_or(OrderError::NotFound("order"))?;
+        let payment = OrderPayment {
+            method: OrderPayment::MANUAL.into(),
+            payment_id: None,
+            paid_cents: live.order.total_cents,
+            refunded_cents: 0,
+            note: note.map(str::to_owned),
+        };
+        match self.complete_reserved(live, payment, payment_ref).await? {
+            Paid::Completed(o) | Paid::AlreadyCompleted(o) => Ok(o),
+            Paid::Gone(OrderStatus::Expired) => Err(OrderError::ReservationExpired),
+            Paid::Gone(_) => Err(OrderError::InvalidState("the order is not reserved")),
+            Paid::Busy => Err(OrderError::InvalidState("a payment is being recorded")),
+        }
+    }
+
+    /// Whether `who` manages the sale (its host, an operator).
+    pub async fn may_manage(&self, who: &Identity, sale_id: Uuid) -> Result<bool, OrderError> {
+        if who.role == Role::Operator {
+            return Ok(true);
+        }
+        let facts = self.catalog.facts(sale_id, None).await?;
+        Ok(facts.is_some_and(|f| who.may_manage(&f.host_id)))
+    }
+
+    /// The order as it is now (reserved in the inventory, or committed).
+    pub async fn current(&self, order_id: Uuid) -> Result<Option<Order>, OrderError> {
+        let (live, committed) = self.find(order_id).await?;
+        Ok(committed.or(live.map(|l| l.order)))
+    }
+
+    /// The committed order, from PostgreSQL alone.
+    pub async fn committed(&self, order_id: Uuid) -> Result<Option<Order>, OrderError> {
+        Ok(self.store.order(order_id).await?)
+    }
+
+    /// A provider's verified success for a reserved order: completes it
+    /// (committed before this returns) unless it expired or was cancelled.
+    pub async fn complete_paid(
+        &self,
+        order_id: Uuid,
+        payment: OrderPayment,
+        payment_ref: &str,
+    ) -> Result<Paid, OrderError> {
+        let (live, committed) = self.find(order_id).await?;
+        if let Some(order) = committed {
+            return Ok(Paid::AlreadyCompleted(order));
+        }
+        match live {
+            Some(live) => self.complete_reserved(live, payment, payment_ref).await,
+            // Settled long ago and forgotten by the inventory.
+            None => Ok(Paid::Gone(OrderStatus::Expired)),
+        }
+    }
+
+    /// Tells the buyer's sockets about its order (a refund, a payment).
+    pub fn announce(&self, order: &Order) {
+        self.bus.publish(
+            order.sale_id,
+            SaleEvent::Order {
+                order: order.clone(),
+            },
+        );
+    }
+
+    /// The shared tail of every payment: the lease in the inventory (so the
+    /// reaper leaves the reservation alone), the guarded batch writer, then
+    /// the inventory's confirmation and the buyer's `order` event.
+    async fn complete_reserved(
+        &self,
+        live: LiveOrder,
+        payment: OrderPayment,
+        payment_ref: &str,
+    ) -> Result<Paid, OrderError> {
+        let order_id = live.order.id;
         let sale_id = live.order.sale_id;
         let now = self.clock.now();
         match self
@@ -584,27 +685,21 @@ impl Orders {
         {
             PayStart::Started => {}
             PayStart::AlreadyCompleted => {
-                return self
-                    .store
-                    .order(order_id)
-                    .await?
-                    .ok_or(OrderError::Unavailable("the order is being recorded"));
+                return match self.store.order(order_id).await? {
+                    Some(o) => Ok(Paid::AlreadyCompleted(o)),
+                    None => Ok(Paid::Busy),
+                };
             }
-            PayStart::Expired | PayStart::WrongState(OrderStatus::Expired) => {
-                return Err(OrderError::ReservationExpired)
-            }
-            PayStart::WrongState(OrderStatus::Reserved) => {
-                return Err(OrderError::InvalidState("a payment is already in progress"))
-            }
-            PayStart::WrongState(_) => {
-                return Err(OrderError::InvalidState("the order is not reserved"))
-            }
-            PayStart::NotFound => return Err(OrderError::NotFound("order")),
+            PayStart::Expired => return Ok(Paid::Gone(OrderStatus::Expired)),
+            PayStart::WrongState(OrderStatus::Reserved) => return Ok(Paid::Busy),
+            PayStart::WrongState(status) => return Ok(Paid::Gone(status)),
+            PayStart::NotFound => return Ok(Paid::Gone(OrderStatus::Expired)),
         }
         let mut order = live.order;
         order.status = OrderStatus::Completed;
         order.completed_at = Some(now);
         order.payment_ref = Some(payment_ref.to_owned());
+        order.payment = Some(payment);
         let committed = self
             .writer
             .commit(CompletedOrder {
@@ -622,12 +717,15 @@ impl Orders {
                 // Admitted before a rebuild, which dropped the reservation.
                 self.give_back(sale_id, order_id, OrderStatus::Expired)
                     .await;
-                return Err(OrderError::ReservationExpired);
+                return Ok(Paid::Gone(OrderStatus::Expired));
             }
-            Ok(Commit::Existing(existing)) if existing.id == order.id => existing,
+            Ok(Commit::Existing(existing)) if existing.id == order.id => {
+                return Ok(Paid::AlreadyCompleted(existing))
+            }
             Ok(Commit::Existing(_)) | Ok(Commit::SoldOut) => {
+                // Only after Redis lost data: the stock is not there to sell.
                 self.refused(sale_id, order_id).await;
-                return Err(OrderError::Rejected(Rejection::SoldOut));
+                return Ok(Paid::Gone(OrderStatus::Cancelled));
             }
             Ok(Commit::Invalid) => {
                 if let Err(e) = self.inventory.abort_pay(sale_id, order_id).await {
@@ -660,13 +758,8 @@ impl Orders {
             // Committed: the reaper confirms it later after checking PostgreSQL.
             Err(e) => tracing::warn!(error = %e, %order_id, "confirm deferred to the reaper"),
         }
-        self.bus.publish(
-            sale_id,
-            SaleEvent::Order {
-                order: order.clone(),
-            },
-        );
-        Ok(order)
+        self.announce(&order);
+        Ok(Paid::Completed(order))
     }
 
     pub async fn cancel(&self, who: &Identity, order_id: Uuid) -> Result<Order, OrderError> {

@@ -9,10 +9,10 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    commit_batch, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
+    commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
     OrderStore, SoldIncrements,
 };
-use crate::catalog::sqlite::{get_opt_time, get_time, get_uuid, time_text};
+use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
 use crate::catalog::StoreError;
 
 pub struct SqliteOrders {
@@ -26,7 +26,8 @@ impl SqliteOrders {
 }
 
 const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
-     currency, created_at, expires_at, completed_at, payment_ref";
+     currency, created_at, expires_at, completed_at, payment_ref, payment_method, payment_id, \
+     paid_cents, refunded_cents, payment_note";
 
 /// Ids per `IN (...)` query, well under SQLite's bound-variable limit.
 const IDS_PER_QUERY: usize = 500;
@@ -46,6 +47,13 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
         expires_at: get_opt_time(row, "expires_at")?,
         completed_at: get_opt_time(row, "completed_at")?,
         payment_ref: row.try_get("payment_ref")?,
+        payment: payment_from_row(
+            row.try_get("payment_method")?,
+            get_opt_uuid(row, "payment_id")?,
+            row.try_get("paid_cents")?,
+            row.try_get("refunded_cents")?,
+            row.try_get("payment_note")?,
+        ),
     })
 }
 
@@ -59,8 +67,9 @@ async fn insert_new(
         let o = &c.order;
         let rows = sqlx::query(
             "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
-               currency, idempotency_key, created_at, expires_at, completed_at, payment_ref) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+               currency, idempotency_key, created_at, expires_at, completed_at, payment_ref, \
+               payment_method, payment_id, paid_cents, payment_note) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT DO NOTHING",
         )
         .bind(o.id.hyphenated())
@@ -76,6 +85,15 @@ async fn insert_new(
         .bind(o.expires_at.map(time_text))
         .bind(time_text(o.completed_at.unwrap_or(o.created_at)))
         .bind(o.payment_ref.as_deref())
+        .bind(o.payment.as_ref().map(|p| p.method.as_str()))
+        .bind(
+            o.payment
+                .as_ref()
+                .and_then(|p| p.payment_id)
+                .map(|id| id.hyphenated().to_string()),
+        )
+        .bind(o.payment.as_ref().map(|p| p.paid_cents))
+        .bind(o.payment.as_ref().and_then(|p| p.note.as_deref()))
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -314,6 +332,7 @@ mod tests {
                 expires_at: Some(at(secs + 300)),
                 completed_at: Some(at(secs + 1)),
                 payment_ref: Some(format!("pay-{key}")),
+                payment: None,
             },
             key: key.into(),
             epoch: 0,

@@ -3,7 +3,13 @@
 //! that it paid. Payments and refunds are rows beside the orders.
 
 pub mod alipay;
+pub mod postgres;
 pub mod provider;
+pub mod reconcile;
+pub mod sandbox;
+pub mod service;
+pub mod sqlite;
+pub mod store;
 pub mod wechatpay;
 
 pub use provider::{
@@ -12,6 +18,9 @@ pub use provider::{
 };
 
 use std::time::Duration;
+
+pub use service::{PaymentError, Payments};
+pub use store::{Payment, PaymentStatus, Refund, RefundStatus};
 
 use crate::config::Secret;
 

@@ -103,7 +103,7 @@ async fn idempotent_replay_across_nodes() {
     assert_eq!(first.text, again.text);
     // The order moved on; the replay still shows it as first sent.
     let id = first.json()["id"].as_str().unwrap().to_owned();
-    b.pay(&mei, &id, "pay-1").await.expect(200);
+    b.pay(&host, &id, "pay-1").await.expect(200);
     let later = a.buy(&mei, &sale, "key-1", "FZX", 2).await.expect(201);
     assert_eq!(later.text, first.text);
     let other = b.buy(&mei, &sale, "key-1", "FZX", 3).await.expect(422);
@@ -163,11 +163,16 @@ async fn reserve_pay_cancel_flow(mut env: TestEnv) {
     );
     assert_eq!(app.pay(&li, &id, "x").await.expect(403).code(), "forbidden");
 
-    let paid = app.pay(&mei, &id, "wx-123").await.expect(200).json();
+    // The buyer's word is not a payment: only the host confirms by hand.
+    assert_eq!(app.pay(&mei, &id, "wx-123").await.expect(403).code(), "forbidden");
+    let paid = app.pay(&host, &id, "wx-123").await.expect(200).json();
     assert_eq!(paid["status"], "completed");
+    assert_eq!(paid["payment"]["method"], "manual");
+    assert_eq!(paid["payment"]["paid_cents"], paid["total_cents"]);
+    assert_eq!(paid["payment"]["refunded_cents"], 0);
     assert_eq!(paid["payment_ref"], "wx-123");
     assert!(paid["completed_at"].is_string());
-    let again = app.pay(&mei, &id, "wx-123").await.expect(200).json();
+    let again = app.pay(&host, &id, "wx-123").await.expect(200).json();
     assert_eq!(again["id"], paid["id"]);
     assert_eq!(
         app.cancel(&mei, &id).await.expect(409).code(),
@@ -195,7 +200,7 @@ async fn reserve_pay_cancel_flow(mut env: TestEnv) {
         "invalid_state"
     );
     assert_eq!(
-        app.pay(&mei, &id2, "late").await.expect(409).code(),
+        app.pay(&host, &id2, "late").await.expect(409).code(),
         "invalid_state"
     );
     // Cancelling gave the unit and the limit back.
@@ -267,7 +272,7 @@ async fn expiry_flow(mut env: TestEnv) {
         .json();
     assert_eq!(order["status"], "expired");
     assert_eq!(
-        app.pay(&mei, id, "late").await.expect(409).code(),
+        app.pay(&host, id, "late").await.expect(409).code(),
         "reservation_expired"
     );
     // The limit came back with the stock.
@@ -295,7 +300,7 @@ async fn pay_checks_the_deadline_itself() {
     let sale = app.live_sale(&host, "reserve", "FZX", 5, 5).await;
     let o = app.buy(&mei, &sale, "a", "FZX", 1).await.expect(201).json();
     env.clock.advance(Duration::from_secs(299));
-    app.pay(&mei, o["id"].as_str().unwrap(), "in-time")
+    app.pay(&host, o["id"].as_str().unwrap(), "in-time")
         .await
         .expect(200);
 }

@@ -540,7 +540,7 @@ async fn postgres_outage_refuses_completion_and_returns_the_stock() {
         .json();
     assert_eq!(o["status"], "reserved");
     let pay = app
-        .pay(&mei, held["id"].as_str().unwrap(), "p")
+        .pay(&host, held["id"].as_str().unwrap(), "p")
         .await
         .expect(503);
     assert_eq!(pay.code(), "unavailable");
@@ -567,7 +567,7 @@ async fn postgres_outage_refuses_completion_and_returns_the_stock() {
     // The same key is a fresh attempt now.
     let left = Duration::from_secs(10).saturating_sub(back.elapsed());
     buy_once_healed(&app, &mei, &instant, "k1", "NOW", left).await;
-    app.pay(&mei, held["id"].as_str().unwrap(), "p")
+    app.pay(&host, held["id"].as_str().unwrap(), "p")
         .await
         .expect(200);
 }

@@ -30,6 +30,7 @@ fn completed(sale_id: Uuid, sku: &str, user: &str, payment_ref: &str) -> Complet
             expires_at: None,
             completed_at: Some(now),
             payment_ref: Some(payment_ref.into()),
+            payment: None,
         },
         key: format!("k-{}", Uuid::new_v4()),
         epoch: 0,
@@ -197,7 +198,7 @@ async fn hostile_refs_and_texts_are_refused_with_400_and_lose_nothing() {
 
     // A manual payment reference with a NUL.
     assert_eq!(
-        app.pay(&mei, &id, "cash\0").await.expect(400).code(),
+        app.pay(&host, &id, "cash\0").await.expect(400).code(),
         "bad_request"
     );
     // Names and titles: a NUL, an override, nothing visible.
@@ -260,7 +261,7 @@ async fn hostile_refs_and_texts_are_refused_with_400_and_lose_nothing() {
         .await;
     assert_eq!(r.expect(404).code(), "not_found");
     // Nothing was lost: the good reservation still stands and pays.
-    app.pay(&mei, &id, "cash-1").await.expect(200);
+    app.pay(&host, &id, "cash-1").await.expect(200);
     let s = app.sale(&sale).await;
     assert_eq!(product(&s, "FZX")["sold"], 1);
 }
@@ -591,7 +592,7 @@ async fn a_ban_releases_the_users_reservations_in_the_sale() {
         }
         // It cannot be paid any more; the order says why.
         let id = held["id"].as_str().unwrap();
-        let r = app.pay(&mei, id, "cash").await;
+        let r = app.pay(&host, id, "cash").await;
         assert_eq!(r.status, 409, "{}", r.text);
         let o = app
             .get(&format!("/orders/{id}"), Some(&mei))

@@ -362,7 +362,7 @@ async fn rest_changes_orders_and_viewer_counts_reach_the_right_sockets() {
     let o1 = b.buy(&mei, &sale, "k1", "FZX", 1).await.expect(201).json();
     assert_eq!(o1["status"], "reserved");
     let id1 = o1["id"].as_str().expect("id");
-    b.pay(&mei, id1, "pay-1").await.expect(200);
+    b.pay(&host, id1, "pay-1").await.expect(200);
     let e = m.next_of("order").await;
     assert_eq!(
         (&e["order"]["id"], &e["order"]["status"]),
@@ -1464,7 +1464,7 @@ async fn a_websocket_ref_and_a_rest_idempotency_key_are_one_key() {
         // Replayed as first sent even after the order moved on.
         if checkout == "reserve" {
             let id = o["order"]["id"].as_str().expect("id");
-            a.pay(&mei, id, "pay-1").await.expect(200);
+            a.pay(&host, id, "pay-1").await.expect(200);
             let done = m.next_of("order").await;
             assert_eq!(
                 (&done["order"]["id"], &done["order"]["status"]),

@@ -122,7 +122,7 @@ async fn csv_cells_never_run_as_formulas() {
         .expect(201)
         .json();
     app.pay(
-        &mallory,
+        &host,
         o["id"].as_str().unwrap(),
         "@SUM(1+1)*cmd|' /C calc'!A0",
     )

@@ -248,9 +248,14 @@ try {
     await viewer.fill(`${card} input.qty`, '2');
     await viewer.click(`${card} button[type=submit]`);
     await waitText(viewer, `${card} .notice.error`, /limit_exceeded/, 'limit error');
+    // Pay goes to the provider's checkout: the sandbox's page, then back.
     await viewer.click(`#orders li[data-order="${orderId}"] button:text("Pay")`);
+    await waitFor(viewer, 'button[value="pay"]', 'the sandbox checkout page');
+    await viewer.click('button[value="pay"]');
+    await waitText(viewer, 'body', /Paid\./, 'the sandbox took the payment');
+    await viewer.click('a[href^="/sales/"]');
     await waitFor(viewer, `#orders li[data-order="${orderId}"][data-status="completed"]`, 'paid order');
-    await waitText(viewer, `#orders li[data-order="${orderId}"]`, /payment sim-/);
+    await waitText(viewer, `#orders li[data-order="${orderId}"]`, /payment sbx-/);
     // One more, left unpaid: the screenshot shows a reservation's countdown.
     await viewer.click('[data-sku="NMC-2_5KG"] button[type=submit]');
     await waitFor(viewer, '#orders li[data-status="reserved"]', 'a second reservation');

@@ -26,7 +26,6 @@ const state = {
   vers: new Map(), // sku -> `ver` of the last stock event applied
   cards: new Map(), // sku -> the product's elements
   orders: new Map(), // id -> { order, elements }
-  paymentRefs: new Map(), // order id -> payment_ref: a retried payment is the same payment
   pending: new Map(), // buy ref -> { sku, qty, timer, rest }
   banned: false,
 };
@@ -267,15 +266,21 @@ setInterval(tick, 1000);
 
 async function pay(entry, error) {
   const id = entry.order.id;
-  // Simulated payment: a real one would hand over the provider's reference.
-  if (!state.paymentRefs.has(id)) state.paymentRefs.set(id, `sim-${randomId().slice(0, 16)}`);
   entry.pay.disabled = true;
   text(error, '');
   try {
-    const order = await api(`/orders/${encodeURIComponent(id)}/pay`, {
-      method: 'POST', token: state.token, body: { payment_ref: state.paymentRefs.get(id) },
+    // The provider's checkout takes the buyer's money; the order completes
+    // when the provider tells the server, never on this page's word.
+    const { providers } = await api('/payments/providers');
+    if (!providers.length) throw new Error('no payment provider is enabled');
+    const payment = await api(`/orders/${encodeURIComponent(id)}/payments`, {
+      method: 'POST', token: state.token, body: { provider: providers[0] },
     });
-    upsertOrder(order);
+    if (payment.checkout && payment.checkout.url) {
+      window.location.assign(payment.checkout.url);
+      return;
+    }
+    throw new Error('the provider gave no checkout page');
   } catch (err) {
     text(error, describe(err));
     entry.pay.disabled = false;

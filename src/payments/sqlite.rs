@@ -1,0 +1,530 @@
+//! Payments, refunds and the sandbox's books in SQLite (the embedded mode):
+//! the PostgreSQL statements, with text uuids and times, and no row locks
+//! (one process, and SQLite serializes writers).
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::store::{
+    Charge, ChargeState, Payment, PaymentStatus, PaymentStore, Refund, RefundGuard, RefundInsert,
+    RefundStatus, SandboxLedger, TxnRecord,
+};
+use super::Checkout;
+use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
+use crate::catalog::StoreError;
+
+pub struct SqlitePayments {
+    pool: SqlitePool,
+}
+
+impl SqlitePayments {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqlitePayments { pool }
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, user_id, provider, amount_cents, currency, \
+     status, checkout, provider_txn_id, created_at, expires_at, paid_at";
+
+fn payment_from_row(row: &SqliteRow) -> Result<Payment, StoreError> {
+    let checkout: String = row.try_get("checkout")?;
+    Ok(Payment {
+        id: get_uuid(row, "id")?,
+        order_id: get_uuid(row, "order_id")?,
+        sale_id: get_uuid(row, "sale_id")?,
+        user_id: row.try_get("user_id")?,
+        provider: row.try_get("provider")?,
+        amount_cents: row.try_get("amount_cents")?,
+        currency: row.try_get("currency")?,
+        status: PaymentStatus::parse(row.try_get("status")?)?,
+        checkout: serde_json::from_str::<Checkout>(&checkout)
+            .map_err(|e| StoreError::Corrupt(format!("checkout: {e}")))?,
+        provider_txn_id: row.try_get("provider_txn_id")?,
+        created_at: get_time(row, "created_at")?,
+        expires_at: get_time(row, "expires_at")?,
+        paid_at: get_opt_time(row, "paid_at")?,
+    })
+}
+
+const REFUND_COLUMNS: &str = "id, order_id, payment_id, provider, amount_cents, currency, reason, \
+     status, provider_refund_id, requested_by, idempotency_key, fingerprint, created_at, updated_at";
+
+fn refund_from_row(row: &SqliteRow) -> Result<Refund, StoreError> {
+    Ok(Refund {
+        id: get_uuid(row, "id")?,
+        order_id: get_uuid(row, "order_id")?,
+        payment_id: get_opt_uuid(row, "payment_id")?,
+        provider: row.try_get("provider")?,
+        amount_cents: row.try_get("amount_cents")?,
+        currency: row.try_get("currency")?,
+        reason: row.try_get("reason")?,
+        status: RefundStatus::parse(row.try_get("status")?)?,
+        provider_refund_id: row.try_get("provider_refund_id")?,
+        requested_by: row.try_get("requested_by")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        created_at: get_time(row, "created_at")?,
+        updated_at: get_time(row, "updated_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("2067") || d.code().as_deref() == Some("1555"))
+}
+
+fn checkout_json(c: &Checkout) -> Result<String, StoreError> {
+    serde_json::to_string(c).map_err(|e| StoreError::Corrupt(format!("checkout: {e}")))
+}
+
+#[async_trait]
+impl PaymentStore for SqlitePayments {
+    async fn insert_pending(
+        &self,
+        p: &Payment,
+        next_check: DateTime<Utc>,
+    ) -> Result<Payment, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO payments (id, order_id, sale_id, user_id, provider, amount_cents, \
+               currency, status, checkout, created_at, expires_at, next_check_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) \
+             ON CONFLICT (order_id) WHERE status = 'pending' DO NOTHING",
+        )
+        .bind(p.id.hyphenated())
+        .bind(p.order_id.hyphenated())
+        .bind(p.sale_id.hyphenated())
+        .bind(&p.user_id)
+        .bind(&p.provider)
+        .bind(p.amount_cents)
+        .bind(&p.currency)
+        .bind(checkout_json(&p.checkout)?)
+        .bind(time_text(p.created_at))
+        .bind(time_text(p.expires_at))
+        .bind(time_text(next_check))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(p.clone());
+        }
+        self.pending_for_order(p.order_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a pending payment vanished".into()))
+    }
+
+    async fn set_checkout(&self, id: Uuid, checkout: &Checkout) -> Result<(), StoreError> {
+        sqlx::query("UPDATE payments SET checkout = $2 WHERE id = $1")
+            .bind(id.hyphenated())
+            .bind(checkout_json(checkout)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn payment(&self, id: Uuid) -> Result<Option<Payment>, StoreError> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(payment_from_row)
+            .transpose()
+    }
+
+    async fn pending_for_order(&self, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'pending'"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(order_id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(payment_from_row)
+            .transpose()
+    }
+
+    async fn record_txn(&self, id: Uuid, txn: &str) -> Result<TxnRecord, StoreError> {
+        let done = sqlx::query(
+            "UPDATE payments SET provider_txn_id = $2 \
+             WHERE id = $1 AND (provider_txn_id IS NULL OR provider_txn_id = $2)",
+        )
+        .bind(id.hyphenated())
+        .bind(txn)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(r) if r.rows_affected() == 1 => Ok(TxnRecord::Recorded),
+            Ok(_) => {
+                let other: Option<Option<String>> =
+                    sqlx::query_scalar("SELECT provider_txn_id FROM payments WHERE id = $1")
+                        .bind(id.hyphenated())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(TxnRecord::Other(other.flatten().unwrap_or_default()))
+            }
+            Err(e) if is_unique_violation(&e) => Ok(TxnRecord::Taken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn set_status(
+        &self,
+        id: Uuid,
+        from: &[PaymentStatus],
+        to: PaymentStatus,
+        at: DateTime<Utc>,
+        next_check: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        // SQLite binds no arrays: the statuses as one comma-separated list.
+        let from: String = from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+        let paid = to == PaymentStatus::Succeeded;
+        let n = sqlx::query(
+            "UPDATE payments SET status = $3, next_check_at = $4, \
+               paid_at = CASE WHEN $5 THEN COALESCE(paid_at, $6) ELSE paid_at END \
+             WHERE id = $1 AND instr(',' || $2 || ',', ',' || status || ',') > 0",
+        )
+        .bind(id.hyphenated())
+        .bind(from)
+        .bind(to.as_str())
+        .bind(next_check.map(time_text))
+        .bind(paid)
+        .bind(time_text(at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn claim_due_payments(
+        &self,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+        max: i64,
+    ) -> Result<Vec<Payment>, StoreError> {
+        // SKIP LOCKED: nodes reconciling at once take different payments.
+        let sql = format!(
+            "UPDATE payments SET next_check_at = $2 WHERE id IN ( \
+               SELECT id FROM payments WHERE next_check_at <= $1 AND status = 'pending' \
+               ORDER BY next_check_at LIMIT $3 ) \
+             RETURNING {PAYMENT_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(time_text(now))
+            .bind(time_text(now + lease))
+            .bind(max)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(payment_from_row)
+            .collect()
+    }
+
+    async fn schedule_payment(
+        &self,
+        id: Uuid,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE payments SET next_check_at = $2 WHERE id = $1")
+            .bind(id.hyphenated())
+            .bind(next.map(time_text))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_refund(
+        &self,
+        r: &Refund,
+        guard: RefundGuard,
+        next_check: DateTime<Utc>,
+    ) -> Result<RefundInsert, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds \
+             WHERE order_id = $1 AND requested_by = $2 AND idempotency_key = $3"
+        );
+        let existing = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(r.order_id.hyphenated())
+            .bind(&r.requested_by)
+            .bind(&r.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            return Ok(RefundInsert::Existing(refund_from_row(&row)?));
+        }
+        if guard == RefundGuard::Order {
+            let held = sqlx::query(
+                "UPDATE orders SET refund_held_cents = refund_held_cents + $2 \
+                 WHERE id = $1 AND refund_held_cents + $2 <= COALESCE(paid_cents, 0)",
+            )
+            .bind(r.order_id.hyphenated())
+            .bind(r.amount_cents)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if held != 1 {
+                return Ok(RefundInsert::TooMuch);
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO refunds (id, order_id, payment_id, provider, amount_cents, currency, \
+               reason, status, provider_refund_id, requested_by, idempotency_key, fingerprint, \
+               created_at, updated_at, next_check_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
+             ON CONFLICT (order_id, requested_by, idempotency_key) DO NOTHING",
+        )
+        .bind(r.id.hyphenated())
+        .bind(r.order_id.hyphenated())
+        .bind(r.payment_id.map(|u| u.hyphenated()))
+        .bind(&r.provider)
+        .bind(r.amount_cents)
+        .bind(&r.currency)
+        .bind(&r.reason)
+        .bind(r.status.as_str())
+        .bind(r.provider_refund_id.as_deref())
+        .bind(&r.requested_by)
+        .bind(&r.idempotency_key)
+        .bind(&r.fingerprint)
+        .bind(time_text(r.created_at))
+        .bind(time_text(next_check))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // The same key at once on another node: its refund stands, this
+            // transaction (and its hold) goes.
+            tx.rollback().await?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(r.order_id.hyphenated())
+                .bind(&r.requested_by)
+                .bind(&r.idempotency_key)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(RefundInsert::Existing(refund_from_row(&row)?));
+        }
+        tx.commit().await?;
+        Ok(RefundInsert::Inserted(r.clone()))
+    }
+
+    async fn refund(&self, id: Uuid) -> Result<Option<Refund>, StoreError> {
+        let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(refund_from_row)
+            .transpose()
+    }
+
+    async fn order_refunds(&self, order_id: Uuid) -> Result<Vec<Refund>, StoreError> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY created_at, id"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(order_id.hyphenated())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(refund_from_row)
+            .collect()
+    }
+
+    async fn finish_refund(
+        &self,
+        id: Uuid,
+        to: RefundStatus,
+        provider_refund_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Refund>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "UPDATE refunds SET status = $2, updated_at = $3, next_check_at = NULL, \
+               provider_refund_id = COALESCE($4, provider_refund_id) \
+             WHERE id = $1 AND status = 'pending' RETURNING {REFUND_COLUMNS}"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .bind(to.as_str())
+            .bind(time_text(at))
+            .bind(provider_refund_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let refund = refund_from_row(&row)?;
+        match to {
+            RefundStatus::Succeeded => {
+                sqlx::query(
+                    "UPDATE orders SET refunded_cents = refunded_cents + $2 \
+                     WHERE id = $1 AND refunded_cents + $2 <= refund_held_cents",
+                )
+                .bind(refund.order_id.hyphenated())
+                .bind(refund.amount_cents)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(payment_id) = refund.payment_id {
+                    sqlx::query(
+                        "UPDATE payments SET status = CASE \
+                           WHEN (SELECT COALESCE(SUM(r.amount_cents), 0) FROM refunds r \
+                                 WHERE r.payment_id = payments.id AND r.status = 'succeeded') \
+                                >= payments.amount_cents \
+                           THEN 'refunded' ELSE 'partially_refunded' END \
+                         WHERE id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded')",
+                    )
+                    .bind(payment_id.hyphenated())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            RefundStatus::Failed => {
+                sqlx::query(
+                    "UPDATE orders SET refund_held_cents = refund_held_cents - $2 \
+                     WHERE id = $1 AND refund_held_cents - $2 >= refunded_cents",
+                )
+                .bind(refund.order_id.hyphenated())
+                .bind(refund.amount_cents)
+                .execute(&mut *tx)
+                .await?;
+            }
+            RefundStatus::Pending => {}
+        }
+        tx.commit().await?;
+        Ok(Some(refund))
+    }
+
+    async fn claim_due_refunds(
+        &self,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+        max: i64,
+    ) -> Result<Vec<Refund>, StoreError> {
+        let sql = format!(
+            "UPDATE refunds SET next_check_at = $2 WHERE id IN ( \
+               SELECT id FROM refunds WHERE next_check_at <= $1 AND status = 'pending' \
+               ORDER BY next_check_at LIMIT $3 ) \
+             RETURNING {REFUND_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(time_text(now))
+            .bind(time_text(now + lease))
+            .bind(max)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(refund_from_row)
+            .collect()
+    }
+
+    async fn schedule_refund(
+        &self,
+        id: Uuid,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refunds SET next_check_at = $2 WHERE id = $1")
+            .bind(id.hyphenated())
+            .bind(next.map(time_text))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn charge_from_row(row: &SqliteRow) -> Result<Charge, StoreError> {
+    Ok(Charge {
+        payment_id: get_uuid(row, "payment_id")?,
+        state: ChargeState::parse(row.try_get("state")?)?,
+        txn_id: row.try_get("txn_id")?,
+        amount_cents: row.try_get("amount_cents")?,
+        currency: row.try_get("currency")?,
+        refunds_fail: row.try_get("refunds_fail")?,
+        at: get_time(row, "at")?,
+    })
+}
+
+#[async_trait]
+impl SandboxLedger for SqlitePayments {
+    async fn charge(&self, c: &Charge) -> Result<Charge, StoreError> {
+        sqlx::query(
+            "INSERT INTO sandbox_charges (payment_id, state, txn_id, amount_cents, currency, \
+               refunds_fail, at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(c.payment_id.hyphenated())
+        .bind(c.state.as_str())
+        .bind(&c.txn_id)
+        .bind(c.amount_cents)
+        .bind(&c.currency)
+        .bind(c.refunds_fail)
+        .bind(time_text(c.at))
+        .execute(&self.pool)
+        .await?;
+        self.charge_of(c.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a sandbox charge vanished".into()))
+    }
+
+    async fn charge_of(&self, payment_id: Uuid) -> Result<Option<Charge>, StoreError> {
+        sqlx::query(
+            "SELECT payment_id, state, txn_id, amount_cents, currency, refunds_fail, at \
+             FROM sandbox_charges WHERE payment_id = $1",
+        )
+        .bind(payment_id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(charge_from_row)
+        .transpose()
+    }
+
+    async fn refund(
+        &self,
+        refund_id: Uuid,
+        payment_id: Uuid,
+        amount_cents: i64,
+        succeeded: bool,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO sandbox_refunds (refund_id, payment_id, amount_cents, succeeded, at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (refund_id) DO NOTHING",
+        )
+        .bind(refund_id.hyphenated())
+        .bind(payment_id.hyphenated())
+        .bind(amount_cents)
+        .bind(succeeded)
+        .bind(time_text(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT succeeded FROM sandbox_refunds WHERE refund_id = $1")
+                .bind(refund_id.hyphenated())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn refund_of(&self, refund_id: Uuid) -> Result<Option<(i64, bool)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT amount_cents, succeeded FROM sandbox_refunds WHERE refund_id = $1",
+        )
+        .bind(refund_id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn refunded(&self, payment_id: Uuid) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(amount_cents), 0) FROM sandbox_refunds \
+             WHERE payment_id = $1 AND succeeded",
+        )
+        .bind(payment_id.hyphenated())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
