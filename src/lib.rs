@@ -47,12 +47,12 @@ use crate::orders::postgres::PgOrders;
 use crate::orders::rebuild::{RebuildError, Rebuilder};
 use crate::orders::sqlite::SqliteOrders;
 use crate::orders::{OrderStore, Orders};
+use crate::payments::alipay::Alipay;
 use crate::payments::postgres::PgPayments;
 use crate::payments::sandbox::Sandbox;
 use crate::payments::sqlite::SqlitePayments;
 use crate::payments::store::{PaymentStore, SandboxLedger};
 use crate::payments::wechatpay::WechatPay;
-use crate::payments::alipay::Alipay;
 use crate::payments::{Payments, Provider};
 
 #[derive(Debug, thiserror::Error)]
@@ -308,7 +308,12 @@ fn start_payments(
             }
             // MERGE: provider arms restored from /tmp/provider_arms.txt
             "wechatpay" | "alipay" => {
-                let _ = (&args.wechatpay, &args.alipay, WechatPay::from_args, Alipay::from_args);
+                let _ = (
+                    &args.wechatpay,
+                    &args.alipay,
+                    WechatPay::from_args,
+                    Alipay::from_args,
+                );
                 return Err(StartError::Payments(format!("{name}: not merged yet")));
             }
             other => {

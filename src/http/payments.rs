@@ -189,10 +189,7 @@ async fn sandbox_page(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "payment")?;
     let (p, charge) = state.payments.sandbox_payment(id).await?;
-    let amount = format!(
-        "¥{}",
-        crate::payments::provider::yuan(p.amount_cents)
-    );
+    let amount = format!("¥{}", crate::payments::provider::yuan(p.amount_cents));
     let now = state.clock.now();
     let inner = if let Some(c) = charge {
         format!(

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::{Order, OrderStore};
 use crate::catalog::StoreError;
 
-pub const HEADER: [&str; 10] = [
+/// The contract's ten columns, then the `payment` object's (added fields).
+pub const HEADER: [&str; COLUMNS] = [
     "order_id",
     "created_at",
     "completed_at",
@@ -21,7 +22,12 @@ pub const HEADER: [&str; 10] = [
     "total_cents",
     "currency",
     "payment_ref",
+    "payment_method",
+    "payment_id",
+    "paid_cents",
+    "refunded_cents",
 ];
+const COLUMNS: usize = 14;
 const PAGE: i64 = 1000;
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -29,8 +35,8 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 fn write_rows(
-    rows: impl IntoIterator<Item = [String; 10]>,
-    header: Option<[&str; 10]>,
+    rows: impl IntoIterator<Item = [String; COLUMNS]>,
+    header: Option<[&str; COLUMNS]>,
 ) -> Result<Bytes, StoreError> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
@@ -68,7 +74,7 @@ fn cell(s: &str) -> String {
     }
 }
 
-fn row(o: &Order) -> [String; 10] {
+fn row(o: &Order) -> [String; COLUMNS] {
     [
         o.id.to_string(),
         rfc3339(o.created_at),
@@ -80,6 +86,23 @@ fn row(o: &Order) -> [String; 10] {
         o.total_cents.to_string(),
         o.currency.clone(),
         cell(o.payment_ref.as_deref().unwrap_or_default()),
+        o.payment
+            .as_ref()
+            .map(|p| cell(&p.method))
+            .unwrap_or_default(),
+        o.payment
+            .as_ref()
+            .and_then(|p| p.payment_id)
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        o.payment
+            .as_ref()
+            .map(|p| p.paid_cents.to_string())
+            .unwrap_or_default(),
+        o.payment
+            .as_ref()
+            .map(|p| p.refunded_cents.to_string())
+            .unwrap_or_default(),
     ]
 }
 

@@ -8,8 +8,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
-    OrderStore, SoldIncrements,
+    commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order,
+    OrderStatus, OrderStore, SoldIncrements,
 };
 use crate::catalog::StoreError;
 

@@ -9,8 +9,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{
-    commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order, OrderStatus,
-    OrderStore, SoldIncrements,
+    commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order,
+    OrderStatus, OrderStore, SoldIncrements,
 };
 use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
 use crate::catalog::StoreError;

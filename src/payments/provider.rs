@@ -272,7 +272,16 @@ mod tests {
         assert_eq!(parse_yuan("0.01"), Some(1));
         assert_eq!(parse_yuan("168.5"), Some(16850));
         assert_eq!(parse_yuan("168"), Some(16800));
-        for bad in ["", ".5", "1.005", "-1.00", "1e3", "1,00", " 1.00", "99999999999999999999"] {
+        for bad in [
+            "",
+            ".5",
+            "1.005",
+            "-1.00",
+            "1e3",
+            "1,00",
+            " 1.00",
+            "99999999999999999999",
+        ] {
             assert_eq!(parse_yuan(bad), None, "{bad}");
         }
     }

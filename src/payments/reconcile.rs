@@ -21,7 +21,9 @@ pub async fn run(payments: Arc<Payments>, every: Duration, shutdown: Cancellatio
         match payments.reconcile_once().await {
             Ok(0) => {}
             Ok(asked) => tracing::debug!(asked, "reconciled payments and refunds"),
-            Err(e) => tracing::warn!(error = %e, "reconciliation pass failed; next pass tries again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciliation pass failed; next pass tries again")
+            }
         }
     }
 }

@@ -113,7 +113,11 @@ impl Sandbox {
     }
 
     /// The signed callback the gateway sends for a charge: headers and body.
-    pub fn notice(&self, notice: &Notice, now: DateTime<Utc>) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    pub fn notice(
+        &self,
+        notice: &Notice,
+        now: DateTime<Utc>,
+    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
         let body = serde_json::to_vec(notice).unwrap_or_default();
         let ts = now.timestamp().to_string();
         let sig = sign(&self.key.0, &ts, &body);
@@ -281,8 +285,16 @@ impl Provider for Sandbox {
             .map_err(store_err)?
             .filter(|c| c.state == ChargeState::Paid)
             .ok_or(ProviderError::NotFound("payment"))?;
-        let refunded = self.ledger.refunded(req.payment_id).await.map_err(store_err)?;
-        let already = self.ledger.refund_of(req.refund_id).await.map_err(store_err)?;
+        let refunded = self
+            .ledger
+            .refunded(req.payment_id)
+            .await
+            .map_err(store_err)?;
+        let already = self
+            .ledger
+            .refund_of(req.refund_id)
+            .await
+            .map_err(store_err)?;
         let ok = match already {
             Some((_, ok)) => ok,
             None => {
@@ -312,7 +324,12 @@ impl Provider for Sandbox {
     }
 
     async fn query_refund(&self, req: &RefundRequest) -> Result<RefundReport, ProviderError> {
-        match self.ledger.refund_of(req.refund_id).await.map_err(store_err)? {
+        match self
+            .ledger
+            .refund_of(req.refund_id)
+            .await
+            .map_err(store_err)?
+        {
             Some((amount_cents, ok)) => Ok(RefundReport {
                 refund_id: req.refund_id,
                 provider_refund_id: Some(format!("sbx-refund-{}", trade_no(req.refund_id))),
@@ -339,7 +356,10 @@ mod tests {
         assert_eq!(a.len(), 64);
         assert_ne!(a, sign(&key, "1700000001", b"{}"));
         assert_ne!(a, sign(&key, "1700000000", b"{ }"));
-        assert_ne!(a, sign(b"other-key-other-key-other-key-00", "1700000000", b"{}"));
+        assert_ne!(
+            a,
+            sign(b"other-key-other-key-other-key-00", "1700000000", b"{}")
+        );
         // RFC 4231 test case 2, through the same HMAC: the crate is the one we think.
         let mut mac = HmacSha256::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");

@@ -145,7 +145,10 @@ impl Payments {
     }
 
     fn base(&self) -> &str {
-        self.public_url.get().map(String::as_str).unwrap_or_default()
+        self.public_url
+            .get()
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 
     /// `POST /orders/{id}/payments`: the order's one live payment, opened
@@ -171,7 +174,9 @@ impl Payments {
                 return Err(PaymentError::ReservationExpired)
             }
             (OrderStatus::Completed, _) => {
-                return Err(PaymentError::InvalidState("the order is already paid".into()))
+                return Err(PaymentError::InvalidState(
+                    "the order is already paid".into(),
+                ))
             }
             (OrderStatus::Cancelled, _) => {
                 return Err(PaymentError::InvalidState("the order was cancelled".into()))
@@ -200,7 +205,13 @@ impl Payments {
                 ))
             })?;
             self.store
-                .set_status(pending.id, &[PaymentStatus::Pending], PaymentStatus::Failed, now, None)
+                .set_status(
+                    pending.id,
+                    &[PaymentStatus::Pending],
+                    PaymentStatus::Failed,
+                    now,
+                    None,
+                )
                 .await?;
         }
         let payment = Payment {
@@ -236,7 +247,9 @@ impl Payments {
         };
         match provider.start(&req).await {
             Ok(started) => {
-                self.store.set_checkout(payment.id, &started.checkout).await?;
+                self.store
+                    .set_checkout(payment.id, &started.checkout)
+                    .await?;
                 metrics::counter!("lychee_payments_started_total", "provider" => provider.name())
                     .increment(1);
                 Ok((
@@ -250,7 +263,13 @@ impl Payments {
             Err(e) => {
                 tracing::warn!(provider = provider.name(), payment_id = %payment.id, error = %e, "payment start failed");
                 self.store
-                    .set_status(payment.id, &[PaymentStatus::Pending], PaymentStatus::Failed, now, None)
+                    .set_status(
+                        payment.id,
+                        &[PaymentStatus::Pending],
+                        PaymentStatus::Failed,
+                        now,
+                        None,
+                    )
                     .await?;
                 Err(e.into())
             }
@@ -314,7 +333,13 @@ impl Payments {
             PayOutcome::Pending => return Ok(()),
             PayOutcome::Failed => {
                 self.store
-                    .set_status(payment.id, &[PaymentStatus::Pending], PaymentStatus::Failed, now, None)
+                    .set_status(
+                        payment.id,
+                        &[PaymentStatus::Pending],
+                        PaymentStatus::Failed,
+                        now,
+                        None,
+                    )
                     .await?;
                 return Ok(());
             }
@@ -378,7 +403,9 @@ impl Payments {
             }
             Paid::AlreadyCompleted(_) => self.refund_whole(payment, "duplicate_payment").await,
             Paid::Gone(_) => self.refund_whole(payment, "late_payment").await,
-            Paid::Busy => Err(Settle::Later("another node is recording this payment".into())),
+            Paid::Busy => Err(Settle::Later(
+                "another node is recording this payment".into(),
+            )),
             Paid::Completed(_) => Err(Settle::Later("completed by another payment".into())),
         }
     }
@@ -442,7 +469,8 @@ impl Payments {
 
     /// Sends a pending refund to its provider and records the answer.
     async fn send_refund(&self, r: &Refund) -> Option<Refund> {
-        let (Some(provider), Some(payment_id)) = (self.providers.get(r.provider.as_str()), r.payment_id)
+        let (Some(provider), Some(payment_id)) =
+            (self.providers.get(r.provider.as_str()), r.payment_id)
         else {
             tracing::warn!(refund_id = %r.id, provider = %r.provider, "refund's provider is not enabled; it waits");
             return None;
@@ -468,19 +496,32 @@ impl Payments {
     async fn apply_refund(&self, r: &Refund, report: RefundReport) -> Option<Refund> {
         match report.outcome {
             RefundOutcome::Succeeded => {
-                self.finish(r.id, RefundStatus::Succeeded, report.provider_refund_id.as_deref())
-                    .await
+                self.finish(
+                    r.id,
+                    RefundStatus::Succeeded,
+                    report.provider_refund_id.as_deref(),
+                )
+                .await
             }
             RefundOutcome::Failed => {
-                self.finish(r.id, RefundStatus::Failed, report.provider_refund_id.as_deref())
-                    .await
+                self.finish(
+                    r.id,
+                    RefundStatus::Failed,
+                    report.provider_refund_id.as_deref(),
+                )
+                .await
             }
             RefundOutcome::Pending => None,
         }
     }
 
     /// Settles a refund and tells the buyer (its order's `payment` changed).
-    async fn finish(&self, id: Uuid, to: RefundStatus, provider_id: Option<&str>) -> Option<Refund> {
+    async fn finish(
+        &self,
+        id: Uuid,
+        to: RefundStatus,
+        provider_id: Option<&str>,
+    ) -> Option<Refund> {
         let done = match self
             .store
             .finish_refund(id, to, provider_id, self.clock.now())
@@ -627,7 +668,8 @@ impl Payments {
     }
 
     async fn reconcile_payment(&self, p: Payment, now: DateTime<Utc>) {
-        let next = Some((now + self.reconcile_every).min(p.expires_at.max(now + TimeDelta::seconds(1))));
+        let next =
+            Some((now + self.reconcile_every).min(p.expires_at.max(now + TimeDelta::seconds(1))));
         let Some(provider) = self.providers.get(p.provider.as_str()).cloned() else {
             let _ = self.store.schedule_payment(p.id, None).await;
             return;
@@ -670,7 +712,8 @@ impl Payments {
     }
 
     async fn reconcile_refund(&self, r: Refund, now: DateTime<Utc>) {
-        let (Some(provider), Some(payment_id)) = (self.providers.get(r.provider.as_str()), r.payment_id)
+        let (Some(provider), Some(payment_id)) =
+            (self.providers.get(r.provider.as_str()), r.payment_id)
         else {
             let _ = self.store.schedule_refund(r.id, None).await;
             return;
@@ -698,8 +741,14 @@ impl Payments {
     }
 
     /// The sandbox checkout page's payment, if it is one.
-    pub async fn sandbox_payment(&self, id: Uuid) -> Result<(Payment, Option<Charge>), PaymentError> {
-        let sandbox = self.sandbox.as_ref().ok_or(PaymentError::NotFound("payment"))?;
+    pub async fn sandbox_payment(
+        &self,
+        id: Uuid,
+    ) -> Result<(Payment, Option<Charge>), PaymentError> {
+        let sandbox = self
+            .sandbox
+            .as_ref()
+            .ok_or(PaymentError::NotFound("payment"))?;
         let p = self
             .store
             .payment(id)
@@ -720,7 +769,10 @@ impl Payments {
         action: SandboxAction,
     ) -> Result<Option<u16>, PaymentError> {
         let (p, _) = self.sandbox_payment(id).await?;
-        let sandbox = self.sandbox.as_ref().ok_or(PaymentError::NotFound("payment"))?;
+        let sandbox = self
+            .sandbox
+            .as_ref()
+            .ok_or(PaymentError::NotFound("payment"))?;
         let now = self.clock.now();
         if now >= p.expires_at {
             return Err(PaymentError::InvalidState(
@@ -736,7 +788,8 @@ impl Payments {
                 } else {
                     ChargeState::Paid
                 },
-                txn_id: format!("sbx-{}", Uuid::new_v4().simple()),
+                // One charge per payment, so its number follows from it.
+                txn_id: format!("sbx-{}", id.simple()),
                 amount_cents: p.amount_cents,
                 currency: p.currency.clone(),
                 refunds_fail: action == SandboxAction::PayRefundsFail,

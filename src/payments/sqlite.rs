@@ -180,7 +180,11 @@ impl PaymentStore for SqlitePayments {
         next_check: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
         // SQLite binds no arrays: the statuses as one comma-separated list.
-        let from: String = from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+        let from: String = from
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let paid = to == PaymentStatus::Succeeded;
         let n = sqlx::query(
             "UPDATE payments SET status = $3, next_check_at = $4, \

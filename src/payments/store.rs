@@ -214,8 +214,11 @@ pub trait PaymentStore: Send + Sync + 'static {
         lease: chrono::TimeDelta,
         max: i64,
     ) -> Result<Vec<Refund>, StoreError>;
-    async fn schedule_refund(&self, id: Uuid, next: Option<DateTime<Utc>>)
-        -> Result<(), StoreError>;
+    async fn schedule_refund(
+        &self,
+        id: Uuid,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
 }
 
 /// What the buyer did on the sandbox's checkout page.

@@ -164,7 +164,10 @@ async fn reserve_pay_cancel_flow(mut env: TestEnv) {
     assert_eq!(app.pay(&li, &id, "x").await.expect(403).code(), "forbidden");
 
     // The buyer's word is not a payment: only the host confirms by hand.
-    assert_eq!(app.pay(&mei, &id, "wx-123").await.expect(403).code(), "forbidden");
+    assert_eq!(
+        app.pay(&mei, &id, "wx-123").await.expect(403).code(),
+        "forbidden"
+    );
     let paid = app.pay(&host, &id, "wx-123").await.expect(200).json();
     assert_eq!(paid["status"], "completed");
     assert_eq!(paid["payment"]["method"], "manual");
@@ -229,10 +232,16 @@ async fn reserve_pay_cancel_flow(mut env: TestEnv) {
     let lines: Vec<&str> = csv.text.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(
         lines[0],
-        "order_id,created_at,completed_at,user_id,sku,qty,unit_price_cents,total_cents,currency,payment_ref"
+        "order_id,created_at,completed_at,user_id,sku,qty,unit_price_cents,total_cents,currency,payment_ref,\
+         payment_method,payment_id,paid_cents,refunded_cents"
     );
     assert_eq!(lines.len(), 2);
-    assert!(lines[1].starts_with(&id) && lines[1].ends_with(",mei,NMC,2,12800,25600,CNY,wx-123"));
+    assert!(
+        lines[1].starts_with(&id)
+            && lines[1].ends_with(",mei,NMC,2,12800,25600,CNY,wx-123,manual,,25600,0"),
+        "{}",
+        lines[1]
+    );
     let r = app
         .get(&format!("/sales/{sale}/orders.csv"), Some(&mei))
         .await

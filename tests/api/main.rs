@@ -12,5 +12,6 @@ mod hardening;
 mod helpers;
 mod live;
 mod live_helpers;
+mod payments;
 mod rebuild;
 mod security;

@@ -1,0 +1,749 @@
+//! Payments end to end: one suite of cases, run against the sandbox (in
+//! production and embedded mode) and the providers' simulators.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lychee_live::config::Secret;
+use lychee_live::identity::Role;
+use lychee_live::payments::sandbox::{self, Notice};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::gateway::{Delivery, Gateway};
+use crate::helpers::{product, TestApp, TestEnv, SECRET};
+
+/// The sandbox seen from outside: its page records what the buyer did,
+/// and its callbacks are built here, signed with the deployment's key.
+#[derive(Default)]
+pub struct SandboxGateway {
+    base: Mutex<Option<String>>,
+    last: Mutex<Option<(String, Vec<u8>)>>,
+    refunds_fail: Mutex<bool>,
+}
+
+impl SandboxGateway {
+    pub fn attach(&self, app: &TestApp) {
+        *self.base.lock().unwrap() = Some(format!("http://{}", app.addr));
+    }
+
+    fn base(&self) -> String {
+        self.base
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("attached to a node")
+    }
+
+    fn key() -> Vec<u8> {
+        sandbox::key(None, &Secret(SECRET.into()))
+    }
+
+    async fn press(&self, payment_id: &str, action: &str) -> u16 {
+        let r = reqwest::Client::new()
+            .post(format!("{}/sandbox/pay/{payment_id}", self.base()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("action={action}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        if status != 200 {
+            eprintln!(
+                "sandbox page {action}: {status} {}",
+                r.text().await.unwrap_or_default()
+            );
+        }
+        status
+    }
+
+    /// Sends a callback to `base` (any node), signed at `signed_at`.
+    pub async fn send(&self, base: &str, ts: &str, sig: &str, body: &[u8]) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/api/v1/payments/sandbox/notify"))
+            .header("content-type", "application/json")
+            .header(sandbox::TIMESTAMP_HEADER, ts)
+            .header(sandbox::SIGNATURE_HEADER, sig)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// The signed success callback of `payment`, as the gateway would send it.
+    pub fn success(payment: &Value, how: Delivery) -> (String, String, Vec<u8>) {
+        let id = Uuid::parse_str(payment["id"].as_str().unwrap()).unwrap();
+        let mut n = Notice {
+            event: "payment".into(),
+            out_trade_no: id.simple().to_string(),
+            txn_id: format!("sbx-{}", id.simple()),
+            status: "succeeded".into(),
+            amount_cents: payment["amount_cents"].as_i64().unwrap(),
+            currency: payment["currency"].as_str().unwrap().into(),
+            merchant: sandbox::MERCHANT.into(),
+        };
+        match how {
+            Delivery::WrongAmount => n.amount_cents += 1,
+            Delivery::WrongMerchant => n.merchant = "someone-else".into(),
+            _ => {}
+        }
+        let signed_at = match how {
+            Delivery::Stale => chrono::Utc::now() - chrono::TimeDelta::minutes(10),
+            _ => chrono::Utc::now(),
+        };
+        let ts = signed_at.timestamp().to_string();
+        let mut body = serde_json::to_vec(&n).unwrap();
+        let sig = sandbox::sign(&Self::key(), &ts, &body);
+        if how == Delivery::TamperedBody {
+            // The signature was made over the body before this change.
+            let at = body.iter().position(|&b| b == b'x').unwrap_or(2);
+            body[at] ^= 0x01;
+        }
+        (ts, sig, body)
+    }
+}
+
+#[async_trait]
+impl Gateway for SandboxGateway {
+    fn provider(&self) -> &'static str {
+        "sandbox"
+    }
+
+    fn configure(&self, settings: &mut lychee_live::Settings) {
+        settings.payments.providers = Some(vec!["sandbox".into()]);
+    }
+
+    async fn pay(&self, payment: &Value, how: Delivery) -> Option<(u16, String)> {
+        let id = payment["id"].as_str().unwrap();
+        let action = if *self.refunds_fail.lock().unwrap() {
+            "pay_refunds_fail"
+        } else {
+            "pay_lost"
+        };
+        assert_eq!(
+            self.press(id, action).await,
+            200,
+            "the sandbox records the charge"
+        );
+        if how == Delivery::Lost {
+            return None;
+        }
+        let (ts, sig, body) = Self::success(payment, how);
+        let answer = self.send(&self.base(), &ts, &sig, &body).await;
+        *self.last.lock().unwrap() = Some((ts, body));
+        Some(answer)
+    }
+
+    async fn redeliver(&self, _payment_id: Uuid) -> (u16, String) {
+        let (ts, body) = self
+            .last
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a callback was sent");
+        let sig = sandbox::sign(&Self::key(), &ts, &body);
+        self.send(&self.base(), &ts, &sig, &body).await
+    }
+
+    async fn fail(&self, payment: &Value) {
+        let id = payment["id"].as_str().unwrap();
+        assert_eq!(self.press(id, "fail").await, 200);
+    }
+
+    fn set_refunds_fail(&self, fail: bool) {
+        *self.refunds_fail.lock().unwrap() = fail;
+    }
+
+    fn refunds(&self) -> Vec<(String, i64)> {
+        Vec::new()
+    }
+}
+
+pub fn acked(answer: &(u16, String)) -> bool {
+    (200..300).contains(&answer.0) && !answer.1.to_lowercase().contains("fail")
+}
+
+/// A node of `env` paying through `g`, reconciling every 200 ms.
+pub async fn node(env: &mut TestEnv, g: &dyn Gateway) -> TestApp {
+    let mut settings = env.settings();
+    g.configure(&mut settings);
+    settings.payments.reconcile_every = Duration::from_millis(200).into();
+    settings.payments.reconcile_after = Duration::from_millis(0).into();
+    env.node_with(settings).await
+}
+
+struct Case {
+    app: TestApp,
+    host: String,
+    mei: String,
+    sale: String,
+}
+
+async fn reserved(c: &Case, key: &str) -> Value {
+    c.app
+        .buy(&c.mei, &c.sale, key, "FZX", 2)
+        .await
+        .expect(201)
+        .json()
+}
+
+async fn start_payment(c: &Case, order: &Value, provider: &str) -> Value {
+    let id = order["id"].as_str().unwrap();
+    c.app
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&c.mei),
+            json!({ "provider": provider }),
+        )
+        .await
+        .expect(201)
+        .json()
+}
+
+async fn order_of(c: &Case, order: &Value) -> Value {
+    let id = order["id"].as_str().unwrap();
+    c.app
+        .get(&format!("/orders/{id}"), Some(&c.mei))
+        .await
+        .expect(200)
+        .json()
+}
+
+async fn wait_order(c: &Case, order: &Value, f: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..100 {
+        let o = order_of(c, order).await;
+        if f(&o) {
+            return o;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the order never got there: {}", order_of(c, order).await);
+}
+
+async fn case(env: &mut TestEnv, g: &dyn Gateway) -> Case {
+    let app = node(env, g).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    Case {
+        app,
+        host,
+        mei,
+        sale,
+    }
+}
+
+/// Success, idempotent start, duplicate callback, and the buyer's own word refused.
+pub async fn success_and_duplicates(mut env: TestEnv, g: &dyn Gateway, attach: impl Fn(&TestApp)) {
+    let c = case(&mut env, g).await;
+    attach(&c.app);
+    let order = reserved(&c, "k1").await;
+    assert!(order["payment"].is_null(), "nothing paid yet: {order}");
+    let p = start_payment(&c, &order, g.provider()).await;
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["amount_cents"], order["total_cents"]);
+    assert_eq!(p["expires_at"], order["expires_at"]);
+    let id = order["id"].as_str().unwrap();
+    let again = c
+        .app
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&c.mei),
+            json!({ "provider": g.provider() }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(again["id"], p["id"], "one live payment per order");
+    assert_eq!(
+        c.app
+            .pay(&c.mei, id, "i-paid-honest")
+            .await
+            .expect(403)
+            .code(),
+        "forbidden"
+    );
+
+    let answer = g.pay(&p, Delivery::Normal).await.expect("delivered");
+    assert!(acked(&answer), "{answer:?}");
+    let done = order_of(&c, &order).await;
+    assert_eq!(
+        done["status"], "completed",
+        "committed before the ack: {done}"
+    );
+    assert_eq!(done["payment"]["method"], g.provider());
+    assert_eq!(done["payment"]["payment_id"], p["id"]);
+    assert_eq!(done["payment"]["paid_cents"], order["total_cents"]);
+    let pid = p["id"].as_str().unwrap();
+    let paid = c
+        .app
+        .get(&format!("/payments/{pid}"), Some(&c.mei))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(paid["status"], "succeeded");
+    assert!(paid["provider_txn_id"].is_string());
+    // The host reads it too; another viewer does not.
+    c.app
+        .get(&format!("/payments/{pid}"), Some(&c.host))
+        .await
+        .expect(200);
+    let li = env.token(Role::Viewer, "li");
+    c.app
+        .get(&format!("/payments/{pid}"), Some(&li))
+        .await
+        .expect(403);
+
+    let dup = g.redeliver(Uuid::parse_str(pid).unwrap()).await;
+    assert!(acked(&dup), "a duplicate is acknowledged: {dup:?}");
+    let sale = c.app.sale(&c.sale).await;
+    assert_eq!(product(&sale, "FZX")["sold"], 2, "completed once");
+    let csv = c
+        .app
+        .get(&format!("/sales/{}/orders.csv", c.sale), Some(&c.host))
+        .await
+        .expect(200)
+        .text;
+    assert!(csv.contains(g.provider()), "{csv}");
+}
+
+/// A failed payment leaves the reservation payable: a new payment starts.
+pub async fn failure_leaves_the_order_payable(
+    mut env: TestEnv,
+    g: &dyn Gateway,
+    attach: impl Fn(&TestApp),
+) {
+    let c = case(&mut env, g).await;
+    attach(&c.app);
+    let order = reserved(&c, "fails").await;
+    let p = start_payment(&c, &order, g.provider()).await;
+    g.fail(&p).await;
+    let pid = p["id"].as_str().unwrap();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = c
+            .app
+            .get(&format!("/payments/{pid}"), Some(&c.mei))
+            .await
+            .json()["status"]
+            .clone();
+        if status == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "failed");
+    assert_eq!(order_of(&c, &order).await["status"], "reserved");
+    let retry = start_payment(&c, &order, g.provider()).await;
+    assert_ne!(retry["id"], p["id"]);
+    assert!(acked(&g.pay(&retry, Delivery::Normal).await.unwrap()));
+    assert_eq!(order_of(&c, &order).await["status"], "completed");
+}
+
+/// Forged or mismatched callbacks change nothing. (The gateway did take
+/// the money, so reconciliation is kept away: it would rightly complete.)
+pub async fn forgeries_change_nothing(
+    mut env: TestEnv,
+    g: &dyn Gateway,
+    attach: impl Fn(&TestApp),
+) {
+    let mut settings = env.settings();
+    g.configure(&mut settings);
+    settings.payments.reconcile_after = Duration::from_secs(3600).into();
+    let app = env.node_with(settings).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let c = Case {
+        app,
+        host,
+        mei,
+        sale,
+    };
+    attach(&c.app);
+    for (i, how) in [
+        Delivery::TamperedBody,
+        Delivery::WrongAmount,
+        Delivery::WrongMerchant,
+        Delivery::Stale,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let order = reserved(&c, &format!("forged-{i}")).await;
+        let p = start_payment(&c, &order, g.provider()).await;
+        let answer = g.pay(&p, how).await.expect("delivered");
+        assert!(!acked(&answer), "{how:?} must be refused: {answer:?}");
+        let o = order_of(&c, &order).await;
+        assert_eq!(o["status"], "reserved", "{how:?}: {o}");
+        c.app
+            .cancel(&c.mei, order["id"].as_str().unwrap())
+            .await
+            .expect(200);
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", c.app.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("lychee_payment_callbacks_refused_total"),
+        "{metrics}"
+    );
+}
+
+/// A lost callback: reconciliation asks the provider and completes the order.
+pub async fn lost_callback_is_reconciled(
+    mut env: TestEnv,
+    g: &dyn Gateway,
+    attach: impl Fn(&TestApp),
+) {
+    let c = case(&mut env, g).await;
+    attach(&c.app);
+    let order = reserved(&c, "lost").await;
+    let p = start_payment(&c, &order, g.provider()).await;
+    assert!(g.pay(&p, Delivery::Lost).await.is_none());
+    let done = wait_order(&c, &order, |o| o["status"] == "completed").await;
+    assert_eq!(done["payment"]["payment_id"], p["id"]);
+}
+
+/// A success after the order was cancelled: refunded, never resurrected.
+pub async fn late_success_is_refunded(
+    mut env: TestEnv,
+    g: &dyn Gateway,
+    attach: impl Fn(&TestApp),
+) {
+    let c = case(&mut env, g).await;
+    attach(&c.app);
+    let order = reserved(&c, "late").await;
+    let p = start_payment(&c, &order, g.provider()).await;
+    c.app
+        .cancel(&c.mei, order["id"].as_str().unwrap())
+        .await
+        .expect(200);
+    let answer = g.pay(&p, Delivery::Normal).await.expect("delivered");
+    assert!(acked(&answer), "taken, and refunded: {answer:?}");
+    let o = order_of(&c, &order).await;
+    assert_eq!(o["status"], "cancelled", "{o}");
+    let pid = p["id"].as_str().unwrap();
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = c
+            .app
+            .get(&format!("/payments/{pid}"), Some(&c.mei))
+            .await
+            .json()["status"]
+            .clone();
+        if status == "refunded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "refunded");
+    let sale = c.app.sale(&c.sale).await;
+    assert_eq!(product(&sale, "FZX")["sold"], 0);
+    assert_eq!(product(&sale, "FZX")["remaining"], 10);
+}
+
+/// Refunds by the host: partial, idempotent, never more than was paid;
+/// and a refund the provider refuses ends `failed`.
+pub async fn refunds(mut env: TestEnv, g: &dyn Gateway, attach: impl Fn(&TestApp)) {
+    let c = case(&mut env, g).await;
+    attach(&c.app);
+    let order = reserved(&c, "refund").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let p = start_payment(&c, &order, g.provider()).await;
+    assert!(acked(&g.pay(&p, Delivery::Normal).await.unwrap()));
+    let refund = |key: &'static str, amount: i64| {
+        let req = c
+            .app
+            .http
+            .post(c.app.url(&format!("/orders/{id}/refunds")))
+            .bearer_auth(&c.host)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount_cents": amount, "reason": "two fruit were bruised" }));
+        c.app.send(req)
+    };
+    let r = refund("r1", 5000).await.expect(201).json();
+    assert_eq!(r["amount_cents"], 5000);
+    let r = if r["status"] == "pending" {
+        wait_order(&c, &order, |o| o["payment"]["refunded_cents"] == 5000).await;
+        refund("r1", 5000).await.expect(201).json()
+    } else {
+        r
+    };
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let again = refund("r1", 5000).await.expect(201).json();
+    assert_eq!(again["id"], r["id"], "idempotent by key");
+    assert_eq!(
+        refund("r1", 4000).await.expect(422).code(),
+        "idempotency_mismatch"
+    );
+    let total = order["total_cents"].as_i64().unwrap();
+    assert_eq!(
+        refund("r2", total).await.expect(409).code(),
+        "invalid_state"
+    );
+    let buyer = c
+        .app
+        .send(
+            c.app
+                .http
+                .post(c.app.url(&format!("/orders/{id}/refunds")))
+                .bearer_auth(&c.mei)
+                .header("Idempotency-Key", "mine")
+                .json(&json!({ "amount_cents": 1, "reason": "x" })),
+        )
+        .await;
+    assert_eq!(buyer.expect(403).code(), "forbidden");
+    let o = wait_order(&c, &order, |o| o["payment"]["refunded_cents"] == 5000).await;
+    assert_eq!(o["status"], "completed");
+
+    // The provider refuses this one's refunds.
+    g.set_refunds_fail(true);
+    let order2 = reserved(&c, "refund-2").await;
+    let id2 = order2["id"].as_str().unwrap().to_owned();
+    let p2 = start_payment(&c, &order2, g.provider()).await;
+    assert!(acked(&g.pay(&p2, Delivery::Normal).await.unwrap()));
+    let req = c
+        .app
+        .http
+        .post(c.app.url(&format!("/orders/{id2}/refunds")))
+        .bearer_auth(&c.host)
+        .header("Idempotency-Key", "r3")
+        .json(&json!({ "amount_cents": 100, "reason": "spoiled" }));
+    let r3 = c.app.send(req).await.expect(201).json();
+    assert_ne!(r3["status"], "succeeded", "{r3}");
+    let o2 = order_of(&c, &order2).await;
+    assert_eq!(o2["payment"]["refunded_cents"], 0);
+    g.set_refunds_fail(false);
+}
+
+async fn sandboxed(
+    env: TestEnv,
+    run: impl AsyncFnOnce(TestEnv, &dyn Gateway, Box<dyn Fn(&TestApp) + '_>),
+) {
+    let g = Arc::new(SandboxGateway::default());
+    let attach = {
+        let g = g.clone();
+        move |app: &TestApp| g.attach(app)
+    };
+    run(env, g.as_ref(), Box::new(attach)).await;
+}
+
+macro_rules! sandbox_cases {
+    ($($name:ident),*) => {
+        mod sandbox_production {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::sandboxed(crate::helpers::TestEnv::production().await, async |env, g, attach| {
+                        super::$name(env, g, attach).await
+                    })
+                    .await;
+                }
+            )*
+        }
+        mod sandbox_embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::sandboxed(crate::helpers::TestEnv::embedded(), async |env, g, attach| {
+                        super::$name(env, g, attach).await
+                    })
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+sandbox_cases!(
+    success_and_duplicates,
+    failure_leaves_the_order_payable,
+    forgeries_change_nothing,
+    lost_callback_is_reconciled,
+    late_success_is_refunded,
+    refunds
+);
+
+/// Two nodes receive the same success at once: one completion, both ack.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_receiving_the_same_callback_complete_once() {
+    let mut env = TestEnv::production().await;
+    let g = SandboxGateway::default();
+    let a = node(&mut env, &g).await;
+    let b = node(&mut env, &g).await;
+    g.attach(&a);
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let order = a.buy(&mei, &sale, "k", "FZX", 3).await.expect(201).json();
+    let id = order["id"].as_str().unwrap();
+    let p = a
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&mei),
+            json!({ "provider": "sandbox" }),
+        )
+        .await
+        .expect(201)
+        .json();
+    let pid = p["id"].as_str().unwrap();
+    assert_eq!(g.press(pid, "pay_lost").await, 200);
+    let (ts, sig, body) = SandboxGateway::success(&p, Delivery::Normal);
+    let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let (ra, rb) = tokio::join!(
+        g.send(&base_a, &ts, &sig, &body),
+        g.send(&base_b, &ts, &sig, &body)
+    );
+    assert!(acked(&ra) && acked(&rb), "{ra:?} {rb:?}");
+    let sale_now = a.sale(&sale).await;
+    assert_eq!(product(&sale_now, "FZX")["sold"], 3);
+    let o = b
+        .get(&format!("/orders/{id}"), Some(&mei))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(o["status"], "completed");
+}
+
+/// Starting a payment: the rules of contract section 9, and hostile bodies.
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_start_is_refused_where_the_contract_says() {
+    let mut env = TestEnv::production().await;
+    let g = SandboxGateway::default();
+    let app = node(&mut env, &g).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let li = env.token(Role::Viewer, "li");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let order = app.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
+    let id = order["id"].as_str().unwrap();
+    let path = format!("/orders/{id}/payments");
+    assert_eq!(
+        app.post(&path, Some(&mei), json!({ "provider": "wechatpay" }))
+            .await
+            .expect(409)
+            .code(),
+        "invalid_state",
+        "a provider not configured here"
+    );
+    assert_eq!(
+        app.post(&path, Some(&li), json!({ "provider": "sandbox" }))
+            .await
+            .expect(403)
+            .code(),
+        "forbidden"
+    );
+    app.post(&path, None, json!({ "provider": "sandbox" }))
+        .await
+        .expect(401);
+    for bad in [
+        json!({}),
+        json!({ "provider": 7 }),
+        json!({ "provider": "sandbox", "scene": "moon" }),
+    ] {
+        assert_eq!(
+            app.post(&path, Some(&mei), bad).await.expect(400).code(),
+            "bad_request"
+        );
+    }
+    let unknown = format!("/orders/{}/payments", Uuid::new_v4());
+    app.post(&unknown, Some(&mei), json!({ "provider": "sandbox" }))
+        .await
+        .expect(404);
+    // Unknown providers' notify routes do not exist.
+    app.post("/payments/wechatpay/notify", None, json!({}))
+        .await
+        .expect(404);
+    // A completed order takes no payment.
+    app.pay(&host, id, "cash-1").await.expect(200);
+    assert_eq!(
+        app.post(&path, Some(&mei), json!({ "provider": "sandbox" }))
+            .await
+            .expect(409)
+            .code(),
+        "invalid_state"
+    );
+    // A callback for a payment nobody started is refused.
+    let fake = json!({ "id": Uuid::new_v4().to_string(), "amount_cents": 100, "currency": "CNY" });
+    g.attach(&app);
+    let (ts, sig, body) = SandboxGateway::success(&fake, Delivery::Normal);
+    assert!(!acked(
+        &g.send(&format!("http://{}", app.addr), &ts, &sig, &body)
+            .await
+    ));
+    let (_, _, body) = SandboxGateway::success(&fake, Delivery::Normal);
+    assert!(
+        !acked(
+            &g.send(&format!("http://{}", app.addr), "1", "zz", &body)
+                .await
+        ),
+        "garbage signature"
+    );
+    assert!(!acked(
+        &g.send(
+            &format!("http://{}", app.addr),
+            &ts,
+            &sig,
+            b"\xff\xfe not json"
+        )
+        .await
+    ));
+}
+
+/// The sandbox page: a real page with the buttons, 404 for unknown ids.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sandbox_page_shows_the_payment_and_pays_it() {
+    let mut env = TestEnv::embedded();
+    let g = SandboxGateway::default();
+    let app = node(&mut env, &g).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let order = app.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
+    let id = order["id"].as_str().unwrap();
+    let p = app
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&mei),
+            json!({ "provider": "sandbox" }),
+        )
+        .await
+        .expect(201)
+        .json();
+    let url = p["checkout"]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("http://{}/sandbox/pay/", app.addr)),
+        "{url}"
+    );
+    let page = reqwest::get(url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("¥128.00") && html.contains("value=\"pay\""),
+        "{html}"
+    );
+    app.get(&format!("/sandbox/pay/{}", Uuid::new_v4()), None)
+        .await
+        .expect(404);
+    app.get("/sandbox/pay/not-a-uuid", None).await.expect(404);
+    g.attach(&app);
+    // The real button: the node sends itself the signed callback.
+    assert_eq!(g.press(p["id"].as_str().unwrap(), "pay").await, 200);
+    let o = app
+        .get(&format!("/orders/{id}"), Some(&mei))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(o["status"], "completed");
+    assert!(o["payment_ref"].as_str().unwrap().starts_with("sbx-"));
+}
