@@ -200,13 +200,17 @@ mod tests {
                 "3".into(),
                 "CNY".into(),
                 String::new(),
+                "manual".into(),
+                String::new(),
+                "3".into(),
+                "0".into(),
             ]],
             None,
         )
         .unwrap();
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "\"a,b\",\"say \"\"hi\"\"\",x,y,z,1,2,3,CNY,\r\n"
+            "\"a,b\",\"say \"\"hi\"\"\",x,y,z,1,2,3,CNY,,manual,,3,0\r\n"
         );
     }
 }
