@@ -14,3 +14,5 @@ mod live;
 mod live_helpers;
 mod rebuild;
 mod security;
+mod sim_wechatpay;
+mod wechatpay;
