@@ -426,11 +426,11 @@ fn signed_but_hostile_bodies_are_clear_errors() {
     for (body, want) in cases {
         let h = sign_headers(&body, now().timestamp(), SERIAL);
         let got = p.verify(&h, &body, now());
-        let ok = match (want, &got) {
-            ("malformed", Err(ProviderError::Malformed(_))) => true,
-            ("forged", Err(ProviderError::BadSignature(_))) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (want, &got),
+            ("malformed", Err(ProviderError::Malformed(_)))
+                | ("forged", Err(ProviderError::BadSignature(_)))
+        );
         assert!(
             ok,
             "{want}: {got:?} for {}",
