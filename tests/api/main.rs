@@ -15,3 +15,5 @@ mod live_helpers;
 mod payments;
 mod rebuild;
 mod security;
+mod sim_wechatpay;
+mod wechatpay;
