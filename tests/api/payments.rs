@@ -747,3 +747,63 @@ async fn the_sandbox_page_shows_the_payment_and_pays_it() {
     assert_eq!(o["status"], "completed");
     assert!(o["payment_ref"].as_str().unwrap().starts_with("sbx-"));
 }
+
+/// The same cases against a provider's simulator (production mode).
+macro_rules! simulator_cases {
+    ($module:ident, $sim:path, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let env = crate::helpers::TestEnv::production().await;
+                    let sim = <$sim>::with_clock(env.clock.clone()).await;
+                    super::$name(env, &sim, |_| {}).await;
+                }
+            )*
+        }
+    };
+}
+
+simulator_cases!(
+    wechatpay_production,
+    crate::sim_wechatpay::WechatSim,
+    success_and_duplicates,
+    failure_leaves_the_order_payable,
+    forgeries_change_nothing,
+    lost_callback_is_reconciled,
+    late_success_is_refunded,
+    refunds
+);
+
+/// Two nodes get WeChat Pay's success callback at once: one completion.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_receiving_the_same_wechatpay_callback_complete_once() {
+    let mut env = TestEnv::production().await;
+    let sim = crate::sim_wechatpay::WechatSim::with_clock(env.clock.clone()).await;
+    let a = node(&mut env, &sim).await;
+    let b = node(&mut env, &sim).await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let order = a.buy(&mei, &sale, "k", "FZX", 3).await.expect(201).json();
+    let id = order["id"].as_str().unwrap();
+    let p = a
+        .post(&format!("/orders/{id}/payments"), Some(&mei), json!({ "provider": "wechatpay" }))
+        .await
+        .expect(201)
+        .json();
+    let pid = Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
+    sim.mark_paid(pid).unwrap();
+    let (headers, body) = sim.payment_callback(pid, Delivery::Normal);
+    let url = |app: &TestApp| format!("http://{}/api/v1/payments/wechatpay/notify", app.addr);
+    let (ua, ub) = (url(&a), url(&b));
+    let (ra, rb) = tokio::join!(
+        sim.deliver(&ua, headers.clone(), body.clone()),
+        sim.deliver(&ub, headers, body)
+    );
+    assert!(acked(&ra) && acked(&rb), "{ra:?} {rb:?}");
+    assert_eq!(product(&a.sale(&sale).await, "FZX")["sold"], 3);
+    let o = b.get(&format!("/orders/{id}"), Some(&mei)).await.expect(200).json();
+    assert_eq!(o["status"], "completed");
+    assert_eq!(o["payment"]["method"], "wechatpay");
+}
