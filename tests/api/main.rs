@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and Redis (and the embedded mode).
 //! One binary; each test owns its database, Redis prefix or data dir.
 
+mod alipay;
 mod buy;
 mod catalog;
 mod cli;
@@ -14,3 +15,4 @@ mod live;
 mod live_helpers;
 mod rebuild;
 mod security;
+mod sim_alipay;
