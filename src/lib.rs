@@ -306,16 +306,14 @@ fn start_payments(
                 sandbox = Some(s.clone());
                 s
             }
-            // MERGE: provider arms restored from /tmp/provider_arms.txt
-            "wechatpay" | "alipay" => {
-                let _ = (
-                    &args.wechatpay,
-                    &args.alipay,
-                    WechatPay::from_args,
-                    Alipay::from_args,
-                );
-                return Err(StartError::Payments(format!("{name}: not merged yet")));
-            }
+            "wechatpay" => Arc::new(
+                WechatPay::from_args(&args.wechatpay, http.clone())
+                    .map_err(|e| StartError::Payments(format!("wechatpay: {e}")))?,
+            ),
+            "alipay" => Arc::new(
+                Alipay::from_args(&args.alipay, http.clone())
+                    .map_err(|e| StartError::Payments(format!("alipay: {e}")))?,
+            ),
             other => {
                 return Err(StartError::Payments(format!(
                     "unknown provider {other:?} in LIVE_PAYMENTS (sandbox, wechatpay, alipay)"

@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and Redis (and the embedded mode).
 //! One binary; each test owns its database, Redis prefix or data dir.
 
+mod alipay;
 mod buy;
 mod catalog;
 mod cli;
@@ -15,5 +16,6 @@ mod live_helpers;
 mod payments;
 mod rebuild;
 mod security;
+mod sim_alipay;
 mod sim_wechatpay;
 mod wechatpay;

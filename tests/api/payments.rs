@@ -775,6 +775,29 @@ simulator_cases!(
     refunds
 );
 
+mod alipay_production {
+    macro_rules! alipay_case {
+        ($($name:ident),*) => {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let env = crate::helpers::TestEnv::production().await;
+                    let sim = crate::sim_alipay::AlipaySim::start_with_clock(env.clock.clone()).await;
+                    super::$name(env, &sim, |_| {}).await;
+                }
+            )*
+        };
+    }
+    alipay_case!(
+        success_and_duplicates,
+        failure_leaves_the_order_payable,
+        forgeries_change_nothing,
+        lost_callback_is_reconciled,
+        late_success_is_refunded,
+        refunds
+    );
+}
+
 /// Two nodes get WeChat Pay's success callback at once: one completion.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_receiving_the_same_wechatpay_callback_complete_once() {
