@@ -222,9 +222,17 @@ pub fn banner(_state: &AppState, demo: &Demo, addr: SocketAddr) -> Result<String
     w(
         &mut s,
         format!(
-            "  curl -s -X POST {base}/api/v1/sales/{id}/orders -H \"Authorization: Bearer $TOKEN\" \
+            "  ORDER=$(curl -s -X POST {base}/api/v1/sales/{id}/orders -H \"Authorization: Bearer $TOKEN\" \
              -H 'Content-Type: application/json' -H \"Idempotency-Key: $(date +%s%N)\" \
-             -d '{{\"sku\":\"FZX-5KG\",\"qty\":1}}'"
+             -d '{{\"sku\":\"FZX-5KG\",\"qty\":1}}' | sed 's/^{{\"id\":\"\\([^\"]*\\)\".*/\\1/')"
+        ),
+    )?;
+    w(
+        &mut s,
+        format!(
+            "  # pay through the sandbox: open the checkout.url it answers and press Pay\n  \
+             curl -s -X POST {base}/api/v1/orders/$ORDER/payments -H \"Authorization: Bearer $TOKEN\" \
+             -H 'Content-Type: application/json' -d '{{\"provider\":\"sandbox\"}}'"
         ),
     )?;
     w(

@@ -97,7 +97,9 @@ async fn cancel(
     AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "order")?;
-    Ok(Json(state.orders.cancel(&who, id).await?))
+    let order = state.orders.cancel(&who, id).await?;
+    state.payments.close_pending(id).await;
+    Ok(Json(order))
 }
 
 async fn my_orders(

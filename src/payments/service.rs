@@ -276,6 +276,40 @@ impl Payments {
         }
     }
 
+    /// The order was cancelled: its pending payment is closed at the
+    /// provider, so the buyer cannot pay for it any more. If the provider
+    /// says it was paid meanwhile, the payment stays pending and its success
+    /// (by callback or reconciliation) is refunded as a late payment.
+    pub async fn close_pending(&self, order_id: Uuid) {
+        let Ok(Some(p)) = self.store.pending_for_order(order_id).await else {
+            return;
+        };
+        let Some(provider) = self.providers.get(p.provider.as_str()) else {
+            return;
+        };
+        match provider.close(p.id).await {
+            Ok(()) => {
+                let now = self.clock.now();
+                if let Err(e) = self
+                    .store
+                    .set_status(
+                        p.id,
+                        &[PaymentStatus::Pending],
+                        PaymentStatus::Expired,
+                        now,
+                        None,
+                    )
+                    .await
+                {
+                    tracing::warn!(payment_id = %p.id, error = %e, "closed payment not recorded; reconciliation settles it");
+                }
+            }
+            Err(e) => {
+                tracing::info!(payment_id = %p.id, error = %e, "payment of a cancelled order not closed; reconciliation settles it");
+            }
+        }
+    }
+
     /// `GET /payments/{id}`: its buyer, the sale's host, an operator.
     pub async fn get(&self, who: &Identity, id: Uuid) -> Result<Payment, PaymentError> {
         let p = self

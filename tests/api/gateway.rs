@@ -33,7 +33,8 @@ pub trait Gateway: Send + Sync {
     /// The buyer pays `payment` (the Payment JSON our node answered, whose
     /// `checkout` the buyer followed). The gateway then reports it paid;
     /// the callback goes to the node as `how`. Returns the node's answer to
-    /// the callback (status, body), or `None` when it was `Lost`.
+    /// the callback (status, body), or `None` when it was `Lost` or when the
+    /// gateway would not take the money (the payment expired or was closed).
     async fn pay(&self, payment: &Value, how: Delivery) -> Option<(u16, String)>;
     /// The last success callback of this payment, sent again unchanged.
     async fn redeliver(&self, payment_id: Uuid) -> (u16, String);

@@ -135,7 +135,10 @@ async fn csv_cells_never_run_as_formulas() {
         .text;
     let row = csv.lines().nth(1).unwrap();
     assert!(row.contains(",'=cmd|' /C calc'!A0,"), "{row}");
-    assert!(row.ends_with(",'@SUM(1+1)*cmd|' /C calc'!A0,manual,,12800,0"), "{row}");
+    assert!(
+        row.ends_with(",'@SUM(1+1)*cmd|' /C calc'!A0,manual,,12800,0"),
+        "{row}"
+    );
     let cells: Vec<&str> = row.split(',').collect();
     assert!(
         !cells.iter().any(|c| c.starts_with(['=', '+', '-', '@'])),
