@@ -128,7 +128,7 @@ pub struct CompletedOrder {
 pub enum Commit {
     Committed,
     /// This order id, or another order for the same key, was already there.
-    Existing(Order),
+    Existing(Box<Order>),
     /// `sold + qty` would pass `stock`: possible only after Redis lost data.
     SoldOut,
     /// Admitted under an epoch a rebuild has since fenced out: the admission
@@ -268,7 +268,7 @@ pub(crate) async fn commit_batch(
 
 async fn already_there(db: &dyn GuardedInsert, c: &CompletedOrder) -> Result<Commit, StoreError> {
     match db.existing_for(c).await? {
-        Some(o) => Ok(Commit::Existing(o)),
+        Some(o) => Ok(Commit::Existing(Box::new(o))),
         // Not inserted and not found: a conflicting row vanished; impossible
         // without deletes, so say so rather than claim success.
         None => Err(StoreError::Corrupt(format!(

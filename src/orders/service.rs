@@ -720,7 +720,7 @@ impl Orders {
                 return Ok(Paid::Gone(OrderStatus::Expired));
             }
             Ok(Commit::Existing(existing)) if existing.id == order.id => {
-                return Ok(Paid::AlreadyCompleted(existing))
+                return Ok(Paid::AlreadyCompleted(*existing))
             }
             Ok(Commit::Existing(_)) | Ok(Commit::SoldOut) => {
                 // Only after Redis lost data: the stock is not there to sell.

@@ -414,7 +414,7 @@ mod tests {
         );
 
         let again = f.orders.commit(std::slice::from_ref(&first)).await.unwrap();
-        assert_eq!(again, [Commit::Existing(first.order.clone())]);
+        assert_eq!(again, [Commit::Existing(Box::new(first.order.clone()))]);
 
         let mut same_key = completed(f.sale_id, "B", "u1", "k1", 3, 5);
         same_key.order.id = Uuid::now_v7();
@@ -422,7 +422,7 @@ mod tests {
         let out = f.orders.commit(&[same_key, fresh]).await.unwrap();
         assert_eq!(
             out,
-            [Commit::Existing(first.order.clone()), Commit::Committed]
+            [Commit::Existing(Box::new(first.order.clone())), Commit::Committed]
         );
         assert_eq!(sold(&f, "B").await, 3);
     }
@@ -434,7 +434,7 @@ mod tests {
         f.orders.commit(std::slice::from_ref(&first)).await.unwrap();
         let too_many = completed(f.sale_id, "A", "u2", "k1", 3, 2);
         let out = f.orders.commit(&[first.clone(), too_many]).await.unwrap();
-        assert_eq!(out, [Commit::Existing(first.order), Commit::SoldOut]);
+        assert_eq!(out, [Commit::Existing(Box::new(first.order)), Commit::SoldOut]);
         assert_eq!(sold(&f, "A").await, 1);
     }
 
