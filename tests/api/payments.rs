@@ -914,3 +914,42 @@ async fn two_nodes_receiving_the_same_wechatpay_callback_complete_once() {
     assert_eq!(o["status"], "completed");
     assert_eq!(o["payment"]["method"], "wechatpay");
 }
+
+/// The buyer's socket on another node hears its order complete when the
+/// provider's callback lands, and hears the refund.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_buyer_hears_its_payment_and_refund_on_any_node() {
+    let mut env = TestEnv::production().await;
+    let g = SandboxGateway::default();
+    let a = node(&mut env, &g).await;
+    let b = node(&mut env, &g).await;
+    g.attach(&a);
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let (mut socket, _) = b.join(&sale, &mei, None).await;
+    let order = a.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
+    let id = order["id"].as_str().unwrap();
+    let p = a
+        .post(&format!("/orders/{id}/payments"), Some(&mei), json!({ "provider": "sandbox" }))
+        .await
+        .expect(201)
+        .json();
+    assert!(acked(&g.pay(&p, Delivery::Normal).await.unwrap()));
+    loop {
+        let e = socket.next_of("order").await;
+        if e["order"]["status"] == "completed" {
+            assert_eq!(e["order"]["payment"]["method"], "sandbox");
+            break;
+        }
+    }
+    let req = a
+        .http
+        .post(a.url(&format!("/orders/{id}/refunds")))
+        .bearer_auth(&host)
+        .header("Idempotency-Key", "r")
+        .json(&json!({ "amount_cents": 800, "reason": "one fruit split" }));
+    a.send(req).await.expect(201);
+    let e = socket.next_of("order").await;
+    assert_eq!(e["order"]["payment"]["refunded_cents"], 800, "{e}");
+}
