@@ -267,14 +267,18 @@ impl Backends {
     }
 }
 
-/// The payment providers of `LIVE_PAYMENTS`, each with its settings.
-fn start_payments(
+/// The payment providers of `LIVE_PAYMENTS`, each with its settings loaded.
+struct PaymentProviders {
+    enabled: Vec<Arc<dyn Provider>>,
+    sandbox: Option<Arc<Sandbox>>,
+    http: reqwest::Client,
+}
+
+fn payment_providers(
     settings: &Settings,
     backends: &Backends,
-    orders: Arc<Orders>,
-    clock: Arc<Clock>,
     public_url: Arc<std::sync::OnceLock<String>>,
-) -> Result<Arc<Payments>, StartError> {
+) -> Result<PaymentProviders, StartError> {
     let args = &settings.payments;
     let names: Vec<String> = match &args.providers {
         Some(list) => list
@@ -325,17 +329,18 @@ fn start_payments(
         }
         providers.push(provider);
     }
-    Ok(Arc::new(Payments::new(
-        backends.payments.clone(),
-        orders,
-        providers,
+    let real = providers.iter().any(|p| p.name() != "sandbox");
+    if real && args.public_url.is_none() {
+        tracing::warn!(
+            "LIVE_PUBLIC_URL is not set: payment providers are told to call back \
+             this node's listen address, which they cannot reach from outside"
+        );
+    }
+    Ok(PaymentProviders {
+        enabled: providers,
         sandbox,
-        clock,
-        public_url,
-        args.reconcile_after.into(),
-        args.reconcile_every.into(),
         http,
-    )))
+    })
 }
 
 /// The node's public URL, shared by the providers: set from
@@ -371,6 +376,9 @@ impl Node {
         // The process's metrics recorder, before anything records.
         dashboard::metrics::handle();
         let backends = Backends::open(&settings, &shutdown).await?;
+        // Before any worker starts: bad payment settings stop the start cleanly.
+        let public_url = payments_public_url(&settings);
+        let providers = payment_providers(&settings, &backends, public_url.clone())?;
         let rebuilder = backends.rebuilder();
         let rebuilt = rebuilder.reconcile(false).await?;
         if rebuilt > 0 {
@@ -405,14 +413,17 @@ impl Node {
             sold_out,
         ));
         workers.spawn(orders.clone().follow_events(shutdown.clone()));
-        let public_url = payments_public_url(&settings);
-        let payments = start_payments(
-            &settings,
-            &backends,
+        let payments = Arc::new(Payments::new(
+            backends.payments.clone(),
             orders.clone(),
+            providers.enabled,
+            providers.sandbox,
             clock.clone(),
             public_url.clone(),
-        )?;
+            settings.payments.reconcile_after.into(),
+            settings.payments.reconcile_every.into(),
+            providers.http,
+        ));
         workers.spawn(payments::reconcile::run(
             payments.clone(),
             settings.payments.reconcile_every.into(),

@@ -422,7 +422,10 @@ mod tests {
         let out = f.orders.commit(&[same_key, fresh]).await.unwrap();
         assert_eq!(
             out,
-            [Commit::Existing(Box::new(first.order.clone())), Commit::Committed]
+            [
+                Commit::Existing(Box::new(first.order.clone())),
+                Commit::Committed
+            ]
         );
         assert_eq!(sold(&f, "B").await, 3);
     }
@@ -434,7 +437,10 @@ mod tests {
         f.orders.commit(std::slice::from_ref(&first)).await.unwrap();
         let too_many = completed(f.sale_id, "A", "u2", "k1", 3, 2);
         let out = f.orders.commit(&[first.clone(), too_many]).await.unwrap();
-        assert_eq!(out, [Commit::Existing(Box::new(first.order)), Commit::SoldOut]);
+        assert_eq!(
+            out,
+            [Commit::Existing(Box::new(first.order)), Commit::SoldOut]
+        );
         assert_eq!(sold(&f, "A").await, 1);
     }
 

@@ -931,7 +931,11 @@ async fn the_buyer_hears_its_payment_and_refund_on_any_node() {
     let order = a.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
     let id = order["id"].as_str().unwrap();
     let p = a
-        .post(&format!("/orders/{id}/payments"), Some(&mei), json!({ "provider": "sandbox" }))
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&mei),
+            json!({ "provider": "sandbox" }),
+        )
         .await
         .expect(201)
         .json();
@@ -952,4 +956,48 @@ async fn the_buyer_hears_its_payment_and_refund_on_any_node() {
     a.send(req).await.expect(201);
     let e = socket.next_of("order").await;
     assert_eq!(e["order"]["payment"]["refunded_cents"], 800, "{e}");
+}
+
+/// `LIVE_PAYMENTS` naming an unknown provider, or a provider whose keys do
+/// not load, stops the node at start-up with a clear message.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_payment_settings_stop_the_start() {
+    let env = TestEnv::embedded();
+    let mut settings = env.settings();
+    settings.payments.providers = Some(vec!["paypal".into()]);
+    let err = lychee_live::Node::start(
+        settings,
+        env.clock.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string().contains("unknown provider \"paypal\""),
+        "{err}"
+    );
+    let mut settings = env.settings();
+    settings.payments.providers = Some(vec!["wechatpay".into()]);
+    let err = lychee_live::Node::start(
+        settings,
+        env.clock.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().starts_with("payments: wechatpay:"), "{err}");
+    let mut settings = env.settings();
+    settings.payments.providers = Some(vec!["sandbox".into()]);
+    settings.payments.sandbox_secret = Some(Secret("short".into()));
+    let err = lychee_live::Node::start(
+        settings,
+        env.clock.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("LIVE_SANDBOX_SECRET"), "{err}");
 }
