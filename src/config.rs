@@ -532,6 +532,40 @@ mod tests {
     }
 
     #[test]
+    fn payment_flags_parse_with_their_provider_prefix() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "live",
+            "--payments",
+            "sandbox,wechatpay,alipay",
+            "--wechatpay-private-key-file",
+            "/k/wx.pem",
+            "--alipay-private-key-file",
+            "/k/ali.pem",
+            "--alipay-public-key-file",
+            "/k/alipay-pub.pem",
+            "--public-url",
+            "https://live.example.com",
+        ])
+        .unwrap();
+        let p = cli.serve.payments;
+        assert_eq!(
+            p.providers.as_deref(),
+            Some(&["sandbox".to_owned(), "wechatpay".into(), "alipay".into()][..])
+        );
+        assert_eq!(
+            p.wechatpay.private_key_file.unwrap().to_str(),
+            Some("/k/wx.pem")
+        );
+        assert_eq!(
+            p.alipay.private_key_file.unwrap().to_str(),
+            Some("/k/ali.pem")
+        );
+        assert_eq!(p.wechatpay.public_key_file, None);
+        assert_eq!(p.public_url.unwrap().as_str(), "https://live.example.com/");
+    }
+
+    #[test]
     fn secret_is_not_debug_printed() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(..)");
     }

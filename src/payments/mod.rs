@@ -6,6 +6,7 @@ pub mod alipay;
 pub mod postgres;
 pub mod provider;
 pub mod reconcile;
+mod refunds;
 pub mod sandbox;
 pub mod service;
 pub mod sqlite;

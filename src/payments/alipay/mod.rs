@@ -35,23 +35,39 @@ const DEFAULT_GATEWAY: &str = "https://openapi.alipay.com/gateway.do";
 #[derive(Debug, Clone, clap::Args)]
 pub struct AlipayArgs {
     /// The app's APPID on the Alipay open platform.
-    #[arg(long = "alipay-app-id", env = "LIVE_ALIPAY_APP_ID")]
+    #[arg(
+        id = "alipay-app-id",
+        long = "alipay-app-id",
+        env = "LIVE_ALIPAY_APP_ID"
+    )]
     pub app_id: Option<String>,
     /// File with the app's RSA2 private key (2048 bits): PKCS#8 or PKCS#1
     /// PEM, or the bare base64 that Alipay's key tool writes.
-    #[arg(long = "alipay-private-key-file", env = "LIVE_ALIPAY_PRIVATE_KEY_FILE")]
+    #[arg(
+        id = "alipay-private-key-file",
+        long = "alipay-private-key-file",
+        env = "LIVE_ALIPAY_PRIVATE_KEY_FILE"
+    )]
     pub private_key_file: Option<PathBuf>,
     /// File with Alipay's public key for this app (支付宝公钥, the key mode;
     /// certificates are not supported): PEM or bare base64.
-    #[arg(long = "alipay-public-key-file", env = "LIVE_ALIPAY_PUBLIC_KEY_FILE")]
+    #[arg(
+        id = "alipay-public-key-file",
+        long = "alipay-public-key-file",
+        env = "LIVE_ALIPAY_PUBLIC_KEY_FILE"
+    )]
     pub public_key_file: Option<PathBuf>,
     /// The open platform's gateway. Sandbox:
     /// https://openapi-sandbox.dl.alipaydev.com/gateway.do
-    #[arg(long = "alipay-gateway", env = "LIVE_ALIPAY_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    #[arg(id = "alipay-gateway", long = "alipay-gateway", env = "LIVE_ALIPAY_GATEWAY", default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
     /// The merchant's PID (2088 and 12 digits): when set, a notification for
     /// another seller is not ours.
-    #[arg(long = "alipay-seller-id", env = "LIVE_ALIPAY_SELLER_ID")]
+    #[arg(
+        id = "alipay-seller-id",
+        long = "alipay-seller-id",
+        env = "LIVE_ALIPAY_SELLER_ID"
+    )]
     pub seller_id: Option<String>,
 }
 

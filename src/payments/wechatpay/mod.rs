@@ -33,25 +33,36 @@ pub const DEFAULT_BASE_URL: &str = "https://api.mch.weixin.qq.com";
 #[derive(Debug, Clone, clap::Args)]
 pub struct WechatPayArgs {
     /// Merchant id (商户号, `mchid`).
-    #[arg(long = "wechatpay-mchid", env = "LIVE_WECHATPAY_MCHID")]
+    #[arg(
+        id = "wechatpay-mchid",
+        long = "wechatpay-mchid",
+        env = "LIVE_WECHATPAY_MCHID"
+    )]
     pub mchid: Option<String>,
     /// App id the payments are made in (official account or mini program `appid`).
-    #[arg(long = "wechatpay-appid", env = "LIVE_WECHATPAY_APPID")]
+    #[arg(
+        id = "wechatpay-appid",
+        long = "wechatpay-appid",
+        env = "LIVE_WECHATPAY_APPID"
+    )]
     pub appid: Option<String>,
     /// Serial number of the merchant API certificate (商户API证书序列号).
     #[arg(
+        id = "wechatpay-merchant-serial",
         long = "wechatpay-merchant-serial",
         env = "LIVE_WECHATPAY_MERCHANT_SERIAL"
     )]
     pub merchant_serial: Option<String>,
     /// The merchant API private key, `apiclient_key.pem` (PKCS#8 PEM).
     #[arg(
+        id = "wechatpay-private-key-file",
         long = "wechatpay-private-key-file",
         env = "LIVE_WECHATPAY_PRIVATE_KEY_FILE"
     )]
     pub private_key_file: Option<PathBuf>,
     /// A file holding the 32-byte APIv3 key (APIv3密钥), which decrypts callbacks.
     #[arg(
+        id = "wechatpay-apiv3-key-file",
         long = "wechatpay-apiv3-key-file",
         env = "LIVE_WECHATPAY_APIV3_KEY_FILE"
     )]
@@ -59,24 +70,30 @@ pub struct WechatPayArgs {
     /// The WeChat Pay public key (微信支付公钥, `pub_key.pem`); needs
     /// `--wechatpay-public-key-id`.
     #[arg(
+        id = "wechatpay-public-key-file",
         long = "wechatpay-public-key-file",
         env = "LIVE_WECHATPAY_PUBLIC_KEY_FILE"
     )]
     pub public_key_file: Option<PathBuf>,
     /// The id of that public key (`PUB_KEY_ID_...`), as WeChat Pay names it
     /// in `Wechatpay-Serial`.
-    #[arg(long = "wechatpay-public-key-id", env = "LIVE_WECHATPAY_PUBLIC_KEY_ID")]
+    #[arg(
+        id = "wechatpay-public-key-id",
+        long = "wechatpay-public-key-id",
+        env = "LIVE_WECHATPAY_PUBLIC_KEY_ID"
+    )]
     pub public_key_id: Option<String>,
     /// Platform certificate(s) (平台证书, PEM; several during a rotation),
     /// instead of or beside the public key.
     #[arg(
+        id = "wechatpay-platform-cert-file",
         long = "wechatpay-platform-cert-file",
         env = "LIVE_WECHATPAY_PLATFORM_CERT_FILE"
     )]
     pub platform_cert_file: Option<PathBuf>,
     /// The API's base URL (the simulator's in tests).
     #[arg(
-        long = "wechatpay-base-url",
+        id = "wechatpay-base-url", long = "wechatpay-base-url",
         env = "LIVE_WECHATPAY_BASE_URL",
         default_value = DEFAULT_BASE_URL
     )]
@@ -84,6 +101,7 @@ pub struct WechatPayArgs {
     /// How far a callback's or answer's signed timestamp may be from now
     /// (the SDKs' five minutes): older ones are replays.
     #[arg(
+        id = "wechatpay-notify-max-skew",
         long = "wechatpay-notify-max-skew",
         env = "LIVE_WECHATPAY_NOTIFY_MAX_SKEW",
         default_value = "5m"
