@@ -1001,3 +1001,107 @@ async fn bad_payment_settings_stop_the_start() {
     .expect("refused");
     assert!(err.to_string().contains("LIVE_SANDBOX_SECRET"), "{err}");
 }
+
+/// Refunds racing each other on two nodes never add up to more than was paid.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_refunds_never_pass_what_was_paid() {
+    let mut env = TestEnv::production().await;
+    let g = SandboxGateway::default();
+    let a = node(&mut env, &g).await;
+    let b = node(&mut env, &g).await;
+    g.attach(&a);
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    let order = a.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
+    let id = order["id"].as_str().unwrap().to_owned();
+    let p = a
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&mei),
+            json!({ "provider": "sandbox" }),
+        )
+        .await
+        .expect(201)
+        .json();
+    assert!(acked(&g.pay(&p, Delivery::Normal).await.unwrap()));
+    // 12800 paid: 8 refunds of 4000 race; at most 3 fit.
+    let tries = (0..8).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let req = app
+            .http
+            .post(app.url(&format!("/orders/{id}/refunds")))
+            .bearer_auth(&host)
+            .header("Idempotency-Key", format!("race-{i}"))
+            .json(&json!({ "amount_cents": 4000, "reason": "race" }));
+        app.send(req)
+    });
+    let answers = futures_util::future::join_all(tries).await;
+    let created = answers.iter().filter(|r| r.status == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|r| r.status == 409 && r.code() == "invalid_state")
+        .count();
+    assert_eq!(
+        (created, refused),
+        (3, 5),
+        "{:?}",
+        answers.iter().map(|r| &r.text).collect::<Vec<_>>()
+    );
+    let o = a
+        .get(&format!("/orders/{id}"), Some(&mei))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(o["payment"]["refunded_cents"], 12000);
+}
+
+/// Reconciliation claims a due payment for one node at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_due_payment_is_claimed_by_one_node_at_a_time() {
+    use lychee_live::payments::postgres::PgPayments;
+    use lychee_live::payments::store::PaymentStore;
+    let mut env = TestEnv::production().await;
+    let g = SandboxGateway::default();
+    // A node, so the schema is there; its own reconciliation is kept away.
+    let mut settings = env.settings();
+    g.configure(&mut settings);
+    settings.payments.reconcile_every = Duration::from_secs(3600).into();
+    let _app = env.node_with(settings).await;
+    let pool = env.pg().await;
+    let store = PgPayments::new(pool);
+    let now = chrono::Utc::now();
+    let payment = lychee_live::payments::Payment {
+        id: Uuid::new_v4(),
+        order_id: Uuid::new_v4(),
+        sale_id: Uuid::new_v4(),
+        user_id: "mei".into(),
+        provider: "sandbox".into(),
+        amount_cents: 100,
+        currency: "CNY".into(),
+        status: lychee_live::payments::PaymentStatus::Pending,
+        checkout: Default::default(),
+        provider_txn_id: None,
+        created_at: now,
+        expires_at: now + chrono::TimeDelta::minutes(5),
+        paid_at: None,
+    };
+    store.insert_pending(&payment, now).await.unwrap();
+    let lease = chrono::TimeDelta::seconds(60);
+    let (x, y) = tokio::join!(
+        store.claim_due_payments(now, lease, 10),
+        store.claim_due_payments(now, lease, 10)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.len() + y.len(), 1, "claimed once: {x:?} {y:?}");
+    assert!(store
+        .claim_due_payments(now, lease, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = store
+        .claim_due_payments(now + lease, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1, "claimable again once the lease ran out");
+}
