@@ -263,6 +263,7 @@ impl From<OrderError> for ApiError {
             OrderError::Invalid(m) => ApiError::BadRequest(m),
             OrderError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             OrderError::Forbidden => ApiError::Forbidden("not your order".into()),
+            e @ OrderError::HostConfirms => ApiError::Forbidden(e.to_string()),
             OrderError::Rejected(r) => r.into(),
             OrderError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
             OrderError::ReservationExpired => {

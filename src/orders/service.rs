@@ -30,6 +30,10 @@ pub enum OrderError {
     NotFound(&'static str),
     #[error("not your order")]
     Forbidden,
+    #[error(
+        "only the sale's host or an operator confirms a payment by hand; pay through a provider"
+    )]
+    HostConfirms,
     #[error("refused")]
     Rejected(Rejection),
     #[error("this Idempotency-Key was used with another body")]
@@ -56,7 +60,7 @@ impl OrderError {
         match self {
             OrderError::Invalid(_) => "bad_request",
             OrderError::NotFound(_) => "not_found",
-            OrderError::Forbidden => "forbidden",
+            OrderError::Forbidden | OrderError::HostConfirms => "forbidden",
             OrderError::Rejected(Rejection::SaleNotLive) => "sale_not_live",
             OrderError::Rejected(Rejection::NotOnSale) => "not_on_sale",
             OrderError::Rejected(Rejection::SoldOut) => "sold_out",
@@ -596,7 +600,7 @@ impl Orders {
             .or(live.as_ref().map(|l| l.order.sale_id))
             .ok_or(OrderError::NotFound("order"))?;
         if !self.may_manage(who, sale_id).await? {
-            return Err(OrderError::Forbidden);
+            return Err(OrderError::HostConfirms);
         }
         if let Some(order) = committed {
             return Ok(order);
