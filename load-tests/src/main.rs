@@ -49,6 +49,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    lychee_live::payments::install_crypto();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Rush(a) => rush::run(a).await,

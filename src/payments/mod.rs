@@ -73,12 +73,19 @@ impl Default for PaymentArgs {
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Makes ring the process's TLS crypto. reqwest is built without one (so
+/// aws-lc-rs is not compiled), and every reqwest client of the process,
+/// the load generator's and the tests' included, needs it installed first.
+/// Installing twice is harmless.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The HTTPS client every provider calls its gateway with: rustls on ring
 /// with the system's roots, bounded timeouts, no redirects (a gateway that
 /// redirects is not the gateway).
 pub fn http_client() -> Result<reqwest::Client, ProviderError> {
-    // Installing twice (a second node in one test process) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto();
     reqwest::Client::builder()
         .connect_timeout(PROVIDER_CONNECT_TIMEOUT)
         .timeout(PROVIDER_TIMEOUT)

@@ -65,6 +65,7 @@ impl TestEnv {
     }
 
     fn with(backing: Backing) -> TestEnv {
+        lychee_live::payments::install_crypto();
         TestEnv {
             backing,
             clock: Arc::new(Clock::default()),
