@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::service::{PaymentError, Payments};
@@ -16,6 +17,7 @@ use super::{PayOutcome, ProviderError};
 /// A node claims a due payment or refund for this long.
 const CHECK_LEASE: TimeDelta = TimeDelta::seconds(60);
 const CHECK_BATCH: i64 = 50;
+const IN_FLIGHT: usize = 8;
 
 pub async fn run(payments: Arc<Payments>, every: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(50)));
@@ -40,23 +42,23 @@ impl Payments {
     /// payments and refunds. Each is claimed by one node at a time.
     pub async fn reconcile_once(&self) -> Result<usize, PaymentError> {
         let now = self.clock.now();
-        let mut asked = 0;
-        for p in self
+        let payments = self
             .store
             .claim_due_payments(now, CHECK_LEASE, CHECK_BATCH)
-            .await?
-        {
-            asked += 1;
-            self.reconcile_payment(p, now).await;
-        }
-        for r in self
+            .await?;
+        let refunds = self
             .store
             .claim_due_refunds(now, CHECK_LEASE, CHECK_BATCH)
-            .await?
-        {
-            asked += 1;
-            self.reconcile_refund(r, now).await;
-        }
+            .await?;
+        let asked = payments.len() + refunds.len();
+        // A few questions in flight: one slow provider answer (up to its
+        // timeout) does not hold up the rest of the batch past its lease.
+        futures_util::stream::iter(payments)
+            .for_each_concurrent(IN_FLIGHT, |p| self.reconcile_payment(p, now))
+            .await;
+        futures_util::stream::iter(refunds)
+            .for_each_concurrent(IN_FLIGHT, |r| self.reconcile_refund(r, now))
+            .await;
         Ok(asked)
     }
 

@@ -246,34 +246,14 @@ impl PaymentStore for SqlitePayments {
         guard: RefundGuard,
         next_check: DateTime<Utc>,
     ) -> Result<RefundInsert, StoreError> {
+        // Writes first: a SQLite transaction that read before writing can
+        // fail to upgrade its lock, and PostgreSQL's unique key decides a
+        // race on one key without a read.
         let mut tx = self.pool.begin().await?;
         let sql = format!(
             "SELECT {REFUND_COLUMNS} FROM refunds \
              WHERE order_id = $1 AND requested_by = $2 AND idempotency_key = $3"
         );
-        let existing = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(r.order_id.hyphenated())
-            .bind(&r.requested_by)
-            .bind(&r.idempotency_key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = existing {
-            return Ok(RefundInsert::Existing(refund_from_row(&row)?));
-        }
-        if guard == RefundGuard::Order {
-            let held = sqlx::query(
-                "UPDATE orders SET refund_held_cents = refund_held_cents + $2 \
-                 WHERE id = $1 AND refund_held_cents + $2 <= COALESCE(paid_cents, 0)",
-            )
-            .bind(r.order_id.hyphenated())
-            .bind(r.amount_cents)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if held != 1 {
-                return Ok(RefundInsert::TooMuch);
-            }
-        }
         let inserted = sqlx::query(
             "INSERT INTO refunds (id, order_id, payment_id, provider, amount_cents, currency, \
                reason, status, provider_refund_id, requested_by, idempotency_key, fingerprint, \
@@ -299,8 +279,8 @@ impl PaymentStore for SqlitePayments {
         .await?
         .rows_affected();
         if inserted == 0 {
-            // The same key at once on another node: its refund stands, this
-            // transaction (and its hold) goes.
+            // This key was used before (or at once on another node): that
+            // refund stands.
             tx.rollback().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(r.order_id.hyphenated())
@@ -309,6 +289,21 @@ impl PaymentStore for SqlitePayments {
                 .fetch_one(&self.pool)
                 .await?;
             return Ok(RefundInsert::Existing(refund_from_row(&row)?));
+        }
+        if guard == RefundGuard::Order {
+            let held = sqlx::query(
+                "UPDATE orders SET refund_held_cents = refund_held_cents + $2 \
+                 WHERE id = $1 AND refund_held_cents + $2 <= COALESCE(paid_cents, 0)",
+            )
+            .bind(r.order_id.hyphenated())
+            .bind(r.amount_cents)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if held != 1 {
+                tx.rollback().await?;
+                return Ok(RefundInsert::TooMuch);
+            }
         }
         tx.commit().await?;
         Ok(RefundInsert::Inserted(r.clone()))

@@ -1005,10 +1005,27 @@ async fn bad_payment_settings_stop_the_start() {
 /// Refunds racing each other on two nodes never add up to more than was paid.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_refunds_never_pass_what_was_paid() {
-    let mut env = TestEnv::production().await;
+    refunds_race(TestEnv::production().await, true).await;
+}
+
+/// The same race on the embedded mode's one node and SQLite.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_refunds_never_pass_what_was_paid_embedded() {
+    refunds_race(TestEnv::embedded(), false).await;
+}
+
+async fn refunds_race(mut env: TestEnv, two_nodes: bool) {
     let g = SandboxGateway::default();
     let a = node(&mut env, &g).await;
-    let b = node(&mut env, &g).await;
+    let b = if two_nodes {
+        node(&mut env, &g).await
+    } else {
+        TestApp {
+            addr: a.addr,
+            base: a.base.clone(),
+            http: a.http.clone(),
+        }
+    };
     g.attach(&a);
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
