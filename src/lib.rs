@@ -311,8 +311,9 @@ fn payment_providers(
                 s
             }
             "wechatpay" => Arc::new(
+                // Its messages name the provider already.
                 WechatPay::from_args(&args.wechatpay, http.clone())
-                    .map_err(|e| StartError::Payments(format!("wechatpay: {e}")))?,
+                    .map_err(|e| StartError::Payments(e.to_string()))?,
             ),
             "alipay" => Arc::new(
                 Alipay::from_args(&args.alipay, http.clone())

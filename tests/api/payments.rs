@@ -987,7 +987,21 @@ async fn bad_payment_settings_stop_the_start() {
     .await
     .err()
     .expect("refused");
-    assert!(err.to_string().starts_with("payments: wechatpay:"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "payments: configuration: wechatpay: --wechatpay-mchid is required"
+    );
+    let mut settings = env.settings();
+    settings.payments.providers = Some(vec!["alipay".into()]);
+    let err = lychee_live::Node::start(
+        settings,
+        env.clock.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("--alipay-app-id"), "{err}");
     let mut settings = env.settings();
     settings.payments.providers = Some(vec!["sandbox".into()]);
     settings.payments.sandbox_secret = Some(Secret("short".into()));
