@@ -1136,3 +1136,64 @@ async fn a_due_payment_is_claimed_by_one_node_at_a_time() {
         .unwrap();
     assert_eq!(later.len(), 1, "claimable again once the lease ran out");
 }
+
+/// The payment expires with its reservation: after the deadline the
+/// provider is asked, the unpaid payment is closed and reads `expired`, the
+/// stock is back, and the gateway takes no money for it any more.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unpaid_payment_expires_with_its_reservation() {
+    for mut env in [TestEnv::production().await, TestEnv::embedded()] {
+        let g = SandboxGateway::default();
+        let app = node(&mut env, &g).await;
+        g.attach(&app);
+        let host = env.token(Role::Host, "alice");
+        let mei = env.token(Role::Viewer, "mei");
+        let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+        let order = app.buy(&mei, &sale, "k", "FZX", 2).await.expect(201).json();
+        let id = order["id"].as_str().unwrap();
+        let p = app
+            .post(
+                &format!("/orders/{id}/payments"),
+                Some(&mei),
+                json!({ "provider": "sandbox" }),
+            )
+            .await
+            .expect(201)
+            .json();
+        let pid = p["id"].as_str().unwrap();
+        env.clock.advance(Duration::from_secs(301));
+        let mut status = Value::Null;
+        for _ in 0..100 {
+            status = app
+                .get(&format!("/payments/{pid}"), Some(&mei))
+                .await
+                .json()["status"]
+                .clone();
+            if status == "expired" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, "expired");
+        assert_eq!(
+            g.pay(&p, Delivery::Normal).await,
+            None,
+            "the gateway refuses it"
+        );
+        let o = app
+            .get(&format!("/orders/{id}"), Some(&mei))
+            .await
+            .expect(200)
+            .json();
+        assert_eq!(o["status"], "expired");
+        let again = app
+            .post(
+                &format!("/orders/{id}/payments"),
+                Some(&mei),
+                json!({ "provider": "sandbox" }),
+            )
+            .await
+            .expect(409);
+        assert_eq!(again.code(), "reservation_expired");
+    }
+}
