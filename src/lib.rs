@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
+pub mod fulfilment;
 pub mod demo;
 pub mod http;
 pub mod hub;
