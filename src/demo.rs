@@ -112,6 +112,8 @@ pub async fn seed(state: &AppState, data_dir: &Path) -> Result<Demo, StartError>
                     stock,
                     per_user_limit: Some(2),
                     ships_by: ships_by.map(str::to_owned),
+                    ships_to: None,
+                    claim_window_hours: None,
                 }
                 .validate()
                 .map_err(seed_err)?;

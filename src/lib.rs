@@ -404,6 +404,7 @@ impl Node {
         workers.spawn(stats.clone().run(shutdown.clone()));
         let orders = Arc::new(Orders::new(
             backends.inventory.clone(),
+            backends.addresses.clone(),
             backends.orders.clone(),
             catalog.clone(),
             writer,
@@ -467,6 +468,7 @@ impl Node {
         let dashboards = Feeds::new(
             Arc::new(LiveSource {
                 catalog: catalog.clone(),
+                orders: backends.orders.clone(),
                 figures: backends.figures.clone(),
                 presence: backends.presence.clone(),
                 clock: clock.clone(),
@@ -482,7 +484,7 @@ impl Node {
                 TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
             ),
             catalog,
-            orders,
+            orders: orders.clone(),
             guests: settings.guests,
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),
             signin: Arc::default(),
@@ -493,6 +495,11 @@ impl Node {
             clock,
             dashboards,
             payments: payments.clone(),
+            shipping: Arc::new(fulfilment::service::Shipping::new(
+                orders.clone(),
+                backends.orders.clone(),
+                clock.clone(),
+            )),
         });
         Ok(Node {
             public_url,

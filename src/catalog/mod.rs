@@ -91,7 +91,51 @@ pub struct ProductRecord {
     pub ships_by: Option<NaiveDate>,
     pub status: ProductStatus,
     pub sold: i64,
+    pub ships_to: Option<ShipsTo>,
+    pub claim_window_hours: i32,
 }
+
+/// Where a product ships (contract section 10): province codes included
+/// and excluded; absent, everywhere. Lychee keeps about two days, so a box
+/// the courier cannot bring in time is not sold at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipsTo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+}
+
+impl ShipsTo {
+    /// Whether an address in `province` can be shipped to.
+    pub fn allows(&self, province: &str) -> bool {
+        let included = self
+            .include
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|c| c == province));
+        let excluded = self
+            .exclude
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|c| c == province));
+        included && !excluded
+    }
+}
+
+/// `ships_to` as the products table keeps it (JSON text; NULL: everywhere).
+pub(crate) fn ships_to_text(s: Option<&ShipsTo>) -> Result<Option<String>, StoreError> {
+    s.map(|s| serde_json::to_string(s).map_err(|e| StoreError::Corrupt(format!("ships_to: {e}"))))
+        .transpose()
+}
+
+pub(crate) fn ships_to_from_text(s: Option<String>) -> Result<Option<ShipsTo>, StoreError> {
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("ships_to: {e}")))
+    })
+    .transpose()
+}
+
+/// Claims on a product are taken this long after delivery (or shipping).
+pub const DEFAULT_CLAIM_WINDOW_HOURS: i32 = 48;
 
 /// The contract's Sale.
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +159,14 @@ pub struct Product {
     pub remaining: i64,
     pub reserved: i64,
     pub sold: i64,
+    #[serde(default)]
+    pub ships_to: Option<ShipsTo>,
+    #[serde(default = "default_claim_window")]
+    pub claim_window_hours: i32,
+}
+
+fn default_claim_window() -> i32 {
+    DEFAULT_CLAIM_WINDOW_HOURS
 }
 
 /// Validated input of `POST /sales`.
@@ -138,6 +190,8 @@ pub struct NewProduct {
     pub stock: i64,
     pub per_user_limit: i32,
     pub ships_by: Option<NaiveDate>,
+    pub ships_to: Option<ShipsTo>,
+    pub claim_window_hours: i32,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -53,11 +53,14 @@ fn product_from_row(row: &sqlx::postgres::PgRow) -> Result<ProductRecord, StoreE
         ships_by: row.try_get("ships_by")?,
         status: row.try_get::<&str, _>("status")?.parse()?,
         sold: row.try_get("sold")?,
+        ships_to: super::ships_to_from_text(row.try_get("ships_to")?)?,
+        claim_window_hours: row.try_get("claim_window_hours")?,
     })
 }
 
 const PRODUCT_COLUMNS: &str =
-    "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold";
+    "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold, ships_to, \
+     claim_window_hours";
 
 #[async_trait]
 impl CatalogStore for PgCatalog {
@@ -162,8 +165,8 @@ impl CatalogStore for PgCatalog {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO products (sale_id, sku, name, price_cents, currency, stock, \
-             per_user_limit, ships_by, status, epoch) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled', $9)",
+             per_user_limit, ships_by, status, epoch, ships_to, claim_window_hours) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled', $9, $10, $11)",
         )
         .bind(sale_id)
         .bind(&p.sku)
@@ -174,6 +177,8 @@ impl CatalogStore for PgCatalog {
         .bind(p.per_user_limit)
         .bind(p.ships_by)
         .bind(epoch)
+        .bind(super::ships_to_text(p.ships_to.as_ref())?)
+        .bind(p.claim_window_hours)
         .execute(&self.pool)
         .await?;
         Ok(())

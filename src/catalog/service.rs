@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::lists::{Lists, SaleList};
 use super::{
     CatalogStore, Checkout, NewProduct, NewSale, Product, ProductRecord, ProductStatus, Sale,
-    SaleRecord, SaleStatus, StoreError, Transition,
+    SaleRecord, SaleStatus, ShipsTo, StoreError, Transition,
 };
 use crate::clock::Clock;
 use crate::hub::{EventBus, SaleEvent, StockPublisher};
@@ -57,6 +57,8 @@ pub struct ProductFacts {
     pub price_cents: i64,
     pub currency: String,
     pub per_user_limit: i32,
+    /// Checked on the buy path before Redis is asked, from this cache.
+    pub ships_to: Option<Arc<ShipsTo>>,
 }
 
 /// A sale's products and GMV, for the dashboard (`Catalog::figures`).
@@ -114,6 +116,8 @@ fn product(r: &ProductRecord, level: Option<&StockLevel>) -> Product {
         remaining,
         reserved,
         sold,
+        ships_to: r.ships_to.clone(),
+        claim_window_hours: r.claim_window_hours,
     }
 }
 
@@ -173,6 +177,7 @@ impl Catalog {
                         price_cents: p.price_cents,
                         currency: p.currency,
                         per_user_limit: p.per_user_limit,
+                        ships_to: p.ships_to.map(Arc::new),
                     };
                     (p.sku, f)
                 })

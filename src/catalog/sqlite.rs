@@ -90,7 +90,8 @@ fn sale_from_row(row: &SqliteRow) -> Result<SaleRecord, StoreError> {
 }
 
 const PRODUCT_COLUMNS: &str =
-    "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold";
+    "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold, ships_to, \
+     claim_window_hours";
 
 fn product_from_row(row: &SqliteRow) -> Result<ProductRecord, StoreError> {
     Ok(ProductRecord {
@@ -103,6 +104,8 @@ fn product_from_row(row: &SqliteRow) -> Result<ProductRecord, StoreError> {
         ships_by: get_opt_date(row, "ships_by")?,
         status: row.try_get::<&str, _>("status")?.parse()?,
         sold: row.try_get("sold")?,
+        ships_to: super::ships_to_from_text(row.try_get("ships_to")?)?,
+        claim_window_hours: row.try_get("claim_window_hours")?,
     })
 }
 
@@ -211,9 +214,9 @@ impl CatalogStore for SqliteCatalog {
         // computed inside the INSERT, which holds the write lock.
         sqlx::query(
             "INSERT INTO products (sale_id, sku, position, name, price_cents, currency, stock, \
-             per_user_limit, ships_by, status, epoch) \
+             per_user_limit, ships_by, status, epoch, ships_to, claim_window_hours) \
              VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1), \
-             $3, $4, $5, $6, $7, $8, 'scheduled', $9)",
+             $3, $4, $5, $6, $7, $8, 'scheduled', $9, $10, $11)",
         )
         .bind(sale_id.hyphenated())
         .bind(&p.sku)
@@ -224,6 +227,8 @@ impl CatalogStore for SqliteCatalog {
         .bind(p.per_user_limit)
         .bind(p.ships_by.map(|d| d.format(DATE_FORMAT).to_string()))
         .bind(epoch)
+        .bind(super::ships_to_text(p.ships_to.as_ref())?)
+        .bind(p.claim_window_hours)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -355,6 +360,11 @@ pub(crate) mod tests {
             stock,
             per_user_limit: 5,
             ships_by: NaiveDate::from_ymd_opt(2026, 12, 24),
+            ships_to: Some(crate::catalog::ShipsTo {
+                include: Some(vec!["440000".into()]),
+                exclude: None,
+            }),
+            claim_window_hours: 48,
         }
     }
 
@@ -416,6 +426,11 @@ pub(crate) mod tests {
                 ships_by: NaiveDate::from_ymd_opt(2026, 12, 24),
                 status: ProductStatus::Scheduled,
                 sold: 0,
+                ships_to: Some(crate::catalog::ShipsTo {
+                    include: Some(vec!["440000".into()]),
+                    exclude: None,
+                }),
+                claim_window_hours: 48,
             }
         );
         assert_eq!(store.product(sale.id, "Z").await.unwrap(), None);

@@ -3,7 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
-use super::{Checkout, NewProduct, NewSale};
+use super::{Checkout, NewProduct, NewSale, ShipsTo, DEFAULT_CLAIM_WINDOW_HOURS};
 
 /// Prices above this could overflow a total; no lychee box costs that much.
 pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
@@ -36,6 +36,50 @@ pub struct CreateProduct {
     pub stock: i64,
     pub per_user_limit: Option<i64>,
     pub ships_by: Option<String>,
+    pub ships_to: Option<ShipsToBody>,
+    pub claim_window_hours: Option<i64>,
+}
+
+/// `ships_to` as sent: unknown fields are refused (a typo such as
+/// `"includes"` must not silently ship everywhere).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipsToBody {
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+}
+
+/// Each code a GB/T 2260 province-level code, each once.
+fn provinces(field: &str, list: Option<Vec<String>>) -> Result<Option<Vec<String>>, Invalid> {
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for code in &list {
+        if crate::fulfilment::address::provinces::province(code).is_none() {
+            let shown: String = code.chars().take(12).collect();
+            return Err(invalid(format!(
+                "ships_to.{field}: {shown:?} is not a GB/T 2260 province-level code such as \"440000\""
+            )));
+        }
+        if !seen.insert(code.as_str()) {
+            return Err(invalid(format!("ships_to.{field}: {code} is listed twice")));
+        }
+    }
+    Ok(Some(list))
+}
+
+impl ShipsToBody {
+    pub fn validate(self) -> Result<ShipsTo, Invalid> {
+        let include = provinces("include", self.include)?;
+        let exclude = provinces("exclude", self.exclude)?;
+        if include.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid(
+                "ships_to.include is empty: the product would ship nowhere; leave it out to ship everywhere",
+            ));
+        }
+        Ok(ShipsTo { include, exclude })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +318,13 @@ impl CreateProduct {
             return Err(invalid("per_user_limit must be 1..=1000"));
         }
         let ships_by = self.ships_by.map(|d| ships_by(&d)).transpose()?;
+        let ships_to = self.ships_to.map(ShipsToBody::validate).transpose()?;
+        let window = self
+            .claim_window_hours
+            .unwrap_or(DEFAULT_CLAIM_WINDOW_HOURS.into());
+        if !(1..=720).contains(&window) {
+            return Err(invalid("claim_window_hours must be 1..=720"));
+        }
         Ok(NewProduct {
             sku,
             name,
@@ -282,6 +333,8 @@ impl CreateProduct {
             stock: self.stock,
             per_user_limit: limit as i32,
             ships_by,
+            ships_to,
+            claim_window_hours: window as i32,
         })
     }
 }
@@ -439,6 +492,8 @@ mod tests {
             stock: 100,
             per_user_limit: None,
             ships_by: Some("2027-06-20".into()),
+            ships_to: None,
+            claim_window_hours: None,
         }
     }
 
@@ -472,7 +527,7 @@ mod tests {
             limit in proptest::option::of(proptest::num::i64::ANY),
             ships_by in proptest::option::of(".{0,12}"),
         ) {
-            let body = CreateProduct { sku, name, price_cents: price, currency, stock, per_user_limit: limit, ships_by };
+            let body = CreateProduct { sku, name, price_cents: price, currency, stock, per_user_limit: limit, ships_by, ships_to: None, claim_window_hours: None };
             if let Ok(p) = body.validate() {
                 proptest::prop_assert!(self::sku(&p.sku).is_ok());
                 proptest::prop_assert!(p.price_cents > 0 && p.price_cents <= MAX_PRICE_CENTS);

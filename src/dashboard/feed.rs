@@ -52,6 +52,8 @@ pub trait Source: Send + Sync + 'static {
 /// The node's live figures: the dashboard's real source.
 pub struct LiveSource {
     pub catalog: Arc<Catalog>,
+    /// Refunds and late shipments, once a second per sale for all its streams.
+    pub orders: Arc<dyn crate::orders::OrderStore>,
     pub figures: Arc<dyn FiguresStore>,
     pub presence: Arc<dyn Presence>,
     pub clock: Arc<Clock>,
@@ -77,6 +79,11 @@ impl Source for LiveSource {
             .figures(sale_id)
             .await
             .map_err(|e| format!("catalog unavailable: {e}"))?;
+        let after_sales = self
+            .orders
+            .after_sales(sale_id, self.clock.now())
+            .await
+            .map_err(|e| format!("orders unavailable: {e}"))?;
         Ok(Snapshot {
             ts: now,
             viewers,
@@ -84,6 +91,8 @@ impl Source for LiveSource {
             buy_attempts_per_sec: figures.buy_attempts,
             orders_per_sec: figures.orders,
             gmv_cents: catalog.gmv_cents,
+            refunds_cents: after_sales.refunds_cents,
+            late: after_sales.late,
             products: catalog
                 .products
                 .iter()
@@ -275,6 +284,8 @@ mod tests {
                 buy_attempts_per_sec: 0,
                 orders_per_sec: 0,
                 gmv_cents: 0,
+                refunds_cents: 0,
+                late: 0,
                 products: Vec::new(),
                 buy_latency_ms: LatencyFigures { p50: 0.0, p99: 0.0 },
             })

@@ -310,6 +310,11 @@ pub struct Snapshot {
     pub buy_attempts_per_sec: u64,
     pub orders_per_sec: u64,
     pub gmv_cents: i64,
+    /// What succeeded refunds of the sale's completed orders returned.
+    pub refunds_cents: i64,
+    /// Completed orders still unshipped after their product's `ships_by`
+    /// (or 48 h after completion): boxes going bad in the shed.
+    pub late: i64,
     pub products: Vec<ProductFigures>,
     pub buy_latency_ms: LatencyFigures,
 }

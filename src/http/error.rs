@@ -270,6 +270,9 @@ impl From<OrderError> for ApiError {
                 ApiError::conflict("reservation_expired", "the reservation has expired")
             }
             OrderError::InvalidState(m) => ApiError::conflict("invalid_state", m),
+            e @ (OrderError::Undeliverable | OrderError::AddressRequired) => {
+                ApiError::conflict(e.code(), e.to_string())
+            }
             OrderError::Unavailable(m) => ApiError::Unavailable(m.into()),
             OrderError::Catalog(e) => e.into(),
             OrderError::Store(e) => e.into(),

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 mod moderation;
+mod fulfilment;
 mod orders;
 mod payments;
 pub mod proxy;
@@ -89,6 +90,8 @@ pub struct Shared {
     pub live: Arc<Live>,
     /// Payments through providers, refunds, reconciliation.
     pub payments: Arc<crate::payments::Payments>,
+    /// Packing lists, shipments, delivery.
+    pub shipping: Arc<crate::fulfilment::service::Shipping>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -122,6 +125,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(orders::router())
                 .merge(moderation::router())
                 .merge(payments::router())
+                .merge(fulfilment::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )
@@ -161,7 +165,7 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     Some(
         tower_http::cors::CorsLayer::new()
             .allow_origin(allowed)
-            .allow_methods([Method::GET, Method::POST])
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/pay", post(pay))
         .route("/orders/{id}/cancel", post(cancel))
+        .route("/orders/{id}/address", put(attach_address))
         .route("/me/orders", get(my_orders))
 }
 
@@ -28,6 +29,8 @@ pub fn router() -> Router<AppState> {
 struct BuyBody {
     sku: String,
     qty: i64,
+    /// Ships to this address of the buyer's book (else its default).
+    address_id: Option<uuid::Uuid>,
 }
 
 async fn buy(
@@ -50,6 +53,7 @@ async fn buy(
         key: key.to_owned(),
         sku: body.sku,
         qty: body.qty,
+        address_id: body.address_id,
     };
     let json = state.orders.buy(&who, req).await?;
     // The stored bytes as first sent: a replay is byte-for-byte the same.
@@ -87,6 +91,26 @@ async fn pay(
         state
             .orders
             .confirm_manual(&who, id, &body.payment_ref, body.note.as_deref())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct AddressBody {
+    address_id: uuid::Uuid,
+}
+
+async fn attach_address(
+    State(state): State<AppState>,
+    Auth(who): Auth,
+    AppPath(id): AppPath<String>,
+    AppJson(body): AppJson<AddressBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id(&id, "order")?;
+    Ok(Json(
+        state
+            .orders
+            .attach_address(&who, id, body.address_id)
             .await?,
     ))
 }

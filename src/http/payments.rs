@@ -2,6 +2,7 @@
 //! the sandbox's checkout page.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -102,8 +103,9 @@ async fn notify(
     State(state): State<AppState>,
     AppPath(provider): AppPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
     let reply = state
         .payments
         .notify(&provider, &headers, &body)
@@ -222,9 +224,10 @@ async fn sandbox_page(
 async fn sandbox_act(
     State(state): State<AppState>,
     AppPath(id): AppPath<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id, "payment")?;
+    let body = body.map_err(|_| ApiError::PayloadTooLarge)?;
     let action = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "action")
         .map(|(_, v)| v.into_owned());

@@ -108,6 +108,9 @@ enum ClientMessage {
         qty: i64,
         #[serde(rename = "ref")]
         reference: String,
+        /// Ships to this address of the buyer's book (else its default).
+        #[serde(default)]
+        address_id: Option<uuid::Uuid>,
     },
     Ping {
         #[serde(rename = "ref")]
@@ -655,6 +658,7 @@ impl Socket {
                 sku,
                 qty,
                 reference,
+                address_id,
             } => {
                 if let Err(e) = self.state.limits.buy(&self.who.user_id, self.ip) {
                     return Err((e, Some(reference)));
@@ -675,6 +679,7 @@ impl Socket {
                         key: reference.clone(),
                         sku,
                         qty,
+                        address_id,
                     };
                     let f = match orders.buy(&who, req).await {
                         Ok(json) => Frame::text(format!(

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed,
+    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed, ShipToSet,
     Rejection, ReleaseFrom, Released, SaleSeed, StockLevel, Stored,
 };
 use crate::catalog::{ProductStatus, SaleStatus};
@@ -739,6 +739,30 @@ impl Inventory for MemoryInventory {
         Ok(PayStart::Started)
     }
 
+    async fn set_ship_to(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        ship_to: &crate::fulfilment::address::Address,
+    ) -> Result<ShipToSet, InventoryError> {
+        let Some(sale) = self.sale(sale_id) else {
+            return Ok(ShipToSet::NotFound);
+        };
+        let mut s = lock(&sale);
+        let Some(held) = s.orders.get_mut(&order_id) else {
+            return Ok(ShipToSet::NotFound);
+        };
+        match held.state {
+            OrderState::Reserved => {
+                held.order.ship_to = Some(ship_to.clone());
+                Ok(ShipToSet::Done)
+            }
+            // Being paid reads as reserved, but the payment commits the
+            // order as it was: like Redis, refuse it as `paying`.
+            other => Ok(ShipToSet::WrongState(other.status())),
+        }
+    }
+
     async fn abort_pay(&self, sale_id: Uuid, order_id: Uuid) -> Result<(), InventoryError> {
         let Some(sale) = self.sale(sale_id) else {
             return Ok(());
@@ -960,6 +984,9 @@ mod tests {
             completed_at: None,
             payment_ref: None,
             payment: None,
+            ship_to: None,
+            fulfilment: Default::default(),
+            shipment: None,
         }
     }
 

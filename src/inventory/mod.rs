@@ -150,6 +150,15 @@ pub enum PayStart {
 }
 
 /// Which states a release may start from.
+/// What attaching an address to a reservation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShipToSet {
+    Done,
+    /// Not reserved (any more): being paid, completed, cancelled, expired.
+    WrongState(OrderStatus),
+    NotFound,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseFrom {
     /// A buyer's cancel: only `reserved`.
@@ -275,6 +284,14 @@ pub trait Inventory: Send + Sync + 'static {
     ) -> Result<PayStart, InventoryError>;
     /// Back to `reserved` with its old deadline (the commit failed).
     async fn abort_pay(&self, sale_id: Uuid, order_id: Uuid) -> Result<(), InventoryError>;
+    /// Attaches the ship-to address to a reservation, while it is reserved
+    /// and no payment is being recorded.
+    async fn set_ship_to(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        ship_to: &crate::fulfilment::address::Address,
+    ) -> Result<ShipToSet, InventoryError>;
     /// Reservation -> sold, after PostgreSQL committed the order. Idempotent.
     /// `answer` (fingerprint, final answer) is written for the order's key in
     /// the same step: instant checkout needs no extra round trip.

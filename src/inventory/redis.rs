@@ -7,7 +7,7 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{
-    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed,
+    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed, ShipToSet,
     Rejection, ReleaseFrom, Released, SaleSeed, StockLevel, Stored,
 };
 use crate::catalog::{ProductStatus, SaleStatus};
@@ -111,6 +111,7 @@ struct Scripts {
     claim: Script,
     product: Script,
     unlock: Script,
+    ship: Script,
 }
 
 pub struct RedisInventory {
@@ -133,6 +134,7 @@ impl RedisInventory {
                 claim: Script::new(include_str!("lua/claim.lua")),
                 product: Script::new(include_str!("lua/product.lua")),
                 unlock: Script::new(include_str!("lua/unlock.lua")),
+                ship: Script::new(include_str!("lua/ship.lua")),
             },
         }
     }
@@ -236,12 +238,13 @@ fn order_status(st: &str) -> Result<OrderStatus, InventoryError> {
     })
 }
 
-/// An order hash: `j` the order as admitted, `st`, `cat`, `pref`, `ik`, `ep`.
+/// An order hash: `j` the order as admitted, `st`, `cat`, `pref`, `ik`,
+/// `ep`, and `ship` the address attached after admission.
 fn live_order(
     fields: &[Option<String>],
     deadline: Option<f64>,
 ) -> Result<Option<LiveOrder>, InventoryError> {
-    let [Some(j), Some(st), cat, pref, Some(ik), ep] = fields else {
+    let [Some(j), Some(st), cat, pref, Some(ik), ep, ship] = fields else {
         return Ok(None);
     };
     let mut order: Order = serde_json::from_str(j).map_err(protocol)?;
@@ -252,6 +255,9 @@ fn live_order(
     if pref.is_some() {
         order.payment_ref.clone_from(pref);
     }
+    if let Some(ship) = ship {
+        order.ship_to = Some(serde_json::from_str(ship).map_err(protocol)?);
+    }
     Ok(Some(LiveOrder {
         order,
         key: ik.clone(),
@@ -260,7 +266,7 @@ fn live_order(
     }))
 }
 
-const ORDER_FIELDS: [&str; 6] = ["j", "st", "cat", "pref", "ik", "ep"];
+const ORDER_FIELDS: [&str; 7] = ["j", "st", "cat", "pref", "ik", "ep", "ship"];
 
 fn seed_fields(p: &ProductSeed) -> Vec<(&'static str, String)> {
     vec![
@@ -665,6 +671,27 @@ impl Inventory for RedisInventory {
             Some("completed") => PayStart::AlreadyCompleted,
             Some(st) => PayStart::WrongState(order_status(st)?),
             None => return Err(protocol("empty pay reply")),
+        })
+    }
+
+    async fn set_ship_to(
+        &self,
+        sale_id: Uuid,
+        order_id: Uuid,
+        ship_to: &crate::fulfilment::address::Address,
+    ) -> Result<ShipToSet, InventoryError> {
+        let json = serde_json::to_string(ship_to).map_err(protocol)?;
+        let reply: String = self
+            .scripts
+            .ship
+            .key(self.keys.order(sale_id, order_id))
+            .arg(json)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match reply.as_str() {
+            "ok" => ShipToSet::Done,
+            "missing" => ShipToSet::NotFound,
+            st => ShipToSet::WrongState(order_status(st)?),
         })
     }
 

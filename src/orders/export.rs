@@ -60,7 +60,7 @@ fn write_rows(
 /// CR or LF is quoted whatever follows, as some importers split or trim on
 /// them. Zero-width characters are skipped as blanks: they are invisible in
 /// the sheet, and must not hide a formula sign from us.
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     let skipped = |c: &char| {
         c.is_whitespace()
             || c.is_control()

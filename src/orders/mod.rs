@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::catalog::StoreError;
+use crate::fulfilment::address::Address;
+use crate::fulfilment::{Fulfilment, Shipment};
 
 pub use service::{OrderError, Orders, Paid};
 
@@ -61,6 +63,13 @@ pub struct Order {
     /// paid until a provider, a manual confirmation or COD says so).
     #[serde(default)]
     pub payment: Option<OrderPayment>,
+    /// The address it ships to: a copy taken when attached.
+    #[serde(default)]
+    pub ship_to: Option<Address>,
+    #[serde(default)]
+    pub fulfilment: Fulfilment,
+    #[serde(default)]
+    pub shipment: Option<Shipment>,
 }
 
 /// The contract's `payment` object of an Order.
@@ -113,6 +122,42 @@ pub(crate) fn payment_from_row(
     })
 }
 
+/// The dashboard's after-sales figures of a sale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AfterSales {
+    pub refunds_cents: i64,
+    pub late: i64,
+}
+
+/// A completed order with no `ships_by` is late this long after completion.
+pub const LATE_AFTER_HOURS: i64 = 48;
+
+/// An order's `ship_to` as the orders table keeps it (JSON text).
+pub(crate) fn ship_to_text(a: Option<&Address>) -> Result<Option<String>, StoreError> {
+    a.map(|a| serde_json::to_string(a).map_err(|e| StoreError::Corrupt(format!("ship_to: {e}"))))
+        .transpose()
+}
+
+pub(crate) fn ship_to_from_text(s: Option<String>) -> Result<Option<Address>, StoreError> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("ship_to: {e}"))))
+        .transpose()
+}
+
+/// The `shipment` of a stored order: there once it shipped.
+pub(crate) fn shipment_from_row(
+    courier: Option<String>,
+    waybill: Option<String>,
+    shipped_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+) -> Option<Shipment> {
+    Some(Shipment {
+        courier: courier?,
+        waybill: waybill?,
+        shipped_at: shipped_at?,
+        delivered_at,
+    })
+}
+
 /// A completed order on its way to the database, with the key that made it:
 /// the database refuses a second order for one key even if Redis forgot it.
 #[derive(Debug, Clone)]
@@ -161,6 +206,32 @@ pub trait OrderStore: Send + Sync + 'static {
     ) -> Result<Vec<Order>, StoreError>;
     /// Sum of `total_cents` of the sale's completed orders.
     async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError>;
+    /// Replaces a completed order's `ship_to` while it is unfulfilled;
+    /// `false` if it is packed or further (or not there).
+    async fn set_ship_to(&self, order_id: Uuid, ship_to: &Address) -> Result<bool, StoreError>;
+    /// Moves a completed order's fulfilment from one of `from` to `to`
+    /// (with its shipment when shipping, the time when delivering); `None`
+    /// if it was in none of `from`. Returns the order as it is now.
+    async fn move_fulfilment(
+        &self,
+        order_id: Uuid,
+        from: &[Fulfilment],
+        to: Fulfilment,
+        shipment: Option<(&str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Order>, StoreError>;
+    /// The sale's refunded money and late shipments at `now`.
+    async fn after_sales(&self, sale_id: Uuid, now: DateTime<Utc>)
+        -> Result<AfterSales, StoreError>;
+    /// A page of the packing list: completed orders not shipped yet, with
+    /// an address (`with_address`) or without, oldest first.
+    async fn to_pack_page(
+        &self,
+        sale_id: Uuid,
+        with_address: bool,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError>;
 }
 
 /// Per (sale, sku, epoch): what one transaction adds to `sold`. Sorted, so

@@ -12,6 +12,8 @@ use super::{
     OrderStatus, OrderStore, SoldIncrements,
 };
 use crate::catalog::StoreError;
+use crate::fulfilment::address::Address;
+use crate::fulfilment::Fulfilment;
 
 pub struct PgOrders {
     pool: PgPool,
@@ -25,7 +27,8 @@ impl PgOrders {
 
 const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
      currency, created_at, expires_at, completed_at, payment_ref, payment_method, payment_id, \
-     paid_cents, refunded_cents, payment_note";
+     paid_cents, refunded_cents, payment_note, ship_to, fulfilment, courier, waybill, shipped_at, \
+     delivered_at";
 
 fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
     Ok(Order {
@@ -49,6 +52,14 @@ fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
             row.try_get("refunded_cents")?,
             row.try_get("payment_note")?,
         ),
+        ship_to: super::ship_to_from_text(row.try_get("ship_to")?)?,
+        fulfilment: crate::fulfilment::Fulfilment::parse(row.try_get("fulfilment")?)?,
+        shipment: super::shipment_from_row(
+            row.try_get("courier")?,
+            row.try_get("waybill")?,
+            row.try_get("shipped_at")?,
+            row.try_get("delivered_at")?,
+        ),
     })
 }
 
@@ -60,11 +71,11 @@ async fn insert_new(
     let inserted: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
            currency, idempotency_key, created_at, expires_at, completed_at, payment_ref, \
-           payment_method, payment_id, paid_cents, payment_note) \
+           payment_method, payment_id, paid_cents, payment_note, ship_to) \
          SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], \
            $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::timestamptz[], \
            $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], $15::uuid[], \
-           $16::bigint[], $17::text[]) \
+           $16::bigint[], $17::text[], $18::text[]) \
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(batch.iter().map(|c| c.order.id).collect::<Vec<_>>())
@@ -138,6 +149,12 @@ async fn insert_new(
             .iter()
             .map(|c| c.order.payment.as_ref().and_then(|p| p.note.as_deref()))
             .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|c| super::ship_to_text(c.order.ship_to.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?,
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -310,6 +327,99 @@ impl OrderStore for PgOrders {
             .iter()
             .map(order_from_row)
             .collect()
+    }
+
+    async fn move_fulfilment(
+        &self,
+        order_id: Uuid,
+        from: &[Fulfilment],
+        to: Fulfilment,
+        shipment: Option<(&str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Order>, StoreError> {
+        let from: Vec<&str> = from.iter().map(|f| f.as_str()).collect();
+        let sql = format!(
+            "UPDATE orders SET fulfilment = $3, \
+               courier = COALESCE($4, courier), waybill = COALESCE($5, waybill), \
+               shipped_at = CASE WHEN $3 = 'shipped' THEN $6 ELSE shipped_at END, \
+               delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END \
+             WHERE id = $1 AND fulfilment = ANY($2) RETURNING {ORDER_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(order_id)
+            .bind(from)
+            .bind(to.as_str())
+            .bind(shipment.map(|s| s.0))
+            .bind(shipment.map(|s| s.1))
+            .bind(at)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn after_sales(
+        &self,
+        sale_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<super::AfterSales, StoreError> {
+        // A `ships_by` day ends at midnight in China, where the boxes leave.
+        let (refunds_cents, late): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(o.refunded_cents), 0)::BIGINT, \
+               COUNT(*) FILTER (WHERE o.fulfilment IN ('unfulfilled', 'packed') AND \
+                 COALESCE(((p.ships_by + 1)::timestamp AT TIME ZONE 'Asia/Shanghai'), \
+                          o.completed_at + make_interval(hours => $3)) < $2) \
+             FROM orders o JOIN products p ON p.sale_id = o.sale_id AND p.sku = o.sku \
+             WHERE o.sale_id = $1",
+        )
+        .bind(sale_id)
+        .bind(now)
+        .bind(super::LATE_AFTER_HOURS as i32)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(super::AfterSales {
+            refunds_cents,
+            late,
+        })
+    }
+
+    async fn to_pack_page(
+        &self,
+        sale_id: Uuid,
+        with_address: bool,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
+             AND fulfilment IN ('unfulfilled', 'packed') AND (ship_to IS NOT NULL) = $5 \
+             AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) \
+             ORDER BY created_at, id LIMIT $4"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1).unwrap_or_default())
+            .bind(limit)
+            .bind(with_address)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
+    async fn set_ship_to(&self, order_id: Uuid, ship_to: &Address) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE orders SET ship_to = $2 WHERE id = $1 AND fulfilment = 'unfulfilled'",
+        )
+        .bind(order_id)
+        .bind(super::ship_to_text(Some(ship_to))?)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError> {

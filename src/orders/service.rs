@@ -14,12 +14,14 @@ use crate::catalog::service::CatalogError;
 use crate::catalog::{validate, Catalog, Checkout, StoreError};
 use crate::clock::Clock;
 use crate::dashboard::{BuyOutcome, Stats};
+use crate::fulfilment::address::{Address, AddressStore};
+use crate::fulfilment::Fulfilment;
 use crate::hub::{EventBus, SaleEvent, StockPublisher};
 use crate::identity::{Identity, Role};
 use crate::inventory::sold_out::SoldOut;
 use crate::inventory::{
     Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, Rejection,
-    ReleaseFrom, Released, StockLevel, Stored,
+    ReleaseFrom, Released, ShipToSet, StockLevel, Stored,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,10 @@ pub enum OrderError {
     ReservationExpired,
     #[error("{0}")]
     InvalidState(&'static str),
+    #[error("this product does not ship to that address's province")]
+    Undeliverable,
+    #[error("attach an address to the order first (PUT /orders/{{id}}/address)")]
+    AddressRequired,
     #[error("{0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -69,6 +75,8 @@ impl OrderError {
             OrderError::IdempotencyMismatch => "idempotency_mismatch",
             OrderError::ReservationExpired => "reservation_expired",
             OrderError::InvalidState(_) => "invalid_state",
+            OrderError::Undeliverable => "undeliverable",
+            OrderError::AddressRequired => "address_required",
             OrderError::Unavailable(_)
             | OrderError::Store(_)
             | OrderError::Inventory(_)
@@ -91,6 +99,8 @@ pub struct BuyRequest {
     pub key: String,
     pub sku: String,
     pub qty: i64,
+    /// The address to ship to; `None`: the buyer's default, if any.
+    pub address_id: Option<Uuid>,
 }
 
 /// No per-user limit exceeds this, so a larger quantity is a malformed request.
@@ -123,6 +133,8 @@ pub enum Paid {
 
 pub struct Orders {
     inventory: Arc<dyn Inventory>,
+    /// The buyers' address books: a buy ships to one of them.
+    addresses: Arc<dyn AddressStore>,
     store: Arc<dyn OrderStore>,
     catalog: Arc<Catalog>,
     writer: BatchWriter,
@@ -135,8 +147,14 @@ pub struct Orders {
     sold_out: Arc<SoldOut>,
 }
 
-fn fingerprint(sku: &str, qty: i64) -> String {
-    format!("{sku}:{qty}")
+/// What a key's request was: the same key with another body is refused.
+/// Without an explicit address the format is the one before addresses, so
+/// keys stored by an older node still replay.
+fn fingerprint(sku: &str, qty: i64, address_id: Option<Uuid>) -> String {
+    match address_id {
+        None => format!("{sku}:{qty}"),
+        Some(a) => format!("{sku}:{qty}:{}", a.simple()),
+    }
 }
 
 fn to_json(order: &Order) -> Result<String, OrderError> {
@@ -150,6 +168,7 @@ impl Orders {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         inventory: Arc<dyn Inventory>,
+        addresses: Arc<dyn AddressStore>,
         store: Arc<dyn OrderStore>,
         catalog: Arc<Catalog>,
         writer: BatchWriter,
@@ -162,6 +181,7 @@ impl Orders {
     ) -> Self {
         Orders {
             inventory,
+            addresses,
             store,
             catalog,
             writer,
@@ -240,6 +260,23 @@ impl Orders {
             metrics::counter!("lychee_sold_out_fast_path_total").increment(1);
             return Err(OrderError::Rejected(Rejection::SoldOut));
         }
+        let ship_to = self.ship_to(&who.user_id, req.address_id).await?;
+        if let (Some(area), Some(address)) = (&product.ships_to, &ship_to) {
+            if !area.allows(&address.province) {
+                // A replay of a key answered before still gets that answer.
+                if let Some((fp, stored)) = self
+                    .inventory
+                    .stored_answer(req.sale_id, &who.user_id, &req.key)
+                    .await?
+                {
+                    if fp != fingerprint(&req.sku, req.qty, req.address_id) {
+                        return Err(OrderError::IdempotencyMismatch);
+                    }
+                    return self.replay(who, req, stored).await.map(Some);
+                }
+                return Err(OrderError::Undeliverable);
+            }
+        }
         let now = self.clock.now();
         let instant = facts.checkout == Checkout::Instant;
         let expires_at =
@@ -259,8 +296,11 @@ impl Orders {
             completed_at: None,
             payment_ref: None,
             payment: None,
+            ship_to,
+            fulfilment: Fulfilment::Unfulfilled,
+            shipment: None,
         };
-        let fp = fingerprint(&req.sku, req.qty);
+        let fp = fingerprint(&req.sku, req.qty, req.address_id);
         let admit = AdmitRequest {
             sale_id: req.sale_id,
             user_id: who.user_id.clone(),
@@ -619,6 +659,109 @@ impl Orders {
             Paid::Gone(_) => Err(OrderError::InvalidState("the order is not reserved")),
             Paid::Busy => Err(OrderError::InvalidState("a payment is being recorded")),
         }
+    }
+
+    /// The address a buy ships to: the one named (the buyer's own, or 404),
+    /// else the buyer's default, else none (attached later).
+    async fn ship_to(
+        &self,
+        user_id: &str,
+        address_id: Option<Uuid>,
+    ) -> Result<Option<Address>, OrderError> {
+        match address_id {
+            Some(id) => match self.addresses.address(user_id, id).await? {
+                Some(a) => Ok(Some(Address {
+                    is_default: false,
+                    ..a
+                })),
+                None => Err(OrderError::NotFound("address")),
+            },
+            None => Ok(self
+                .addresses
+                .default_of(user_id)
+                .await?
+                .map(|a| Address {
+                    is_default: false,
+                    ..a
+                })),
+        }
+    }
+
+    /// `PUT /orders/{id}/address`: its buyer attaches one of its addresses,
+    /// checked against the product's delivery areas, until the order is packed.
+    pub async fn attach_address(
+        &self,
+        who: &Identity,
+        order_id: Uuid,
+        address_id: Uuid,
+    ) -> Result<Order, OrderError> {
+        let order = self
+            .current(order_id)
+            .await?
+            .ok_or(OrderError::NotFound("order"))?;
+        if order.user_id != who.user_id {
+            return Err(OrderError::Forbidden);
+        }
+        let address = self
+            .ship_to(&who.user_id, Some(address_id))
+            .await?
+            .ok_or(OrderError::NotFound("address"))?;
+        let facts = self
+            .catalog
+            .facts(order.sale_id, Some(&order.sku))
+            .await?
+            .ok_or(OrderError::NotFound("sale"))?;
+        let area = facts.products.get(&order.sku).and_then(|p| p.ships_to.clone());
+        if area.is_some_and(|a| !a.allows(&address.province)) {
+            return Err(OrderError::Undeliverable);
+        }
+        let updated = match order.status {
+            OrderStatus::Reserved => {
+                match self
+                    .inventory
+                    .set_ship_to(order.sale_id, order_id, &address)
+                    .await?
+                {
+                    ShipToSet::Done => Order {
+                        ship_to: Some(address),
+                        ..order
+                    },
+                    ShipToSet::WrongState(OrderStatus::Reserved) => {
+                        return Err(OrderError::InvalidState(
+                            "a payment of this order is being recorded; try again",
+                        ))
+                    }
+                    ShipToSet::WrongState(OrderStatus::Expired) => {
+                        return Err(OrderError::ReservationExpired)
+                    }
+                    ShipToSet::WrongState(OrderStatus::Completed) => {
+                        // Paid meanwhile: the committed order is the one to change.
+                        return Box::pin(self.attach_address(who, order_id, address_id)).await;
+                    }
+                    ShipToSet::WrongState(_) => {
+                        return Err(OrderError::InvalidState("the order was cancelled"))
+                    }
+                    ShipToSet::NotFound => return Err(OrderError::NotFound("order")),
+                }
+            }
+            OrderStatus::Completed => {
+                if !self.store.set_ship_to(order_id, &address).await? {
+                    return Err(OrderError::InvalidState(
+                        "the order is packed or shipped: its address can no longer change",
+                    ));
+                }
+                self.store
+                    .order(order_id)
+                    .await?
+                    .ok_or(OrderError::NotFound("order"))?
+            }
+            OrderStatus::Expired => return Err(OrderError::ReservationExpired),
+            OrderStatus::Cancelled => {
+                return Err(OrderError::InvalidState("the order was cancelled"))
+            }
+        };
+        self.announce(&updated);
+        Ok(updated)
     }
 
     /// Whether `who` manages the sale (its host, an operator).

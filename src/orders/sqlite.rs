@@ -14,6 +14,8 @@ use super::{
 };
 use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
 use crate::catalog::StoreError;
+use crate::fulfilment::address::Address;
+use crate::fulfilment::Fulfilment;
 
 pub struct SqliteOrders {
     pool: SqlitePool,
@@ -27,7 +29,8 @@ impl SqliteOrders {
 
 const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
      currency, created_at, expires_at, completed_at, payment_ref, payment_method, payment_id, \
-     paid_cents, refunded_cents, payment_note";
+     paid_cents, refunded_cents, payment_note, ship_to, fulfilment, courier, waybill, shipped_at, \
+     delivered_at";
 
 /// Ids per `IN (...)` query, well under SQLite's bound-variable limit.
 const IDS_PER_QUERY: usize = 500;
@@ -54,6 +57,14 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
             row.try_get("refunded_cents")?,
             row.try_get("payment_note")?,
         ),
+        ship_to: super::ship_to_from_text(row.try_get("ship_to")?)?,
+        fulfilment: crate::fulfilment::Fulfilment::parse(row.try_get("fulfilment")?)?,
+        shipment: super::shipment_from_row(
+            row.try_get("courier")?,
+            row.try_get("waybill")?,
+            get_opt_time(row, "shipped_at")?,
+            get_opt_time(row, "delivered_at")?,
+        ),
     })
 }
 
@@ -68,8 +79,9 @@ async fn insert_new(
         let rows = sqlx::query(
             "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
                currency, idempotency_key, created_at, expires_at, completed_at, payment_ref, \
-               payment_method, payment_id, paid_cents, payment_note) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+               payment_method, payment_id, paid_cents, payment_note, ship_to) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+               $18) \
              ON CONFLICT DO NOTHING",
         )
         .bind(o.id.hyphenated())
@@ -94,6 +106,7 @@ async fn insert_new(
         )
         .bind(o.payment.as_ref().map(|p| p.paid_cents))
         .bind(o.payment.as_ref().and_then(|p| p.note.as_deref()))
+        .bind(super::ship_to_text(o.ship_to.as_ref())?)
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -262,6 +275,103 @@ impl OrderStore for SqliteOrders {
             .collect()
     }
 
+    async fn move_fulfilment(
+        &self,
+        order_id: Uuid,
+        from: &[Fulfilment],
+        to: Fulfilment,
+        shipment: Option<(&str, &str)>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Order>, StoreError> {
+        // SQLite binds no arrays: the states as one comma-separated list.
+        let from: String = from.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",");
+        let sql = format!(
+            "UPDATE orders SET fulfilment = $3, \
+               courier = COALESCE($4, courier), waybill = COALESCE($5, waybill), \
+               shipped_at = CASE WHEN $3 = 'shipped' THEN $6 ELSE shipped_at END, \
+               delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END \
+             WHERE id = $1 AND instr(',' || $2 || ',', ',' || fulfilment || ',') > 0 \
+             RETURNING {ORDER_COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(order_id.hyphenated())
+            .bind(from)
+            .bind(to.as_str())
+            .bind(shipment.map(|s| s.0))
+            .bind(shipment.map(|s| s.1))
+            .bind(time_text(at))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(order_from_row)
+            .transpose()
+    }
+
+    async fn after_sales(
+        &self,
+        sale_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<super::AfterSales, StoreError> {
+        // A `ships_by` day ends at midnight in China (UTC+8, no DST), where
+        // the boxes leave; times compare as SQLite datetimes.
+        let (refunds_cents, late): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(o.refunded_cents), 0), \
+               COALESCE(SUM(CASE WHEN o.fulfilment IN ('unfulfilled', 'packed') AND \
+                 COALESCE(datetime(p.ships_by, '+1 day', '-8 hours'), \
+                          datetime(o.completed_at, '+' || $3 || ' hours')) < datetime($2) \
+                 THEN 1 ELSE 0 END), 0) \
+             FROM orders o JOIN products p ON p.sale_id = o.sale_id AND p.sku = o.sku \
+             WHERE o.sale_id = $1",
+        )
+        .bind(sale_id.hyphenated())
+        .bind(time_text(now))
+        .bind(super::LATE_AFTER_HOURS)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(super::AfterSales {
+            refunds_cents,
+            late,
+        })
+    }
+
+    async fn to_pack_page(
+        &self,
+        sale_id: Uuid,
+        with_address: bool,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Order>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
+             AND fulfilment IN ('unfulfilled', 'packed') AND (ship_to IS NOT NULL) = $5 \
+             AND ($2 IS NULL OR (created_at, id) > ($2, $3)) \
+             ORDER BY created_at, id LIMIT $4"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id.hyphenated())
+            .bind(after.map(|a| time_text(a.0)))
+            .bind(after.map(|a| a.1).unwrap_or_default().hyphenated())
+            .bind(limit)
+            .bind(with_address)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(order_from_row)
+            .collect()
+    }
+
+    async fn set_ship_to(&self, order_id: Uuid, ship_to: &Address) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE orders SET ship_to = $2 WHERE id = $1 AND fulfilment = 'unfulfilled'",
+        )
+        .bind(order_id.hyphenated())
+        .bind(super::ship_to_text(Some(ship_to))?)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT COALESCE(SUM(total_cents), 0) FROM orders WHERE sale_id = $1",
@@ -333,6 +443,9 @@ mod tests {
                 completed_at: Some(at(secs + 1)),
                 payment_ref: Some(format!("pay-{key}")),
                 payment: None,
+                ship_to: None,
+                fulfilment: Default::default(),
+                shipment: None,
             },
             key: key.into(),
             epoch: 0,

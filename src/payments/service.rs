@@ -176,6 +176,10 @@ impl Payments {
                 return Err(PaymentError::InvalidState("the order was cancelled".into()))
             }
         };
+        if order.ship_to.is_none() {
+            // Nothing is paid for that cannot be shipped.
+            return Err(OrderError::AddressRequired.into());
+        }
         let Some(provider) = self.providers.get(ask.provider.as_str()) else {
             return Err(PaymentError::InvalidState(format!(
                 "payments through {:?} are not enabled here",

@@ -294,3 +294,70 @@ async fn a_dashboard_stream_ends_at_its_tokens_expiry() {
     }
     assert!(body.contains("event: expired"), "{body}");
 }
+
+/// The dashboard counts late shipments (past `ships_by`, or 48 h after
+/// completion without one) and refunded money, on the test's clock.
+async fn late_and_refunds_are_counted(mut env: TestEnv) {
+    let app = env.node().await;
+    // The test's clock moves days ahead: the stream must outlive that.
+    let host = env.token_for(Role::Host, "alice", Duration::from_secs(20 * 24 * 3600));
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 100, 100).await;
+    let today = env.clock.now().date_naive();
+    app.add_product(
+        &host,
+        &sale,
+        json!({ "sku": "PRE", "name": "Pre-sale", "price_cents": 5000, "stock": 10,
+                "ships_by": (today + chrono::Days::new(3)).format("%Y-%m-%d").to_string() }),
+    )
+    .await
+    .expect(201);
+    app.open(&host, &sale, "PRE").await.expect(200);
+    app.add_address(&mei, "440000").await;
+    let mut ids = Vec::new();
+    for (key, sku) in [("a", "FZX"), ("b", "FZX"), ("c", "PRE")] {
+        let o = app.buy(&mei, &sale, key, sku, 1).await.expect(201).json();
+        let id = o["id"].as_str().unwrap().to_owned();
+        app.pay(&host, &id, "cash").await.expect(200);
+        ids.push(id);
+    }
+    // One of the FZX boxes leaves in time.
+    app.send(
+        app.http
+            .post(app.url(&format!("/sales/{sale}/shipments")))
+            .bearer_auth(&host)
+            .header("content-type", "text/csv")
+            .body(format!("order_id,courier,waybill\n{},SF,SF1\n", ids[0])),
+    )
+    .await
+    .expect(200);
+    let refund = app
+        .http
+        .post(app.url(&format!("/orders/{}/refunds", ids[1])))
+        .bearer_auth(&host)
+        .header("Idempotency-Key", "r")
+        .json(&json!({ "amount_cents": 700, "reason": "split fruit" }));
+    app.send(refund).await.expect(201);
+    let seen = watch_until(&app, &sale, &host, |s| {
+        s.last().is_some_and(|d| d["refunds_cents"] == 700)
+    })
+    .await;
+    assert_eq!(seen.last().unwrap()["late"], 0);
+    // Two days on, the unshipped FZX box is late; the pre-sale one is not.
+    env.clock.advance(Duration::from_secs(49 * 3600));
+    let seen = watch_until(&app, &sale, &host, |s| s.last().is_some_and(|d| d["late"] == 1)).await;
+    assert_eq!(seen.last().unwrap()["refunds_cents"], 700);
+    // Past the pre-sale's ships_by too.
+    env.clock.advance(Duration::from_secs(3 * 24 * 3600));
+    watch_until(&app, &sale, &host, |s| s.last().is_some_and(|d| d["late"] == 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_and_refunds_are_counted_in_production() {
+    late_and_refunds_are_counted(TestEnv::production().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_and_refunds_are_counted_embedded() {
+    late_and_refunds_are_counted(TestEnv::embedded()).await;
+}

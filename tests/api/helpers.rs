@@ -381,6 +381,20 @@ impl TestApp {
         .await
     }
 
+    /// An address in the user's book (its default when it is the first).
+    pub async fn add_address(&self, token: &str, province: &str) -> Value {
+        self.post(
+            "/me/addresses",
+            Some(token),
+            json!({ "name": "Chen Mei", "phone": "13812345678", "province": province,
+                    "city": "Guangzhou", "district": "Conghua", "line": "1 Lychee Road",
+                    "postcode": "510900" }),
+        )
+        .await
+        .expect(201)
+        .json()
+    }
+
     pub async fn cancel(&self, token: &str, order: &str) -> Reply {
         self.post(&format!("/orders/{order}/cancel"), Some(token), json!({}))
             .await

@@ -227,6 +227,7 @@ async fn case(env: &mut TestEnv, g: &dyn Gateway) -> Case {
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    app.add_address(&mei, "440000").await;
     Case {
         app,
         host,
@@ -356,6 +357,7 @@ pub async fn forgeries_change_nothing(
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    app.add_address(&mei, "440000").await;
     let c = Case {
         app,
         host,
@@ -483,6 +485,7 @@ pub async fn late_success_is_refunded(
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    app.add_address(&mei, "440000").await;
     let c = Case {
         app,
         host,
@@ -655,6 +658,7 @@ async fn two_nodes_receiving_the_same_callback_complete_once() {
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    a.add_address(&mei, "440000").await;
     let order = a.buy(&mei, &sale, "k", "FZX", 3).await.expect(201).json();
     let id = order["id"].as_str().unwrap();
     let p = a
@@ -695,6 +699,7 @@ async fn payment_start_is_refused_where_the_contract_says() {
     let mei = env.token(Role::Viewer, "mei");
     let li = env.token(Role::Viewer, "li");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    app.add_address(&mei, "440000").await;
     let order = app.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
     let id = order["id"].as_str().unwrap();
     let path = format!("/orders/{id}/payments");
@@ -779,6 +784,7 @@ async fn the_sandbox_page_shows_the_payment_and_pays_it() {
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    app.add_address(&mei, "440000").await;
     let order = app.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
     let id = order["id"].as_str().unwrap();
     let p = app
@@ -884,6 +890,7 @@ async fn two_nodes_receiving_the_same_wechatpay_callback_complete_once() {
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    a.add_address(&mei, "440000").await;
     let order = a.buy(&mei, &sale, "k", "FZX", 3).await.expect(201).json();
     let id = order["id"].as_str().unwrap();
     let p = a
@@ -927,6 +934,7 @@ async fn the_buyer_hears_its_payment_and_refund_on_any_node() {
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    a.add_address(&mei, "440000").await;
     let (mut socket, _) = b.join(&sale, &mei, None).await;
     let order = a.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
     let id = order["id"].as_str().unwrap();
@@ -1044,6 +1052,7 @@ async fn refunds_race(mut env: TestEnv, two_nodes: bool) {
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
+    a.add_address(&mei, "440000").await;
     let order = a.buy(&mei, &sale, "k", "FZX", 1).await.expect(201).json();
     let id = order["id"].as_str().unwrap().to_owned();
     let p = a
@@ -1149,6 +1158,7 @@ async fn an_unpaid_payment_expires_with_its_reservation() {
         let host = env.token(Role::Host, "alice");
         let mei = env.token(Role::Viewer, "mei");
         let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
+        app.add_address(&mei, "440000").await;
         let order = app.buy(&mei, &sale, "k", "FZX", 2).await.expect(201).json();
         let id = order["id"].as_str().unwrap();
         let p = app

@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod provinces;
+
 use crate::catalog::StoreError;
 
 /// The contract's Address; also an order's immutable `ship_to` copy.
