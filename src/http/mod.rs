@@ -1,5 +1,6 @@
 //! HTTP: thin handlers that parse, authorize, call the domain and map errors.
 
+mod addresses;
 mod dashboard;
 pub mod error;
 pub mod extract;
@@ -89,6 +90,9 @@ pub struct Shared {
     pub live: Arc<Live>,
     /// Payments through providers, refunds, reconciliation.
     pub payments: Arc<crate::payments::Payments>,
+    /// The buyers' address books: their REST endpoints, and where a buy
+    /// finds the address it ships to.
+    pub addresses: Arc<crate::fulfilment::address::AddressBook>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -122,6 +126,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(orders::router())
                 .merge(moderation::router())
                 .merge(payments::router())
+                .merge(addresses::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )
