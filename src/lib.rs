@@ -6,8 +6,8 @@ pub mod catalog;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
-pub mod fulfilment;
 pub mod demo;
+pub mod fulfilment;
 pub mod http;
 pub mod hub;
 pub mod identity;
@@ -33,6 +33,9 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
 use crate::dashboard::feed::{Feeds, LiveSource, MAX_STREAMS_PER_USER};
 use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
+use crate::fulfilment::address::postgres::PgAddresses;
+use crate::fulfilment::address::sqlite::SqliteAddresses;
+use crate::fulfilment::address::{AddressBook, AddressStore};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::{AppState, Live};
 use crate::hub::chat::{ChatRate, ChatStore, MemoryChat, RedisChat};
@@ -147,6 +150,8 @@ pub struct Backends {
     pub payments: Arc<dyn PaymentStore>,
     /// The sandbox provider's books, beside the payments.
     pub sandbox_ledger: Arc<dyn SandboxLedger>,
+    /// The buyers' address books.
+    pub addresses: Arc<dyn AddressStore>,
     /// Holds the embedded data dir's lock for the life of the process.
     _lock: Option<std::fs::File>,
 }
@@ -229,6 +234,7 @@ impl Backends {
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
+                    addresses: Arc::new(PgAddresses::new(pool.clone())),
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
@@ -246,6 +252,7 @@ impl Backends {
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
+                    addresses: Arc::new(SqliteAddresses::new(pool.clone())),
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
                     inventory: Arc::new(MemoryInventory::new()),
@@ -478,6 +485,7 @@ impl Node {
             workers.clone(),
             shutdown.clone(),
         );
+        let addresses = Arc::new(AddressBook::new(backends.addresses.clone(), clock.clone()));
         let state = AppState::new(http::Shared {
             live,
             keys: Arc::new(
@@ -492,7 +500,7 @@ impl Node {
             limits: Arc::new(http::limits::Limits::new(&settings.limits)),
             cors_origins: settings.cors_origins.clone(),
             stream_hosts: settings.stream_hosts.clone(),
-            clock,
+            clock: clock.clone(),
             dashboards,
             payments: payments.clone(),
             shipping: Arc::new(fulfilment::service::Shipping::new(
@@ -500,6 +508,7 @@ impl Node {
                 backends.orders.clone(),
                 clock.clone(),
             )),
+            addresses,
         });
         Ok(Node {
             public_url,

@@ -128,10 +128,8 @@ pub(crate) fn ships_to_text(s: Option<&ShipsTo>) -> Result<Option<String>, Store
 }
 
 pub(crate) fn ships_to_from_text(s: Option<String>) -> Result<Option<ShipsTo>, StoreError> {
-    s.map(|s| {
-        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("ships_to: {e}")))
-    })
-    .transpose()
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("ships_to: {e}"))))
+        .transpose()
 }
 
 /// Claims on a product are taken this long after delivery (or shipping).

@@ -52,7 +52,7 @@ fn row(o: &Order, ships_by: &HashMap<String, NaiveDate>) -> [String; COLUMNS] {
         text(|a| Some(&a.phone)),
         text(|a| Some(&a.province)),
         a.and_then(|a| province(&a.province))
-            .map(|p| p.1.to_owned())
+            .map(|p| p.zh.to_owned())
             .unwrap_or_default(),
         text(|a| Some(&a.city)),
         text(|a| a.district.as_deref()),

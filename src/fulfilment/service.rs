@@ -176,9 +176,9 @@ impl Shipping {
             Some(o) if o.sale_id == sale_id => o,
             _ => {
                 return match self.orders.current(order_id).await? {
-                    Some(o) if o.sale_id == sale_id && o.status == OrderStatus::Reserved => Err(
-                        OrderError::InvalidState("the order is not paid yet"),
-                    ),
+                    Some(o) if o.sale_id == sale_id && o.status == OrderStatus::Reserved => {
+                        Err(OrderError::InvalidState("the order is not paid yet"))
+                    }
                     _ => Err(OrderError::NotFound("order of this sale")),
                 };
             }
@@ -251,7 +251,9 @@ pub fn csv_rows(body: &[u8]) -> Result<Vec<ShipmentRow>, String> {
         headers
             .iter()
             .position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
-            .ok_or_else(|| format!("the CSV header must name order_id, courier and waybill (no {name})"))
+            .ok_or_else(|| {
+                format!("the CSV header must name order_id, courier and waybill (no {name})")
+            })
     };
     let (o, c, w) = (col("order_id")?, col("courier")?, col("waybill")?);
     let mut rows = Vec::new();
@@ -288,7 +290,9 @@ mod tests {
         assert_eq!(rows[0].waybill, "SF123");
         assert_eq!(rows[0].courier, "SF Express");
         assert!(parse_row(&rows[0]).is_ok());
-        assert!(csv_rows(b"order,courier,waybill\n").unwrap_err().contains("order_id"));
+        assert!(csv_rows(b"order,courier,waybill\n")
+            .unwrap_err()
+            .contains("order_id"));
     }
 
     #[test]

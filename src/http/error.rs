@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::catalog::service::CatalogError;
 use crate::catalog::StoreError;
+use crate::fulfilment::address::AddressError;
 use crate::identity::IdentityError;
 use crate::inventory::{InventoryError, Rejection};
 use crate::orders::rebuild::RebuildError;
@@ -300,6 +301,17 @@ impl From<PaymentError> for ApiError {
             }
             PaymentError::Store(e) => e.into(),
             PaymentError::Order(e) => e.into(),
+        }
+    }
+}
+
+impl From<AddressError> for ApiError {
+    fn from(e: AddressError) -> Self {
+        match e {
+            AddressError::Invalid(m) => ApiError::BadRequest(m),
+            AddressError::NotFound => ApiError::NotFound(e.to_string()),
+            AddressError::Full => ApiError::conflict("invalid_state", e.to_string()),
+            AddressError::Store(e) => e.into(),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! HTTP: thin handlers that parse, authorize, call the domain and map errors.
 
+mod addresses;
 mod dashboard;
 pub mod error;
 pub mod extract;
+mod fulfilment;
 pub mod limits;
 mod moderation;
-mod fulfilment;
 mod orders;
 mod payments;
 pub mod proxy;
@@ -92,6 +93,9 @@ pub struct Shared {
     pub payments: Arc<crate::payments::Payments>,
     /// Packing lists, shipments, delivery.
     pub shipping: Arc<crate::fulfilment::service::Shipping>,
+    /// The buyers' address books: their REST endpoints, and where a buy
+    /// finds the address it ships to.
+    pub addresses: Arc<crate::fulfilment::address::AddressBook>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -126,6 +130,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(moderation::router())
                 .merge(payments::router())
                 .merge(fulfilment::router())
+                .merge(addresses::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )

@@ -7,8 +7,8 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{
-    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed, ShipToSet,
-    Rejection, ReleaseFrom, Released, SaleSeed, StockLevel, Stored,
+    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed,
+    Rejection, ReleaseFrom, Released, SaleSeed, ShipToSet, StockLevel, Stored,
 };
 use crate::catalog::{ProductStatus, SaleStatus};
 use crate::orders::{Order, OrderStatus};

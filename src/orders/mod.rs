@@ -221,8 +221,11 @@ pub trait OrderStore: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<Option<Order>, StoreError>;
     /// The sale's refunded money and late shipments at `now`.
-    async fn after_sales(&self, sale_id: Uuid, now: DateTime<Utc>)
-        -> Result<AfterSales, StoreError>;
+    async fn after_sales(
+        &self,
+        sale_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<AfterSales, StoreError>;
     /// A page of the packing list: completed orders not shipped yet, with
     /// an address (`with_address`) or without, oldest first.
     async fn to_pack_page(

@@ -676,14 +676,10 @@ impl Orders {
                 })),
                 None => Err(OrderError::NotFound("address")),
             },
-            None => Ok(self
-                .addresses
-                .default_of(user_id)
-                .await?
-                .map(|a| Address {
-                    is_default: false,
-                    ..a
-                })),
+            None => Ok(self.addresses.default_of(user_id).await?.map(|a| Address {
+                is_default: false,
+                ..a
+            })),
         }
     }
 
@@ -711,7 +707,10 @@ impl Orders {
             .facts(order.sale_id, Some(&order.sku))
             .await?
             .ok_or(OrderError::NotFound("sale"))?;
-        let area = facts.products.get(&order.sku).and_then(|p| p.ships_to.clone());
+        let area = facts
+            .products
+            .get(&order.sku)
+            .and_then(|p| p.ships_to.clone());
         if area.is_some_and(|a| !a.allows(&address.province)) {
             return Err(OrderError::Undeliverable);
         }

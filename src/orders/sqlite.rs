@@ -284,7 +284,11 @@ impl OrderStore for SqliteOrders {
         at: DateTime<Utc>,
     ) -> Result<Option<Order>, StoreError> {
         // SQLite binds no arrays: the states as one comma-separated list.
-        let from: String = from.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(",");
+        let from: String = from
+            .iter()
+            .map(|f| f.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let sql = format!(
             "UPDATE orders SET fulfilment = $3, \
                courier = COALESCE($4, courier), waybill = COALESCE($5, waybill), \

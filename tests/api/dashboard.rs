@@ -345,11 +345,17 @@ async fn late_and_refunds_are_counted(mut env: TestEnv) {
     assert_eq!(seen.last().unwrap()["late"], 0);
     // Two days on, the unshipped FZX box is late; the pre-sale one is not.
     env.clock.advance(Duration::from_secs(49 * 3600));
-    let seen = watch_until(&app, &sale, &host, |s| s.last().is_some_and(|d| d["late"] == 1)).await;
+    let seen = watch_until(&app, &sale, &host, |s| {
+        s.last().is_some_and(|d| d["late"] == 1)
+    })
+    .await;
     assert_eq!(seen.last().unwrap()["refunds_cents"], 700);
     // Past the pre-sale's ships_by too.
     env.clock.advance(Duration::from_secs(3 * 24 * 3600));
-    watch_until(&app, &sale, &host, |s| s.last().is_some_and(|d| d["late"] == 2)).await;
+    watch_until(&app, &sale, &host, |s| {
+        s.last().is_some_and(|d| d["late"] == 2)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,10 +67,16 @@ async fn products_validate_their_areas(mut env: TestEnv) {
     .into_iter()
     .enumerate()
     {
-        let r = app.add_product(&host, id, with(&format!("BAD{i}"), bad.clone())).await;
+        let r = app
+            .add_product(&host, id, with(&format!("BAD{i}"), bad.clone()))
+            .await;
         assert_eq!(r.expect(400).code(), "bad_request", "{bad}");
     }
-    let everywhere = app.add_product(&host, id, with("ALL", json!({}))).await.expect(201).json();
+    let everywhere = app
+        .add_product(&host, id, with("ALL", json!({})))
+        .await
+        .expect(201)
+        .json();
     assert!(everywhere["ships_to"].is_null());
     assert_eq!(everywhere["claim_window_hours"], 48);
     let ok = app
@@ -105,7 +111,11 @@ async fn a_buy_ships_to_an_address_in_the_area(mut env: TestEnv) {
     let sale = south_only(&app, &host, 10).await;
 
     // No address at all: the order is taken, without one.
-    let bare = app.buy(&li, &sale, "li-1", "FZX", 1).await.expect(201).json();
+    let bare = app
+        .buy(&li, &sale, "li-1", "FZX", 1)
+        .await
+        .expect(201)
+        .json();
     assert!(bare["ship_to"].is_null());
     assert_eq!(bare["fulfilment"], "unfulfilled");
 
@@ -133,9 +143,16 @@ async fn a_buy_ships_to_an_address_in_the_area(mut env: TestEnv) {
         .bearer_auth(&mei)
         .header("Idempotency-Key", "mei-2")
         .json(&json!({ "sku": "FZX", "qty": 2, "address_id": beijing["id"] }));
-    assert_eq!(app.send(req).await.expect(422).code(), "idempotency_mismatch");
+    assert_eq!(
+        app.send(req).await.expect(422).code(),
+        "idempotency_mismatch"
+    );
     // Someone else's address, or none such: 404, and no stock moves.
-    for foreign in [bare["id"].clone(), json!(Uuid::new_v4().to_string()), canton["id"].clone()] {
+    for foreign in [
+        bare["id"].clone(),
+        json!(Uuid::new_v4().to_string()),
+        canton["id"].clone(),
+    ] {
         let token = if foreign == canton["id"] { &li } else { &mei };
         let req = app
             .http
@@ -157,7 +174,11 @@ async fn a_buy_ships_to_an_address_in_the_area(mut env: TestEnv) {
     // Payment needs an address; attaching one is checked like a buy.
     let id = bare["id"].as_str().unwrap();
     let start = app
-        .post(&format!("/orders/{id}/payments"), Some(&li), json!({ "provider": "sandbox" }))
+        .post(
+            &format!("/orders/{id}/payments"),
+            Some(&li),
+            json!({ "provider": "sandbox" }),
+        )
         .await;
     assert_eq!(start.expect(409).code(), "address_required");
     let li_beijing = app.add_address(&li, "110000").await;
@@ -169,34 +190,65 @@ async fn a_buy_ships_to_an_address_in_the_area(mut env: TestEnv) {
                 .json(&json!({ "address_id": address["id"] })),
         )
     };
-    assert_eq!(put(&li, &li_beijing).await.expect(409).code(), "undeliverable");
+    assert_eq!(
+        put(&li, &li_beijing).await.expect(409).code(),
+        "undeliverable"
+    );
     assert_eq!(put(&mei, &canton).await.expect(403).code(), "forbidden");
     assert_eq!(put(&li, &canton).await.expect(404).code(), "not_found");
     let li_fujian = app.add_address(&li, "350000").await;
     let attached = put(&li, &li_fujian).await.expect(200).json();
     assert_eq!(attached["ship_to"]["province"], "350000");
-    let read = app.get(&format!("/orders/{id}"), Some(&li)).await.expect(200).json();
-    assert_eq!(read["ship_to"]["id"], li_fujian["id"]);
-    app.post(&format!("/orders/{id}/payments"), Some(&li), json!({ "provider": "sandbox" }))
+    let read = app
+        .get(&format!("/orders/{id}"), Some(&li))
         .await
-        .expect(201);
+        .expect(200)
+        .json();
+    assert_eq!(read["ship_to"]["id"], li_fujian["id"]);
+    app.post(
+        &format!("/orders/{id}/payments"),
+        Some(&li),
+        json!({ "provider": "sandbox" }),
+    )
+    .await
+    .expect(201);
     // Paid by hand: still unfulfilled, so the address may still change, and
     // the copy stays when the address book changes.
     app.pay(&host, id, "cash-1").await.expect(200);
     let canton_li = app.add_address(&li, "440000").await;
-    assert_eq!(put(&li, &canton_li).await.expect(200).json()["ship_to"]["province"], "440000");
+    assert_eq!(
+        put(&li, &canton_li).await.expect(200).json()["ship_to"]["province"],
+        "440000"
+    );
     app.send(
         app.http
-            .delete(app.url(&format!("/me/addresses/{}", canton_li["id"].as_str().unwrap())))
+            .delete(app.url(&format!(
+                "/me/addresses/{}",
+                canton_li["id"].as_str().unwrap()
+            )))
             .bearer_auth(&li),
     )
     .await
     .expect(204);
-    let kept = app.get(&format!("/orders/{id}"), Some(&li)).await.expect(200).json();
+    let kept = app
+        .get(&format!("/orders/{id}"), Some(&li))
+        .await
+        .expect(200)
+        .json();
     assert_eq!(kept["ship_to"]["id"], canton_li["id"], "an immutable copy");
-    assert_eq!(kept["ship_to"]["phone"], "13812345678", "its buyer sees it whole");
-    let host_view = app.get(&format!("/orders/{id}"), Some(&host)).await.expect(200).json();
-    assert_eq!(host_view["ship_to"]["phone"], "13812345678", "the host ships it");
+    assert_eq!(
+        kept["ship_to"]["phone"], "13812345678",
+        "its buyer sees it whole"
+    );
+    let host_view = app
+        .get(&format!("/orders/{id}"), Some(&host))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(
+        host_view["ship_to"]["phone"], "13812345678",
+        "the host ships it"
+    );
 }
 
 #[tokio::test]
@@ -222,9 +274,11 @@ async fn undeliverable_buyers_take_no_stock_under_a_rush() {
         .map(|i| (env.token(Role::Viewer, &format!("buyer-{i}")), i % 2 == 0))
         .collect();
     for chunk in buyers.chunks(50) {
-        futures_util::future::join_all(chunk.iter().map(|(t, south)| {
-            a.add_address(t, if *south { "440000" } else { "110000" })
-        }))
+        futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|(t, south)| a.add_address(t, if *south { "440000" } else { "110000" })),
+        )
         .await;
     }
     let answers = futures_util::future::join_all(buyers.iter().enumerate().map(|(i, (t, _))| {

@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and Redis (and the embedded mode).
 //! One binary; each test owns its database, Redis prefix or data dir.
 
+mod addresses;
 mod alipay;
 mod buy;
 mod catalog;
