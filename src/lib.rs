@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod orders;
 pub mod payments;
 pub mod text;
+pub mod uploads;
 pub mod web;
 
 use std::path::Path;
