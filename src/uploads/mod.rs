@@ -77,7 +77,9 @@ pub enum Put {
     TooManyUnattached,
     /// The owner made `max_recent` uploads since `since`; the oldest of
     /// them, which leaves the window first.
-    TooManyRecent { oldest: DateTime<Utc> },
+    TooManyRecent {
+        oldest: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +185,9 @@ impl Uploads {
             Put::Stored => Ok(meta),
             Put::TooManyUnattached => Err(UploadError::TooManyUnattached),
             Put::TooManyRecent { oldest } => {
-                let wait = (oldest + WINDOW - now).num_seconds();
+                // Rounded up: a client that waits exactly this long is let in.
+                let wait_ms = (oldest + WINDOW - now).num_milliseconds();
+                let wait = wait_ms.div_euclid(1000) + i64::from(wait_ms.rem_euclid(1000) > 0);
                 Err(UploadError::RateLimited(wait.max(1).unsigned_abs()))
             }
         }
@@ -247,11 +251,7 @@ impl Uploads {
             return Ok(());
         }
         // Sorted: concurrent attaches lock the rows in one order.
-        match self
-            .store
-            .attach(owner, &sorted, claim_id, sale_id)
-            .await?
-        {
+        match self.store.attach(owner, &sorted, claim_id, sale_id).await? {
             Attach::Attached => Ok(()),
             Attach::Unknown => Err(UploadError::UnknownPhoto),
             Attach::Taken => Err(UploadError::AlreadyAttached),
