@@ -56,6 +56,9 @@ use crate::payments::sqlite::SqlitePayments;
 use crate::payments::store::{PaymentStore, SandboxLedger};
 use crate::payments::wechatpay::WechatPay;
 use crate::payments::{Payments, Provider};
+use crate::uploads::postgres::PgUploads;
+use crate::uploads::sqlite::SqliteUploads;
+use crate::uploads::{UploadStore, Uploads};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -148,6 +151,8 @@ pub struct Backends {
     pub payments: Arc<dyn PaymentStore>,
     /// The sandbox provider's books, beside the payments.
     pub sandbox_ledger: Arc<dyn SandboxLedger>,
+    /// Claims' photos, bytes and all.
+    pub uploads: Arc<dyn UploadStore>,
     /// Holds the embedded data dir's lock for the life of the process.
     _lock: Option<std::fs::File>,
 }
@@ -230,6 +235,7 @@ impl Backends {
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
+                    uploads: Arc::new(PgUploads::new(pool.clone())),
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
@@ -247,6 +253,7 @@ impl Backends {
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
+                    uploads: Arc::new(SqliteUploads::new(pool.clone())),
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
                     inventory: Arc::new(MemoryInventory::new()),
@@ -483,6 +490,11 @@ impl Node {
                 TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
             ),
             catalog,
+            uploads: Arc::new(Uploads::new(
+                backends.uploads.clone(),
+                orders.clone(),
+                clock.clone(),
+            )),
             orders,
             guests: settings.guests,
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),

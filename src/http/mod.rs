@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod ratelimit;
 mod sales;
 pub mod server;
+mod uploads;
 mod ws;
 
 use std::net::IpAddr;
@@ -89,6 +90,9 @@ pub struct Shared {
     pub live: Arc<Live>,
     /// Payments through providers, refunds, reconciliation.
     pub payments: Arc<crate::payments::Payments>,
+    /// Claims' photos: their upload, check and reading (`Uploads::attach`
+    /// is for claims).
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -122,6 +126,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(orders::router())
                 .merge(moderation::router())
                 .merge(payments::router())
+                .merge(uploads::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )
