@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod orders;
 pub mod payments;
 pub mod text;
+pub mod uploads;
 pub mod web;
 
 use std::path::Path;
@@ -58,6 +59,9 @@ use crate::payments::sqlite::SqlitePayments;
 use crate::payments::store::{PaymentStore, SandboxLedger};
 use crate::payments::wechatpay::WechatPay;
 use crate::payments::{Payments, Provider};
+use crate::uploads::postgres::PgUploads;
+use crate::uploads::sqlite::SqliteUploads;
+use crate::uploads::{UploadStore, Uploads};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -152,6 +156,8 @@ pub struct Backends {
     pub sandbox_ledger: Arc<dyn SandboxLedger>,
     /// The buyers' address books.
     pub addresses: Arc<dyn AddressStore>,
+    /// Claims' photos, bytes and all.
+    pub uploads: Arc<dyn UploadStore>,
     /// Holds the embedded data dir's lock for the life of the process.
     _lock: Option<std::fs::File>,
 }
@@ -235,6 +241,7 @@ impl Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
                     addresses: Arc::new(PgAddresses::new(pool.clone())),
+                    uploads: Arc::new(PgUploads::new(pool.clone())),
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
@@ -253,6 +260,7 @@ impl Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
                     addresses: Arc::new(SqliteAddresses::new(pool.clone())),
+                    uploads: Arc::new(SqliteUploads::new(pool.clone())),
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
                     inventory: Arc::new(MemoryInventory::new()),
@@ -492,6 +500,11 @@ impl Node {
                 TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
             ),
             catalog,
+            uploads: Arc::new(Uploads::new(
+                backends.uploads.clone(),
+                orders.clone(),
+                clock.clone(),
+            )),
             orders: orders.clone(),
             guests: settings.guests,
             guest_limiter: Arc::new(RateLimiter::new(GUEST_PER_SEC, GUEST_BURST)),

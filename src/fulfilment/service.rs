@@ -258,7 +258,7 @@ pub fn csv_rows(body: &[u8]) -> Result<Vec<ShipmentRow>, String> {
     let (o, c, w) = (col("order_id")?, col("courier")?, col("waybill")?);
     let mut rows = Vec::new();
     for record in reader.records() {
-        if rows.len() >= MAX_SHIPMENT_ROWS + 1 {
+        if rows.len() > MAX_SHIPMENT_ROWS {
             break;
         }
         let row = match record {

@@ -13,6 +13,7 @@ use crate::inventory::{InventoryError, Rejection};
 use crate::orders::rebuild::RebuildError;
 use crate::orders::OrderError;
 use crate::payments::PaymentError;
+use crate::uploads::UploadError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -36,6 +37,14 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("send the body as JSON with Content-Type: application/json")]
     UnsupportedMediaType,
+    /// 413 `payload_too_large` naming the limit of a route that takes more
+    /// than 64 KiB (an upload).
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415 `unsupported_media_type` for a body that is not JSON by design,
+    /// saying what the route accepts (an upload's image types).
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("this Idempotency-Key was used with another body")]
     IdempotencyMismatch,
     #[error("too many requests; retry after {0} s")]
@@ -54,8 +63,10 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::Banned => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge | ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedMedia(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,8 +82,10 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { code, .. } => code,
             ApiError::Banned => "banned",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::PayloadTooLarge | ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedMedia(_) => {
+                "unsupported_media_type"
+            }
             ApiError::IdempotencyMismatch => "idempotency_mismatch",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
@@ -312,6 +325,24 @@ impl From<AddressError> for ApiError {
             AddressError::NotFound => ApiError::NotFound(e.to_string()),
             AddressError::Full => ApiError::conflict("invalid_state", e.to_string()),
             AddressError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> Self {
+        match e {
+            e @ UploadError::TooLarge => ApiError::TooLarge(e.to_string()),
+            UploadError::Unsupported(m) => ApiError::UnsupportedMedia(m),
+            UploadError::Invalid(m) => ApiError::BadRequest(m),
+            e @ UploadError::UnknownPhoto => ApiError::BadRequest(e.to_string()),
+            e @ UploadError::NotFound => ApiError::NotFound(e.to_string()),
+            e @ (UploadError::TooManyUnattached | UploadError::AlreadyAttached) => {
+                ApiError::conflict("invalid_state", e.to_string())
+            }
+            UploadError::RateLimited(secs) => ApiError::RateLimited(secs),
+            UploadError::Store(e) => e.into(),
+            UploadError::Orders(e) => e.into(),
         }
     }
 }

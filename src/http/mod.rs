@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod ratelimit;
 mod sales;
 pub mod server;
+mod uploads;
 mod ws;
 
 use std::net::IpAddr;
@@ -96,6 +97,9 @@ pub struct Shared {
     /// The buyers' address books: their REST endpoints, and where a buy
     /// finds the address it ships to.
     pub addresses: Arc<crate::fulfilment::address::AddressBook>,
+    /// Claims' photos: their upload, check and reading (`Uploads::attach`
+    /// is for claims).
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -131,6 +135,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(payments::router())
                 .merge(fulfilment::router())
                 .merge(addresses::router())
+                .merge(uploads::router())
                 .route("/sales/{id}/live", get(ws::live))
                 .route("/sales/{id}/dashboard", get(dashboard::stream)),
         )

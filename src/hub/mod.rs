@@ -41,7 +41,7 @@ pub enum SaleEvent {
     },
     /// For the buyer alone: an order changed (completed, cancelled, expired).
     Order {
-        order: Order,
+        order: Box<Order>,
     },
     Chat(chat::ChatMessage),
     ChatDeleted {

@@ -807,7 +807,7 @@ impl Orders {
         self.bus.publish(
             order.sale_id,
             SaleEvent::Order {
-                order: order.clone(),
+                order: Box::new(order.clone()),
             },
         );
     }
@@ -946,7 +946,7 @@ impl Orders {
         self.bus.publish(
             sale_id,
             SaleEvent::Order {
-                order: order.clone(),
+                order: Box::new(order.clone()),
             },
         );
         Ok(order)
@@ -976,7 +976,12 @@ impl Orders {
                 released += 1;
                 let mut order = order;
                 order.status = OrderStatus::Cancelled;
-                self.bus.publish(sale_id, SaleEvent::Order { order });
+                self.bus.publish(
+                    sale_id,
+                    SaleEvent::Order {
+                        order: Box::new(order),
+                    },
+                );
             }
         }
         Ok(released)
@@ -1027,8 +1032,12 @@ impl Orders {
                 Released::Done(level) => {
                     self.stock_changed(sale_id, level).await;
                     if let Some(live) = self.inventory.order(sale_id, id).await? {
-                        self.bus
-                            .publish(sale_id, SaleEvent::Order { order: live.order });
+                        self.bus.publish(
+                            sale_id,
+                            SaleEvent::Order {
+                                order: Box::new(live.order),
+                            },
+                        );
                     }
                 }
                 Released::WrongState(_) | Released::NotFound => {}

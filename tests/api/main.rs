@@ -21,4 +21,5 @@ mod rebuild;
 mod security;
 mod sim_alipay;
 mod sim_wechatpay;
+mod uploads;
 mod wechatpay;
