@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod claims;
 pub mod clock;
 pub mod config;
 pub mod dashboard;
@@ -158,6 +159,8 @@ pub struct Backends {
     pub addresses: Arc<dyn AddressStore>,
     /// Claims' photos, bytes and all.
     pub uploads: Arc<dyn UploadStore>,
+    /// After-sales claims.
+    pub claims: Arc<dyn claims::ClaimStore>,
     /// Holds the embedded data dir's lock for the life of the process.
     _lock: Option<std::fs::File>,
 }
@@ -242,6 +245,7 @@ impl Backends {
                     sandbox_ledger: payments,
                     addresses: Arc::new(PgAddresses::new(pool.clone())),
                     uploads: Arc::new(PgUploads::new(pool.clone())),
+                    claims: Arc::new(claims::postgres::PgClaims::new(pool.clone())),
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
@@ -261,6 +265,7 @@ impl Backends {
                     sandbox_ledger: payments,
                     addresses: Arc::new(SqliteAddresses::new(pool.clone())),
                     uploads: Arc::new(SqliteUploads::new(pool.clone())),
+                    claims: Arc::new(claims::sqlite::SqliteClaims::new(pool.clone())),
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
                     inventory: Arc::new(MemoryInventory::new()),
@@ -484,6 +489,7 @@ impl Node {
             Arc::new(LiveSource {
                 catalog: catalog.clone(),
                 orders: backends.orders.clone(),
+                claims: backends.claims.clone(),
                 figures: backends.figures.clone(),
                 presence: backends.presence.clone(),
                 clock: clock.clone(),
@@ -494,15 +500,24 @@ impl Node {
             shutdown.clone(),
         );
         let addresses = Arc::new(AddressBook::new(backends.addresses.clone(), clock.clone()));
+        let uploads = Arc::new(Uploads::new(
+            backends.uploads.clone(),
+            orders.clone(),
+            clock.clone(),
+        ));
         let state = AppState::new(http::Shared {
             live,
             keys: Arc::new(
                 TokenKeys::new(&settings.secret).map_err(|e| StartError::Seed(e.to_string()))?,
             ),
             catalog,
-            uploads: Arc::new(Uploads::new(
-                backends.uploads.clone(),
+            uploads: uploads.clone(),
+            claims: Arc::new(claims::Claims::new(
+                backends.claims.clone(),
                 orders.clone(),
+                backends.catalog.clone(),
+                payments.clone(),
+                uploads,
                 clock.clone(),
             )),
             orders: orders.clone(),

@@ -54,6 +54,7 @@ pub struct LiveSource {
     pub catalog: Arc<Catalog>,
     /// Refunds and late shipments, once a second per sale for all its streams.
     pub orders: Arc<dyn crate::orders::OrderStore>,
+    pub claims: Arc<dyn crate::claims::ClaimStore>,
     pub figures: Arc<dyn FiguresStore>,
     pub presence: Arc<dyn Presence>,
     pub clock: Arc<Clock>,
@@ -84,6 +85,11 @@ impl Source for LiveSource {
             .after_sales(sale_id, self.clock.now())
             .await
             .map_err(|e| format!("orders unavailable: {e}"))?;
+        let claims_open = self
+            .claims
+            .open_count(sale_id)
+            .await
+            .map_err(|e| format!("claims unavailable: {e}"))?;
         Ok(Snapshot {
             ts: now,
             viewers,
@@ -93,6 +99,7 @@ impl Source for LiveSource {
             gmv_cents: catalog.gmv_cents,
             refunds_cents: after_sales.refunds_cents,
             late: after_sales.late,
+            claims_open,
             products: catalog
                 .products
                 .iter()
@@ -286,6 +293,7 @@ mod tests {
                 gmv_cents: 0,
                 refunds_cents: 0,
                 late: 0,
+                claims_open: 0,
                 products: Vec::new(),
                 buy_latency_ms: LatencyFigures { p50: 0.0, p99: 0.0 },
             })

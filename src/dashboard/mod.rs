@@ -315,6 +315,8 @@ pub struct Snapshot {
     /// Completed orders still unshipped after their product's `ships_by`
     /// (or 48 h after completion): boxes going bad in the shed.
     pub late: i64,
+    /// Claims waiting for the host.
+    pub claims_open: i64,
     pub products: Vec<ProductFigures>,
     pub buy_latency_ms: LatencyFigures,
 }

@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::catalog::service::CatalogError;
 use crate::catalog::StoreError;
+use crate::claims::ClaimError;
 use crate::fulfilment::address::AddressError;
 use crate::identity::IdentityError;
 use crate::inventory::{InventoryError, Rejection};
@@ -343,6 +344,21 @@ impl From<UploadError> for ApiError {
             UploadError::RateLimited(secs) => ApiError::RateLimited(secs),
             UploadError::Store(e) => e.into(),
             UploadError::Orders(e) => e.into(),
+        }
+    }
+}
+
+impl From<ClaimError> for ApiError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Invalid(m) => ApiError::BadRequest(m),
+            ClaimError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            ClaimError::Forbidden => ApiError::Forbidden("not yours".into()),
+            ClaimError::InvalidState(m) => ApiError::conflict("invalid_state", m),
+            ClaimError::Store(e) => e.into(),
+            ClaimError::Order(e) => e.into(),
+            ClaimError::Payment(e) => e.into(),
+            ClaimError::Upload(e) => e.into(),
         }
     }
 }

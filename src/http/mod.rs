@@ -1,6 +1,7 @@
 //! HTTP: thin handlers that parse, authorize, call the domain and map errors.
 
 mod addresses;
+mod claims;
 mod dashboard;
 pub mod error;
 pub mod extract;
@@ -100,6 +101,8 @@ pub struct Shared {
     /// Claims' photos: their upload, check and reading (`Uploads::attach`
     /// is for claims).
     pub uploads: Arc<crate::uploads::Uploads>,
+    /// After-sales claims: opened by buyers, settled by hosts.
+    pub claims: Arc<crate::claims::Claims>,
 }
 
 /// What the live room needs beyond the REST state.
@@ -134,6 +137,7 @@ pub fn app(state: AppState) -> Router {
                 .merge(moderation::router())
                 .merge(payments::router())
                 .merge(fulfilment::router())
+                .merge(claims::router())
                 .merge(addresses::router())
                 .merge(uploads::router())
                 .route("/sales/{id}/live", get(ws::live))

@@ -71,7 +71,8 @@ async fn get_order(
     AppPath(id): AppPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id(&id, "order")?;
-    Ok(Json(state.orders.get(&who, id).await?))
+    let order = state.orders.get(&who, id).await?;
+    Ok(Json(state.claims.with_claims(order).await?))
 }
 
 #[derive(Deserialize)]
@@ -130,7 +131,10 @@ async fn my_orders(
     State(state): State<AppState>,
     Auth(who): Auth,
 ) -> Result<impl IntoResponse, ApiError> {
-    let orders = state.orders.mine(&who).await?;
+    let mut orders = Vec::new();
+    for o in state.orders.mine(&who).await? {
+        orders.push(state.claims.with_claims(o).await?);
+    }
     Ok(Json(serde_json::json!({ "orders": orders })))
 }
 

@@ -987,6 +987,7 @@ mod tests {
             ship_to: None,
             fulfilment: Default::default(),
             shipment: None,
+            claims: Vec::new(),
         }
     }
 

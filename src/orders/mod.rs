@@ -70,6 +70,11 @@ pub struct Order {
     pub fulfilment: Fulfilment,
     #[serde(default)]
     pub shipment: Option<Shipment>,
+    /// The contract's Claims of the order, filled in where an order is
+    /// read or announced (`claims::Claims::with_claims`); kept as JSON so
+    /// orders know nothing of after-sales.
+    #[serde(default)]
+    pub claims: Vec<serde_json::Value>,
 }
 
 /// The contract's `payment` object of an Order.

@@ -60,6 +60,7 @@ fn order_from_row(row: &sqlx::postgres::PgRow) -> Result<Order, StoreError> {
             row.try_get("shipped_at")?,
             row.try_get("delivered_at")?,
         ),
+        claims: Vec::new(),
     })
 }
 

@@ -65,6 +65,7 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
             get_opt_time(row, "shipped_at")?,
             get_opt_time(row, "delivered_at")?,
         ),
+        claims: Vec::new(),
     })
 }
 
@@ -450,6 +451,7 @@ mod tests {
                 ship_to: None,
                 fulfilment: Default::default(),
                 shipment: None,
+                claims: Vec::new(),
             },
             key: key.into(),
             epoch: 0,

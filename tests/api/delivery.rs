@@ -104,7 +104,9 @@ async fn products_validate_their_areas_embedded() {
 }
 
 async fn a_buy_ships_to_an_address_in_the_area(mut env: TestEnv) {
-    let app = env.node().await;
+    let mut settings = env.settings();
+    settings.payments.providers = Some(vec!["sandbox".into()]);
+    let app = env.node_with(settings).await;
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let li = env.token(Role::Viewer, "li");

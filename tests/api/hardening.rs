@@ -34,6 +34,7 @@ fn completed(sale_id: Uuid, sku: &str, user: &str, payment_ref: &str) -> Complet
             ship_to: None,
             fulfilment: Default::default(),
             shipment: None,
+            claims: Vec::new(),
         },
         key: format!("k-{}", Uuid::new_v4()),
         epoch: 0,

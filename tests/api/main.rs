@@ -5,6 +5,7 @@ mod addresses;
 mod alipay;
 mod buy;
 mod catalog;
+mod claims;
 mod cli;
 mod dashboard;
 mod delivery;

@@ -1,0 +1,155 @@
+//! Claims in SQLite (the embedded mode): the PostgreSQL statements, with
+//! text uuids and times.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    kind_text, parse_kind, parse_status, status_text, Claim, ClaimStatus, ClaimStore, Resolution,
+};
+use crate::catalog::sqlite::{get_opt_time, get_time, get_uuid, time_text};
+use crate::catalog::StoreError;
+
+pub struct SqliteClaims {
+    pool: SqlitePool,
+}
+
+impl SqliteClaims {
+    pub fn new(pool: SqlitePool) -> Self {
+        SqliteClaims { pool }
+    }
+}
+
+const COLUMNS: &str = "id, order_id, sale_id, user_id, kind, qty_affected, description, photos, \
+     status, resolution, created_at, resolved_at";
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(format!("claim: {e}"))
+}
+
+fn claim_from_row(row: &SqliteRow) -> Result<Claim, StoreError> {
+    let photos: String = row.try_get("photos")?;
+    let resolution: Option<String> = row.try_get("resolution")?;
+    Ok(Claim {
+        id: get_uuid(row, "id")?,
+        order_id: get_uuid(row, "order_id")?,
+        sale_id: get_uuid(row, "sale_id")?,
+        user_id: row.try_get("user_id")?,
+        kind: parse_kind(row.try_get("kind")?)?,
+        qty_affected: row.try_get("qty_affected")?,
+        description: row.try_get("description")?,
+        photos: serde_json::from_str(&photos).map_err(json_err)?,
+        status: parse_status(row.try_get("status")?)?,
+        resolution: resolution
+            .map(|r| serde_json::from_str(&r).map_err(json_err))
+            .transpose()?,
+        created_at: get_time(row, "created_at")?,
+        resolved_at: get_opt_time(row, "resolved_at")?,
+    })
+}
+
+#[async_trait]
+impl ClaimStore for SqliteClaims {
+    async fn insert_open(&self, c: &Claim) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "INSERT INTO claims (id, order_id, sale_id, user_id, kind, qty_affected, description, \
+               photos, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9) \
+             ON CONFLICT (order_id) WHERE status = 'open' DO NOTHING",
+        )
+        .bind(c.id.hyphenated())
+        .bind(c.order_id.hyphenated())
+        .bind(c.sale_id.hyphenated())
+        .bind(&c.user_id)
+        .bind(kind_text(c.kind))
+        .bind(c.qty_affected)
+        .bind(&c.description)
+        .bind(serde_json::to_string(&c.photos).map_err(json_err)?)
+        .bind(time_text(c.created_at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn claim(&self, id: Uuid) -> Result<Option<Claim>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM claims WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(claim_from_row)
+            .transpose()
+    }
+
+    async fn remove(&self, id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM claims WHERE id = $1")
+            .bind(id.hyphenated())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn of_order(&self, order_id: Uuid) -> Result<Vec<Claim>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM claims WHERE order_id = $1 ORDER BY created_at, id");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(order_id.hyphenated())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(claim_from_row)
+            .collect()
+    }
+
+    async fn of_sale(&self, sale_id: Uuid, limit: i64) -> Result<Vec<Claim>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM claims WHERE sale_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id.hyphenated())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(claim_from_row)
+            .collect()
+    }
+
+    async fn resolve(
+        &self,
+        id: Uuid,
+        status: ClaimStatus,
+        resolution: &Resolution,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Claim>, StoreError> {
+        let sql = format!(
+            "UPDATE claims SET status = $2, resolution = $3, resolved_at = $4 \
+             WHERE id = $1 AND status = 'open' RETURNING {COLUMNS}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.hyphenated())
+            .bind(status_text(status))
+            .bind(serde_json::to_string(resolution).map_err(json_err)?)
+            .bind(time_text(at))
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(claim_from_row)
+            .transpose()
+    }
+
+    async fn open_count(&self, sale_id: Uuid) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM claims WHERE sale_id = $1 AND status = 'open'",
+            )
+            .bind(sale_id.hyphenated())
+            .fetch_one(&self.pool)
+            .await?,
+        )
+    }
+}
