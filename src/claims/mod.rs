@@ -49,6 +49,9 @@ pub struct Resolution {
     pub refund_cents: Option<i64>,
     #[serde(default)]
     pub note: String,
+    /// The zero-price order a reship sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reship_order_id: Option<Uuid>,
 }
 
 /// The contract's Claim.
@@ -134,6 +137,10 @@ pub struct NewClaim {
 pub enum Resolve {
     Refund {
         refund_cents: i64,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    Reship {
         #[serde(default)]
         note: Option<String>,
     },
@@ -333,6 +340,7 @@ impl Claims {
                         action: "refund".into(),
                         refund_cents: Some(refund_cents),
                         note,
+                        reship_order_id: None,
                     },
                 )
             }
@@ -349,6 +357,33 @@ impl Claims {
                         action: "reject".into(),
                         refund_cents: None,
                         note,
+                        reship_order_id: None,
+                    },
+                )
+            }
+            Resolve::Reship { note: n } => {
+                let note = note(n)?;
+                let original = self
+                    .orders
+                    .committed(claim.order_id)
+                    .await?
+                    .ok_or(ClaimError::NotFound("order"))?;
+                let shipped = self
+                    .orders
+                    .reship(
+                        &original,
+                        claim.qty_affected,
+                        &format!("reship:{}", claim.id.simple()),
+                        format!("reship for claim {}", claim.id),
+                    )
+                    .await?;
+                (
+                    ClaimStatus::Settled,
+                    Resolution {
+                        action: "reship".into(),
+                        refund_cents: None,
+                        note,
+                        reship_order_id: Some(shipped.id),
                     },
                 )
             }

@@ -563,9 +563,9 @@ impl Inventory for MemoryInventory {
 
         let sku = req.order.sku.as_str();
         let qty = req.order.qty;
-        let rejection = if s.bans.contains(user) {
+        let rejection = if !req.remedy && s.bans.contains(user) {
             Some(Rejection::Banned)
-        } else if sale_status != SaleStatus::Live {
+        } else if !req.remedy && sale_status != SaleStatus::Live {
             Some(Rejection::SaleNotLive)
         } else {
             match s.products.get(sku) {
@@ -575,8 +575,9 @@ impl Inventory for MemoryInventory {
                         epoch: Some(s.epoch),
                     })
                 }
-                Some(p) if p.status != ProductStatus::OnSale => Some(Rejection::NotOnSale),
                 Some(p) if p.remaining < qty => Some(Rejection::SoldOut),
+                Some(_) if req.remedy => None,
+                Some(p) if p.status != ProductStatus::OnSale => Some(Rejection::NotOnSale),
                 Some(p) => {
                     let bought = s.holding(sku, user);
                     (bought + qty > p.per_user_limit).then_some(Rejection::LimitExceeded {
@@ -993,6 +994,7 @@ mod tests {
 
     fn request(sale_id: Uuid, sku: &str, user: &str, qty: i64, key: &str) -> AdmitRequest {
         AdmitRequest {
+            remedy: false,
             sale_id,
             user_id: user.to_owned(),
             key: key.to_owned(),

@@ -71,6 +71,9 @@ pub struct SaleSeed {
 /// One buy attempt, checked and (if admitted) recorded atomically.
 #[derive(Debug, Clone)]
 pub struct AdmitRequest {
+    /// A claim's reship: only the stock is checked (the sale may have
+    /// ended, the product closed, the buyer reached its limit since).
+    pub remedy: bool,
     pub sale_id: Uuid,
     pub user_id: String,
     pub key: String,

@@ -519,6 +519,7 @@ impl Inventory for RedisInventory {
             .arg(&o.sku)
             .arg(KEYS_PER_USER)
             .arg(o.created_at.timestamp_millis())
+            .arg(if req.remedy { "1" } else { "0" })
             .invoke_async(&mut self.conn())
             .await?;
         let Some((kind, rest)) = reply.split_first() else {

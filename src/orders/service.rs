@@ -303,6 +303,7 @@ impl Orders {
         };
         let fp = fingerprint(&req.sku, req.qty, req.address_id);
         let admit = AdmitRequest {
+            remedy: false,
             sale_id: req.sale_id,
             user_id: who.user_id.clone(),
             key: req.key.clone(),
@@ -358,7 +359,10 @@ impl Orders {
         let sale_id = order.sale_id;
         order.status = OrderStatus::Completed;
         order.completed_at = Some(order.created_at);
-        order.payment = Some(OrderPayment::cod(order.total_cents));
+        // Cash on delivery, unless the caller said otherwise (a reship).
+        if order.payment.is_none() {
+            order.payment = Some(OrderPayment::cod(order.total_cents));
+        }
         let committed = self
             .writer
             .commit(CompletedOrder {
@@ -770,6 +774,93 @@ impl Orders {
         };
         self.announce(&updated);
         Ok(updated)
+    }
+
+    /// A claim's remedy: a zero-price order of `qty` of the claimed order's
+    /// SKU, shipped to its address, committed at once. The stock is taken
+    /// through the same admission as a buy (409 `sold_out` when none is
+    /// left), which checks the stock alone: the sale has usually ended.
+    /// `key` makes it idempotent (one reship per claim).
+    pub async fn reship(
+        &self,
+        original: &Order,
+        qty: i64,
+        key: &str,
+        note: String,
+    ) -> Result<Order, OrderError> {
+        let fp = fingerprint(&original.sku, qty, None);
+        for _ in 0..STALE_RETRIES {
+            let now = self.clock.now();
+            let order = Order {
+                id: Uuid::now_v7(),
+                sale_id: original.sale_id,
+                sku: original.sku.clone(),
+                qty,
+                unit_price_cents: 0,
+                total_cents: 0,
+                currency: original.currency.clone(),
+                user_id: original.user_id.clone(),
+                status: OrderStatus::Reserved,
+                created_at: now,
+                expires_at: None,
+                completed_at: None,
+                payment_ref: Some(format!("reship-{}", original.id.simple())),
+                payment: Some(OrderPayment {
+                    method: OrderPayment::MANUAL.into(),
+                    payment_id: None,
+                    paid_cents: 0,
+                    refunded_cents: 0,
+                    note: Some(note.clone()),
+                }),
+                ship_to: original.ship_to.clone(),
+                fulfilment: Fulfilment::Unfulfilled,
+                shipment: None,
+                claims: Vec::new(),
+            };
+            let admit = AdmitRequest {
+                remedy: true,
+                sale_id: original.sale_id,
+                user_id: original.user_id.clone(),
+                key: key.to_owned(),
+                fingerprint: fp.clone(),
+                order,
+                final_answer: None,
+                deadline_ms: now.timestamp_millis() + COMMIT_LEASE_MS,
+            };
+            let mut admission = self.inventory.admit(&admit).await?;
+            if let Admission::Missing { epoch } = admission {
+                self.rebuild.repair(original.sale_id, epoch).await?;
+                admission = self.inventory.admit(&admit).await?;
+            }
+            let json = match admission {
+                Admission::Admitted { level, epoch } => {
+                    self.stock_changed(original.sale_id, level).await;
+                    match self.complete_instant(admit, epoch).await? {
+                        Some(json) => json,
+                        None => continue,
+                    }
+                }
+                Admission::Rejected(r) => return Err(OrderError::Rejected(r)),
+                Admission::Replay(Stored::Order(json)) => json,
+                Admission::Replay(Stored::Rejected(r)) => return Err(OrderError::Rejected(r)),
+                Admission::Replay(Stored::Pending(id)) => {
+                    return self.store.order(id).await?.ok_or(OrderError::Unavailable(
+                        "the reship is being recorded; try again",
+                    ))
+                }
+                Admission::Mismatch => return Err(OrderError::IdempotencyMismatch),
+                Admission::Missing { .. } => {
+                    return Err(OrderError::Unavailable("the sale is being rebuilt"))
+                }
+            };
+            let order: Order = serde_json::from_str(&json)
+                .map_err(|_| OrderError::Unavailable("the reship answer did not parse"))?;
+            self.announce(&order);
+            return Ok(order);
+        }
+        Err(OrderError::Unavailable(
+            "the sale is being rebuilt; try again",
+        ))
     }
 
     /// Whether `who` manages the sale (its host, an operator).

@@ -287,3 +287,84 @@ async fn claims_are_opened_and_settled_in_production() {
 async fn claims_are_opened_and_settled_embedded() {
     claims_are_opened_and_settled(TestEnv::embedded()).await;
 }
+
+/// A reship takes stock like a buy, after the sale ended too, and goes to
+/// the packing list as a zero-price order; with no stock left it is 409.
+async fn a_claim_is_settled_by_a_reship(mut env: TestEnv) {
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "reserve", "FZX", 5, 5).await;
+    app.add_address(&mei, "440000").await;
+    let order = delivered(&app, &host, &mei, &sale, "a").await;
+    let id = order["id"].as_str().unwrap();
+    app.post(&format!("/sales/{sale}/end"), Some(&host), json!({}))
+        .await
+        .expect(200);
+    let path = format!("/orders/{id}/claims");
+    let claim = |qty: i64| {
+        app.post(
+            &path,
+            Some(&mei),
+            json!({ "kind": "damaged", "qty_affected": qty, "description": "Crushed in transit." }),
+        )
+    };
+    let first = claim(2).await.expect(201).json();
+    let resolve = format!("/claims/{}/resolve", first["id"].as_str().unwrap());
+    let settled = app
+        .post(
+            &resolve,
+            Some(&host),
+            json!({ "action": "reship", "note": "new boxes today" }),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(settled["status"], "settled");
+    assert_eq!(settled["resolution"]["action"], "reship");
+    let reship_id = settled["resolution"]["reship_order_id"].as_str().unwrap();
+    let reship = app
+        .get(&format!("/orders/{reship_id}"), Some(&mei))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(reship["status"], "completed");
+    assert_eq!(reship["qty"], 2);
+    assert_eq!(reship["total_cents"], 0);
+    assert_eq!(reship["ship_to"], order["ship_to"]);
+    assert_eq!(reship["fulfilment"], "unfulfilled");
+    let s = app.sale(&sale).await;
+    assert_eq!(crate::helpers::product(&s, "FZX")["remaining"], 0);
+    let list = app
+        .get(&format!("/sales/{sale}/packing.csv"), Some(&host))
+        .await
+        .expect(200)
+        .text;
+    assert!(list.contains(reship_id), "{list}");
+    // Nothing left to send: the next reship is refused and the claim stays open.
+    let second = claim(1).await.expect(201).json();
+    let resolve = format!("/claims/{}/resolve", second["id"].as_str().unwrap());
+    assert_eq!(
+        app.post(&resolve, Some(&host), json!({ "action": "reship" }))
+            .await
+            .expect(409)
+            .code(),
+        "sold_out"
+    );
+    let listed = app
+        .get(&format!("/sales/{sale}/claims"), Some(&host))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(listed["claims"][0]["status"], "open");
+}
+
+#[tokio::test]
+async fn a_claim_is_settled_by_a_reship_in_production() {
+    a_claim_is_settled_by_a_reship(TestEnv::production().await).await;
+}
+
+#[tokio::test]
+async fn a_claim_is_settled_by_a_reship_embedded() {
+    a_claim_is_settled_by_a_reship(TestEnv::embedded()).await;
+}

@@ -4,7 +4,9 @@
 --       8 the user's keys in the sale (sorted by first use)
 -- ARGV: 1 user, 2 qty, 3 fingerprint, 4 order id, 5 deadline ms,
 --       6 order json, 7 final answer ('' = pending), 8 key ttl s, 9 idem key name, 10 sku,
---       11 keys kept per user and sale, 12 now ms
+--       11 keys kept per user and sale, 12 now ms,
+--       13 '1' for a remedy (a claim's reship): stock alone is checked, the
+--          sale may have ended and the product closed since the buy
 local idem = redis.call('GET', KEYS[4])
 if idem then return {'replay', idem} end
 local fp, ttl = ARGV[3], tonumber(ARGV[8])
@@ -27,17 +29,18 @@ end
 local s = redis.call('HMGET', KEYS[1], 'status', 'epoch')
 local sale = s[1]
 if not sale then return {'missing'} end
-if redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then return reject('banned') end
-if sale ~= 'live' then return reject('sale_not_live') end
+local remedy = ARGV[13] == '1'
+if not remedy and redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then return reject('banned') end
+if not remedy and sale ~= 'live' then return reject('sale_not_live') end
 local p = redis.call('HMGET', KEYS[2], 'status', 'remaining', 'limit')
 -- The node only asks for SKUs the catalog knows: a missing product is lost state.
 if not p[1] then return {'missing', s[2]} end
-if p[1] ~= 'on_sale' then return reject('not_on_sale') end
+if not remedy and p[1] ~= 'on_sale' then return reject('not_on_sale') end
 local qty = tonumber(ARGV[2])
 if tonumber(p[2]) < qty then return reject('sold_out') end
 local bought = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 local limit = tonumber(p[3])
-if bought + qty > limit then return reject('limit_exceeded', bought, limit) end
+if not remedy and bought + qty > limit then return reject('limit_exceeded', bought, limit) end
 redis.call('HINCRBY', KEYS[2], 'remaining', -qty)
 redis.call('HINCRBY', KEYS[2], 'reserved', qty)
 redis.call('HINCRBY', KEYS[2], 'ver', 1)
