@@ -223,7 +223,17 @@ async fn wait_order(c: &Case, order: &Value, f: impl Fn(&Value) -> bool) -> Valu
 }
 
 async fn case(env: &mut TestEnv, g: &dyn Gateway) -> Case {
-    let app = node(env, g).await;
+    case_with(env, g, Duration::ZERO).await
+}
+
+/// A case whose node first asks the provider `reconcile_after` after a
+/// payment starts (kept away where a test needs the callback alone).
+async fn case_with(env: &mut TestEnv, g: &dyn Gateway, reconcile_after: Duration) -> Case {
+    let mut settings = env.settings();
+    g.configure(&mut settings);
+    settings.payments.reconcile_every = Duration::from_millis(200).into();
+    settings.payments.reconcile_after = reconcile_after.into();
+    let app = env.node_with(settings).await;
     let host = env.token(Role::Host, "alice");
     let mei = env.token(Role::Viewer, "mei");
     let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
@@ -322,20 +332,7 @@ pub async fn failure_leaves_the_order_payable(
     let p = start_payment(&c, &order, g.provider()).await;
     g.fail(&p).await;
     let pid = p["id"].as_str().unwrap();
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = c
-            .app
-            .get(&format!("/payments/{pid}"), Some(&c.mei))
-            .await
-            .json()["status"]
-            .clone();
-        if status == "failed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "failed");
+    wait_payment(&c, pid, "failed").await;
     assert_eq!(order_of(&c, &order).await["status"], "reserved");
     let retry = start_payment(&c, &order, g.provider()).await;
     assert_ne!(retry["id"], p["id"]);
@@ -350,20 +347,7 @@ pub async fn forgeries_change_nothing(
     g: &dyn Gateway,
     attach: impl Fn(&TestApp),
 ) {
-    let mut settings = env.settings();
-    g.configure(&mut settings);
-    settings.payments.reconcile_after = Duration::from_secs(3600).into();
-    let app = env.node_with(settings).await;
-    let host = env.token(Role::Host, "alice");
-    let mei = env.token(Role::Viewer, "mei");
-    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    app.add_address(&mei, "440000").await;
-    let c = Case {
-        app,
-        host,
-        mei,
-        sale,
-    };
+    let c = case_with(&mut env, g, Duration::from_secs(3600)).await;
     attach(&c.app);
     for (i, how) in [
         Delivery::TamperedBody,
@@ -477,21 +461,7 @@ pub async fn late_success_is_refunded(
     attach: impl Fn(&TestApp),
 ) {
     // Reconciliation would complete the paid order before the cancel.
-    let mut settings = env.settings();
-    g.configure(&mut settings);
-    settings.payments.reconcile_every = Duration::from_millis(200).into();
-    settings.payments.reconcile_after = Duration::from_secs(3600).into();
-    let app = env.node_with(settings).await;
-    let host = env.token(Role::Host, "alice");
-    let mei = env.token(Role::Viewer, "mei");
-    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    app.add_address(&mei, "440000").await;
-    let c = Case {
-        app,
-        host,
-        mei,
-        sale,
-    };
+    let c = case_with(&mut env, g, Duration::from_secs(3600)).await;
     attach(&c.app);
     let order = reserved(&c, "late").await;
     let p = start_payment(&c, &order, g.provider()).await;
@@ -505,20 +475,7 @@ pub async fn late_success_is_refunded(
     assert!(acked(&answer), "taken, and refunded: {answer:?}");
     let o = order_of(&c, &order).await;
     assert_eq!(o["status"], "cancelled", "{o}");
-    let mut status = Value::Null;
-    for _ in 0..100 {
-        status = c
-            .app
-            .get(&format!("/payments/{pid}"), Some(&c.mei))
-            .await
-            .json()["status"]
-            .clone();
-        if status == "refunded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "refunded");
+    wait_payment(&c, pid, "refunded").await;
     let sale = c.app.sale(&c.sale).await;
     assert_eq!(product(&sale, "FZX")["sold"], 0);
     assert_eq!(product(&sale, "FZX")["remaining"], 10);
