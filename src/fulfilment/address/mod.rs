@@ -11,6 +11,7 @@
 //! - The listing is the default first, then newest first.
 
 mod book;
+pub mod cache;
 pub mod postgres;
 pub mod provinces;
 pub mod sqlite;
