@@ -288,11 +288,13 @@ impl Payments {
         match provider.close(p.id).await {
             Ok(()) => {
                 let now = self.clock.now();
+                // Reconciliation may have seen it closed and called it failed
+                // meanwhile: it ended with its order, so it reads expired.
                 if let Err(e) = self
                     .store
                     .set_status(
                         p.id,
-                        &[PaymentStatus::Pending],
+                        &[PaymentStatus::Pending, PaymentStatus::Failed],
                         PaymentStatus::Expired,
                         now,
                         None,
