@@ -1173,3 +1173,36 @@ async fn an_unpaid_payment_expires_with_its_reservation() {
         assert_eq!(again.code(), "reservation_expired");
     }
 }
+
+/// The provider does not answer a refund (a lost reply): the refund stays
+/// pending, the order's money is held, and reconciliation settles it once
+/// the provider is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refund_whose_reply_is_lost_is_settled_by_reconciliation() {
+    let mut env = TestEnv::production().await;
+    let sim = crate::sim_wechatpay::WechatSim::with_clock(env.clock.clone()).await;
+    let c = case(&mut env, &sim).await;
+    let order = reserved(&c, "k").await;
+    let p = start_payment(&c, &order, "wechatpay").await;
+    assert!(acked(&sim.pay(&p, Delivery::Normal).await.unwrap()));
+    sim.set_unavailable(true);
+    let id = order["id"].as_str().unwrap();
+    let refund = |key: &'static str, amount: i64| {
+        c.app.send(
+            c.app
+                .http
+                .post(c.app.url(&format!("/orders/{id}/refunds")))
+                .bearer_auth(&c.host)
+                .header("Idempotency-Key", key)
+                .json(&json!({ "amount_cents": amount, "reason": "split fruit" })),
+        )
+    };
+    let r = refund("r1", 20000).await.expect(201).json();
+    assert_eq!(r["status"], "pending", "{r}");
+    // Held while pending: the rest cannot be overdrawn meanwhile.
+    assert_eq!(refund("r2", 6000).await.expect(409).code(), "invalid_state");
+    sim.set_unavailable(false);
+    wait_order(&c, &order, |o| o["payment"]["refunded_cents"] == 20000).await;
+    let again = refund("r1", 20000).await.expect(201).json();
+    assert_eq!(again["status"], "succeeded");
+}
