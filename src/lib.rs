@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Mode, Secret};
 use crate::dashboard::feed::{Feeds, LiveSource, MAX_STREAMS_PER_USER};
 use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
-use crate::fulfilment::address::cache::CachedDefaults;
+use crate::fulfilment::address::cache::{AddressCache, Peers};
 use crate::fulfilment::address::postgres::PgAddresses;
 use crate::fulfilment::address::sqlite::SqliteAddresses;
 use crate::fulfilment::address::{AddressBook, AddressStore};
@@ -135,9 +135,10 @@ const PG_MIN_CONNECTIONS: u32 = 4;
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// With one retry, a Redis outage answers 503 within about two seconds.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a node trusts a buyer's default address it read (its own
-/// changes clear it at once): see `fulfilment::address::cache`.
-const DEFAULT_ADDRESS_TTL: Duration = Duration::from_secs(2);
+/// How long a node trusts a buyer's address book it read when a change's
+/// notice was lost on the way (notices clear it at once): see
+/// `fulfilment::address::cache`.
+const ADDRESS_BOOK_TTL: Duration = Duration::from_secs(60);
 /// Guest sign-ups (and sign-in codes): a burst of 20 per IP, then one every 3 s.
 const GUEST_BURST: u32 = 20;
 const GUEST_PER_SEC: f64 = 1.0 / 3.0;
@@ -247,10 +248,16 @@ impl Backends {
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
-                    addresses: Arc::new(CachedDefaults::new(
+                    addresses: AddressCache::start(
                         Arc::new(PgAddresses::new(pool.clone())),
-                        DEFAULT_ADDRESS_TTL,
-                    )),
+                        ADDRESS_BOOK_TTL,
+                        Peers::Redis {
+                            client: client.clone(),
+                            conn: conn.clone(),
+                            prefix: prefix.clone(),
+                        },
+                        shutdown.clone(),
+                    ),
                     uploads: Arc::new(PgUploads::new(pool.clone())),
                     claims: Arc::new(claims::postgres::PgClaims::new(pool.clone())),
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
@@ -270,10 +277,12 @@ impl Backends {
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
-                    addresses: Arc::new(CachedDefaults::new(
+                    addresses: AddressCache::start(
                         Arc::new(SqliteAddresses::new(pool.clone())),
-                        DEFAULT_ADDRESS_TTL,
-                    )),
+                        ADDRESS_BOOK_TTL,
+                        Peers::Alone,
+                        shutdown.clone(),
+                    ),
                     uploads: Arc::new(SqliteUploads::new(pool.clone())),
                     claims: Arc::new(claims::sqlite::SqliteClaims::new(pool.clone())),
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),

@@ -113,6 +113,28 @@ pub fn token(keys: &TokenKeys, role: Role, sub: &str) -> String {
         .token
 }
 
+/// Adds a default address in `province` to the book of the token's user.
+pub async fn add_address(
+    http: &reqwest::Client,
+    node: &str,
+    token: &str,
+    province: &str,
+) -> Result<(), String> {
+    let (s, v) = call(
+        http.post(format!("{node}/api/v1/me/addresses"))
+            .bearer_auth(token)
+            .json(
+                &json!({ "name": "Load Buyer", "phone": "13800000000", "province": province,
+                           "city": "City", "line": "1 Orchard Road", "is_default": true }),
+            ),
+    )
+    .await?;
+    if s != 201 {
+        return Err(format!("add address: {s} {v}"));
+    }
+    Ok(())
+}
+
 pub fn token_for_late(keys: &TokenKeys, i: usize) -> String {
     token(keys, Role::Viewer, &format!("late-{i}"))
 }
@@ -133,6 +155,20 @@ pub async fn live_sale(
     stock: i64,
     per_user_limit: i64,
 ) -> Result<String, String> {
+    live_sale_with(http, node, host, checkout, stock, per_user_limit, None).await
+}
+
+/// `live_sale`, its product shipping only to the provinces `ships_to` names
+/// (GB/T 2260 codes) when given.
+pub async fn live_sale_with(
+    http: &reqwest::Client,
+    node: &str,
+    host: &str,
+    checkout: &str,
+    stock: i64,
+    per_user_limit: i64,
+    ships_to: Option<&[String]>,
+) -> Result<String, String> {
     let (s, sale) = call(
         http.post(format!("{node}/api/v1/sales"))
             .bearer_auth(host)
@@ -144,11 +180,14 @@ pub async fn live_sale(
     }
     let id = sale["id"].as_str().ok_or("sale without id")?.to_owned();
     let steps = [
-        (
-            format!("{node}/api/v1/sales/{id}/products"),
-            json!({ "sku": "RUSH", "name": "Feizixiao 5 kg", "price_cents": 16800,
-                    "stock": stock, "per_user_limit": per_user_limit }),
-        ),
+        (format!("{node}/api/v1/sales/{id}/products"), {
+            let mut p = json!({ "sku": "RUSH", "name": "Feizixiao 5 kg", "price_cents": 16800,
+                                    "stock": stock, "per_user_limit": per_user_limit });
+            if let Some(codes) = ships_to {
+                p["ships_to"] = json!({ "include": codes });
+            }
+            p
+        }),
         (format!("{node}/api/v1/sales/{id}/start"), json!({})),
         (
             format!("{node}/api/v1/sales/{id}/products/RUSH/open"),

@@ -4,6 +4,7 @@
 mod bare;
 mod chat;
 mod common;
+mod costs;
 mod drill;
 mod http1;
 mod idle;

@@ -6,7 +6,7 @@
 //! (including that every viewer's stock count reached the final one).
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,12 @@ use lychee_live::config::Secret;
 use lychee_live::identity::{Role, TokenKeys};
 use serde_json::{json, Value};
 
-use crate::common::{call, live_sale, progress, raise_open_files, token, token_for_late, Samples};
+use futures_util::StreamExt;
+
+use crate::common::{
+    add_address, call, live_sale_with, progress, raise_open_files, token, token_for_late, Samples,
+};
+use crate::costs;
 use crate::rush_live::{self, Answer, Transport};
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,6 +70,18 @@ pub struct RushArgs {
     /// as fast as its answers come).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Province codes (GB/T 2260, comma-separated) the product ships to;
+    /// every buyer then has a default address in one of them, so each buy
+    /// is checked against the delivery areas (contract section 10).
+    #[arg(long, value_delimiter = ',')]
+    pub ships_to: Option<Vec<String>>,
+    /// Redis of the nodes: its time and commands per completed order are
+    /// reported (its command statistics are reset at the start).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// A node's pid, for its CPU per completed order; repeat for several.
+    #[arg(long = "server-pid")]
+    pub server_pids: Vec<u32>,
     /// PostgreSQL of the nodes: completed orders are checked there too.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -76,10 +93,22 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
     // Set-up and checks only: buyers have their own connections.
     let http = reqwest::Client::new();
     let host = token(&keys, Role::Host, "load-host");
-    let sale = live_sale(&http, &a.nodes[0], &host, &a.checkout, a.stock, a.limit).await?;
-    let bar = progress(a.stock as u64, "sold");
+    let sale = live_sale_with(
+        &http,
+        &a.nodes[0],
+        &host,
+        &a.checkout,
+        a.stock,
+        a.limit,
+        a.ships_to.as_deref(),
+    )
+    .await?;
     let buyers = a.buyers;
     let users = a.users.unwrap_or(buyers);
+    if let Some(codes) = a.ships_to.as_deref().filter(|c| !c.is_empty()) {
+        give_addresses(&http, &a.nodes, &keys, users, codes).await?;
+    }
+    let bar = progress(a.stock as u64, "sold");
     if users < buyers {
         return Err("--users must be at least --buyers".into());
     }
@@ -117,10 +146,29 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         Via::Rest => "201",
         Via::Ws => "ws order",
     };
+    let probe = costs::Probe::start(
+        a.redis_url.as_deref(),
+        a.database_url.as_deref(),
+        &a.server_pids,
+    )
+    .await?;
+    let completed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    // The costs are those of selling: read at sell-out, while the buyers go on.
+    let costs = {
+        let (sold_out_at, completed) = (sold_out_at.clone(), completed.clone());
+        let max = Duration::from_secs(a.max_secs);
+        tokio::spawn(async move {
+            while sold_out_at.lock().ok().and_then(|t| *t).is_none() && started.elapsed() < max {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            probe.finish(completed.load(Ordering::Relaxed)).await
+        })
+    };
     let mut tasks = Vec::new();
     for (i, (mut main, mut other)) in transports.into_iter().enumerate() {
         let (sold_out, sold_out_at) = (sold_out.clone(), sold_out_at.clone());
+        let completed = completed.clone();
         let (after, max) = (
             Duration::from_secs(a.after_secs),
             Duration::from_secs(a.max_secs),
@@ -154,6 +202,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
                 let outcome: Cow<str> = match answer {
                     Answer::Order(id) => {
                         bought.push(id);
+                        completed.fetch_add(1, Ordering::Relaxed);
                         bar.inc(1);
                         Cow::Borrowed(ok_label)
                     }
@@ -206,8 +255,11 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         ),
     ];
     if let Some(url) = &a.database_url {
-        checks.extend(check_database(url, &sale, &ids, a.limit, &a.checkout).await?);
+        checks.extend(
+            check_database(url, &sale, &ids, a.limit, &a.checkout, a.ships_to.is_some()).await?,
+        );
     }
+    let costs = costs.await.map_err(|e| e.to_string())?;
     let ok = checks.iter().all(|(_, ok)| *ok);
     let checks: serde_json::Map<String, Value> = checks
         .into_iter()
@@ -235,6 +287,7 @@ pub async fn run(a: RushArgs) -> Result<Value, String> {
         "completed_per_full_second": per_second_figures(&timeline.counts(ok_label), sell_secs),
         "after_sell_out": after_phase.summary(a.after_secs as f64),
         "offered_per_sec": a.rate,
+        "costs_while_selling": costs,
         "timeline": timeline.to_json(),
     }))
 }
@@ -259,17 +312,19 @@ async fn check_database(
     ids: &[String],
     limit: i64,
     checkout: &str,
+    addressed: bool,
 ) -> Result<Vec<(&'static str, bool)>, String> {
     let pool = sqlx::PgPool::connect(url)
         .await
         .map_err(|e| e.to_string())?;
     let err = |e: sqlx::Error| e.to_string();
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT id::text, user_id, qty FROM orders WHERE sale_id = $1::uuid")
-            .bind(sale)
-            .fetch_all(&pool)
-            .await
-            .map_err(err)?;
+    let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT id::text, user_id, qty, ship_to IS NOT NULL FROM orders WHERE sale_id = $1::uuid",
+    )
+    .bind(sale)
+    .fetch_all(&pool)
+    .await
+    .map_err(err)?;
     let (sold, stock): (i64, i64) =
         sqlx::query_as("SELECT sold, stock FROM products WHERE sale_id = $1::uuid")
             .bind(sale)
@@ -279,7 +334,7 @@ async fn check_database(
     pool.close().await;
     let in_db: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let mut per_user: std::collections::HashMap<&str, i64> = Default::default();
-    for (_, user, qty) in &rows {
+    for (_, user, qty, _) in &rows {
         *per_user.entry(user).or_default() += qty;
     }
     let distinct: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
@@ -295,6 +350,9 @@ async fn check_database(
         ),
         ("answers_distinct", distinct.len() == ids.len()),
     ];
+    if addressed {
+        checks.push(("db_every_order_has_ship_to", rows.iter().all(|r| r.3)));
+    }
     if checkout == "instant" {
         checks.push((
             "db_every_2xx_present_once",
@@ -302,6 +360,34 @@ async fn check_database(
         ));
     }
     Ok(checks)
+}
+
+/// A default address for each of the buyers' users, in the areas spread
+/// over them; before the rush, so it is not counted.
+async fn give_addresses(
+    http: &reqwest::Client,
+    nodes: &[String],
+    keys: &TokenKeys,
+    users: usize,
+    codes: &[String],
+) -> Result<(), String> {
+    let bar = progress(users as u64, "addresses");
+    let adds = (0..users).map(|u| {
+        let (node, code) = (&nodes[u % nodes.len()], &codes[u % codes.len()]);
+        let tok = token(keys, Role::Viewer, &format!("buyer-{u}"));
+        let bar = bar.clone();
+        async move {
+            add_address(http, node, &tok, code).await?;
+            bar.inc(1);
+            Ok::<(), String>(())
+        }
+    });
+    let mut done = futures_util::stream::iter(adds).buffer_unordered(64);
+    while let Some(r) = done.next().await {
+        r?;
+    }
+    bar.finish_and_clear();
+    Ok(())
 }
 
 /// The tokens of the users buyer `i` acts for, and of the late users who take

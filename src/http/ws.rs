@@ -225,6 +225,9 @@ async fn run(
             return;
         }
     };
+    // A viewer on the sale's page may buy any moment: its address book is
+    // read now, not on the buy's path.
+    state.orders.warm_buyer(&who.user_id);
     let mut s = Socket {
         state,
         who,

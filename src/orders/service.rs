@@ -666,6 +666,17 @@ impl Orders {
         }
     }
 
+    /// Reads the user's address book into this node's cache in the
+    /// background, so their first buy here needs no database read.
+    pub fn warm_buyer(&self, user_id: &str) {
+        let (addresses, user_id) = (self.addresses.clone(), user_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = addresses.default_of(&user_id).await {
+                tracing::debug!(error = %e, "address book not read ahead");
+            }
+        });
+    }
+
     /// The address a buy ships to: the one named (the buyer's own, or 404),
     /// else the buyer's default, else none (attached later).
     async fn ship_to(

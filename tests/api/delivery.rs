@@ -302,3 +302,86 @@ async fn undeliverable_buyers_take_no_stock_under_a_rush() {
     assert_eq!(p["remaining"], 750);
     assert_eq!(p["reserved"], 250);
 }
+
+/// Buys until one is taken (another node's notice may still be on its way),
+/// or fails after two seconds; a refused buy takes no stock.
+async fn buy_when_deliverable(app: &TestApp, token: &str, sale: &str, key: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let r = app.buy(token, sale, key, "FZX", 1).await;
+        if r.status == 201 {
+            return r.json();
+        }
+        assert_eq!(r.expect(409).code(), "undeliverable");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other node's change never showed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A node answers buys from the address books it keeps; a change made on
+/// another node reaches it at once (the books are kept for a minute when
+/// no notice comes), and an address added there a moment ago can be named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_book_changed_on_one_node_is_used_by_the_other_at_once() {
+    let mut env = TestEnv::production().await;
+    let a = env.node().await;
+    let b = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = south_only(&a, &host, 10).await;
+
+    let beijing = a.add_address(&mei, "110000").await;
+    let r = b.buy(&mei, &sale, "mei-1", "FZX", 1).await;
+    assert_eq!(r.expect(409).code(), "undeliverable");
+    // Node b keeps mei's book now. The new default, added on node a:
+    let canton = a
+        .post(
+            "/me/addresses",
+            Some(&mei),
+            json!({ "name": "Chen Mei", "phone": "13812345678", "province": "440000",
+                    "city": "Guangzhou", "line": "1 Lychee Road", "is_default": true }),
+        )
+        .await
+        .expect(201)
+        .json();
+    let o = buy_when_deliverable(&b, &mei, &sale, "mei-2").await;
+    assert_eq!(o["ship_to"]["id"], canton["id"]);
+
+    // Deleting it on a makes Beijing the default again, on b too.
+    let del = a
+        .http
+        .delete(a.url(&format!("/me/addresses/{}", canton["id"].as_str().unwrap())))
+        .bearer_auth(&mei);
+    a.send(del).await.expect(204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = b.buy(&mei, &sale, &format!("mei-3-{n}"), "FZX", 1).await;
+        if r.status == 409 {
+            assert_eq!(r.code(), "undeliverable");
+            break;
+        }
+        assert_eq!(r.expect(201).json()["ship_to"]["id"], canton["id"]);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete never showed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // An address added on a and named on b straight away is found.
+    let fujian = a.add_address(&mei, "350000").await;
+    let req = b
+        .http
+        .post(b.url(&format!("/sales/{sale}/orders")))
+        .bearer_auth(&mei)
+        .header("Idempotency-Key", "mei-4")
+        .json(&json!({ "sku": "FZX", "qty": 1, "address_id": fujian["id"] }));
+    let o = b.send(req).await.expect(201).json();
+    assert_eq!(o["ship_to"]["province"], "350000");
+    assert_ne!(beijing["id"], fujian["id"]);
+}

@@ -1,16 +1,32 @@
-//! Each buy attaches its buyer's default address; asking PostgreSQL for it
-//! on every buy halved a rush's orders/s (the pool the batch writer commits
-//! through answered a read per buy). Defaults are kept here for a moment:
-//! this node's own changes clear them at once, another node's show within
-//! `ttl` (a buy in that gap ships to the previous default, or none, and the
-//! buyer can attach another until the order is packed).
+//! Each buy attaches an address of its buyer (the one named, or the
+//! default), checked against the product's delivery areas before any stock
+//! is taken. Asking PostgreSQL for it on every buy halved a rush's orders/s,
+//! so a node keeps its buyers' books in memory: read once per buyer and
+//! node (when the buyer opens the sale's live socket, or at the first buy),
+//! then answered from here.
+//!
+//! A book changes on one node and is read on every other: the node that
+//! changes it clears its copy and tells the others on a Redis channel, and
+//! they clear theirs. While that subscription is down a node cannot hear,
+//! so it reads PostgreSQL on every buy until it is back, and clears
+//! everything then (what was said meanwhile is lost). A change whose notice
+//! the sender could not publish still shows within `ttl`.
+//!
+//! The window left: a buy on one node in the instant between another node's
+//! commit and its notice arriving (well under a millisecond on one network)
+//! ships to the previous default, or none; the buyer sees `ship_to` in the
+//! answer and can attach another until the order is packed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted};
@@ -18,56 +34,178 @@ use crate::catalog::StoreError;
 
 /// Past this many users the map is emptied rather than scanned for the old.
 const MAX_USERS: usize = 200_000;
+/// Notices waiting to be published; past it a notice is dropped (the others
+/// then see the change within `ttl`).
+const OUTBOX: usize = 4096;
 
-pub struct CachedDefaults {
+/// How the nodes of a deployment hear of each other's changes.
+pub enum Peers {
+    /// One process: nobody else to tell.
+    Alone,
+    /// Notices on a Redis channel of the deployment.
+    Redis {
+        client: redis::Client,
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
+}
+
+/// A user's book as read, and when.
+type Kept = (Instant, Arc<[Address]>);
+
+pub struct AddressCache {
     inner: Arc<dyn AddressStore>,
     ttl: Duration,
     /// Short sections, no `.await` inside.
-    defaults: Mutex<HashMap<String, (Instant, Option<Address>)>>,
+    books: Mutex<HashMap<String, Kept>>,
+    /// Moves on whenever anything is forgotten: a read that began before
+    /// stores nothing, so a change that lands during a read is never
+    /// covered up by what the read found.
+    epoch: AtomicU64,
+    /// Whether this node hears the others' notices now; when not, nothing
+    /// kept can be trusted.
+    hearing: AtomicBool,
+    node: Uuid,
+    outbox: Option<mpsc::Sender<String>>,
 }
 
-impl CachedDefaults {
-    pub fn new(inner: Arc<dyn AddressStore>, ttl: Duration) -> Self {
-        CachedDefaults {
+impl AddressCache {
+    /// The cache, with its notice tasks started for `Peers::Redis` (they
+    /// stop on `shutdown`).
+    pub fn start(
+        inner: Arc<dyn AddressStore>,
+        ttl: Duration,
+        peers: Peers,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (outbox, rx) = match peers {
+            Peers::Alone => (None, None),
+            Peers::Redis { .. } => {
+                let (tx, rx) = mpsc::channel(OUTBOX);
+                (Some(tx), Some(rx))
+            }
+        };
+        let cache = Arc::new(AddressCache {
             inner,
             ttl,
-            defaults: Mutex::new(HashMap::new()),
+            books: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            hearing: AtomicBool::new(matches!(peers, Peers::Alone)),
+            node: Uuid::new_v4(),
+            outbox,
+        });
+        if let (
+            Peers::Redis {
+                client,
+                conn,
+                prefix,
+            },
+            Some(rx),
+        ) = (peers, rx)
+        {
+            let channel = channel(&prefix);
+            tokio::spawn(publish_loop(conn, channel.clone(), rx, shutdown.clone()));
+            tokio::spawn(listen_loop(
+                client,
+                channel,
+                Arc::downgrade(&cache),
+                shutdown,
+            ));
         }
+        cache
+    }
+
+    /// The user's book, from memory when it may be trusted.
+    async fn book(&self, user_id: &str) -> Result<Arc<[Address]>, StoreError> {
+        let hearing = self.hearing.load(Ordering::Acquire);
+        if hearing {
+            let books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, book)) = books.get(user_id) {
+                if at.elapsed() < self.ttl {
+                    return Ok(book.clone());
+                }
+            }
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let book: Arc<[Address]> = self.inner.list(user_id).await?.into();
+        if hearing {
+            self.keep(user_id, epoch, book.clone());
+        }
+        Ok(book)
+    }
+
+    fn keep(&self, user_id: &str, epoch: u64, book: Arc<[Address]>) {
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `forget` also takes: nothing forgotten
+        // since the read began.
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if books.len() >= MAX_USERS {
+            books.clear();
+        }
+        books.insert(user_id.to_owned(), (Instant::now(), book));
     }
 
     fn forget(&self, user_id: &str) {
-        self.defaults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(user_id);
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        books.remove(user_id);
+    }
+
+    fn forget_all(&self) {
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        books.clear();
+    }
+
+    /// A change of this node: forgotten here, and the others told.
+    fn changed(&self, user_id: &str) {
+        self.forget(user_id);
+        if let Some(outbox) = &self.outbox {
+            if outbox.try_send(format!("{} {user_id}", self.node)).is_err() {
+                tracing::warn!("address notice outbox full: other nodes see the change later");
+            }
+        }
+    }
+
+    /// A notice from the channel; this node's own are already applied.
+    fn heard(&self, notice: &str) {
+        match notice.split_once(' ') {
+            Some((node, user_id)) if node != self.node.to_string() => self.forget(user_id),
+            Some(_) => {}
+            None => tracing::warn!("malformed address notice ignored"),
+        }
     }
 }
 
+fn channel(prefix: &str) -> String {
+    format!("{prefix}:addresses")
+}
+
 #[async_trait]
-impl AddressStore for CachedDefaults {
+impl AddressStore for AddressCache {
     async fn address(&self, user_id: &str, id: Uuid) -> Result<Option<Address>, StoreError> {
-        self.inner.address(user_id, id).await
+        let book = self.book(user_id).await?;
+        if let Some(a) = book.iter().find(|a| a.id == id) {
+            return Ok(Some(a.clone()));
+        }
+        // Named but not kept: added a moment ago on another node, perhaps,
+        // its notice still on the way. The store has the last word.
+        let found = self.inner.address(user_id, id).await?;
+        if found.is_some() {
+            self.forget(user_id);
+        }
+        Ok(found)
     }
 
     async fn default_of(&self, user_id: &str) -> Result<Option<Address>, StoreError> {
-        let now = Instant::now();
-        if let Some((at, a)) = self
-            .defaults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user_id)
-        {
-            if now.duration_since(*at) < self.ttl {
-                return Ok(a.clone());
-            }
-        }
-        let found = self.inner.default_of(user_id).await?;
-        let mut map = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_USERS {
-            map.clear();
-        }
-        map.insert(user_id.to_owned(), (now, found.clone()));
-        Ok(found)
+        Ok(self
+            .book(user_id)
+            .await?
+            .iter()
+            .find(|a| a.is_default)
+            .cloned())
     }
 
     async fn insert(
@@ -77,31 +215,113 @@ impl AddressStore for CachedDefaults {
         at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
         let done = self.inner.insert(user_id, address, at).await;
-        self.forget(user_id);
+        // Also after an error: the store may have committed before failing.
+        self.changed(user_id);
         done
     }
 
     async fn list(&self, user_id: &str) -> Result<Vec<Address>, StoreError> {
-        self.inner.list(user_id).await
+        // The owner's own view always comes from the store.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let list = self.inner.list(user_id).await?;
+        if self.hearing.load(Ordering::Acquire) {
+            self.keep(user_id, epoch, list.clone().into());
+        }
+        Ok(list)
     }
 
     async fn delete(&self, user_id: &str, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let done = self.inner.delete(user_id, id, at).await;
-        self.forget(user_id);
+        self.changed(user_id);
         done
+    }
+}
+
+async fn publish_loop(
+    mut conn: redis::aio::ConnectionManager,
+    channel: String,
+    mut rx: mpsc::Receiver<String>,
+    shutdown: CancellationToken,
+) {
+    let mut queued = Vec::with_capacity(64);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut queued, 64) => n,
+            _ = shutdown.cancelled() => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for notice in queued.drain(..) {
+            pipe.publish(&channel, notice).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::warn!(error = %e, "publishing address notices failed");
+        }
+    }
+}
+
+async fn listen_loop(
+    client: redis::Client,
+    channel: String,
+    cache: std::sync::Weak<AddressCache>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let run = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            {
+                let Some(c) = cache.upgrade() else {
+                    return Ok(());
+                };
+                // Whatever was said before this subscription is not known.
+                c.forget_all();
+                c.hearing.store(true, Ordering::Release);
+            }
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let Some(c) = cache.upgrade() else {
+                    return Ok(());
+                };
+                match msg.get_payload::<String>() {
+                    Ok(notice) => c.heard(&notice),
+                    Err(e) => tracing::warn!(error = %e, "undecodable address notice"),
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            res = run => {
+                if let Err(e) = res {
+                    tracing::warn!(error = %e, "address notices lost; reconnecting");
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
+        let Some(c) = cache.upgrade() else { return };
+        c.hearing.store(false, Ordering::Release);
+        drop(c);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
-    /// A store of one default address that counts how often it is asked.
+    /// One user's book in memory, counting how often it is read.
     #[derive(Default)]
     struct Counting {
-        asked: AtomicUsize,
-        default: Mutex<Option<Address>>,
+        reads: AtomicUsize,
+        book: Mutex<Vec<Address>>,
     }
 
     fn address(city: &str) -> Address {
@@ -118,14 +338,30 @@ mod tests {
         }
     }
 
+    impl Counting {
+        fn reads(&self) -> usize {
+            self.reads.load(Ordering::SeqCst)
+        }
+        /// Another node's change, straight to the store.
+        fn replace(&self, book: Vec<Address>) {
+            *self.book.lock().unwrap() = book;
+        }
+    }
+
     #[async_trait]
     impl AddressStore for Counting {
-        async fn address(&self, _: &str, _: Uuid) -> Result<Option<Address>, StoreError> {
-            Ok(None)
+        async fn address(&self, _: &str, id: Uuid) -> Result<Option<Address>, StoreError> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self
+                .book
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|a| a.id == id)
+                .cloned())
         }
         async fn default_of(&self, _: &str) -> Result<Option<Address>, StoreError> {
-            self.asked.fetch_add(1, Ordering::SeqCst);
-            Ok(self.default.lock().unwrap().clone())
+            unreachable!("the cache reads whole books")
         }
         async fn insert(
             &self,
@@ -133,42 +369,105 @@ mod tests {
             a: &Address,
             _: DateTime<Utc>,
         ) -> Result<Inserted, StoreError> {
-            *self.default.lock().unwrap() = Some(a.clone());
+            let mut book = self.book.lock().unwrap();
+            book.iter_mut().for_each(|b| b.is_default = false);
+            book.insert(0, a.clone());
             Ok(Inserted::Added(a.clone()))
         }
         async fn list(&self, _: &str) -> Result<Vec<Address>, StoreError> {
-            Ok(Vec::new())
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.book.lock().unwrap().clone())
         }
-        async fn delete(&self, _: &str, _: Uuid, _: DateTime<Utc>) -> Result<bool, StoreError> {
-            *self.default.lock().unwrap() = None;
+        async fn delete(&self, _: &str, id: Uuid, _: DateTime<Utc>) -> Result<bool, StoreError> {
+            self.book.lock().unwrap().retain(|a| a.id != id);
             Ok(true)
         }
     }
 
+    fn alone(inner: Arc<Counting>, ttl: Duration) -> Arc<AddressCache> {
+        AddressCache::start(inner, ttl, Peers::Alone, CancellationToken::new())
+    }
+
     #[tokio::test]
-    async fn defaults_are_read_once_per_ttl_and_this_nodes_changes_show_at_once() {
+    async fn a_book_is_read_once_and_this_nodes_changes_show_at_once() {
         let inner = Arc::new(Counting::default());
-        let cache = CachedDefaults::new(inner.clone(), Duration::from_secs(60));
+        let cache = alone(inner.clone(), Duration::from_secs(60));
         assert_eq!(cache.default_of("mei").await.unwrap(), None);
         assert_eq!(cache.default_of("mei").await.unwrap(), None);
-        assert_eq!(
-            inner.asked.load(Ordering::SeqCst),
-            1,
-            "none is remembered too"
-        );
+        assert_eq!(inner.reads(), 1, "an empty book is remembered too");
         let a = address("Guangzhou");
         cache.insert("mei", &a, Utc::now()).await.unwrap();
         assert_eq!(cache.default_of("mei").await.unwrap(), Some(a.clone()));
+        assert_eq!(cache.address("mei", a.id).await.unwrap(), Some(a.clone()));
         assert_eq!(cache.default_of("mei").await.unwrap(), Some(a.clone()));
-        assert_eq!(inner.asked.load(Ordering::SeqCst), 2);
+        assert_eq!(inner.reads(), 2, "one read after the change");
         cache.delete("mei", a.id, Utc::now()).await.unwrap();
         assert_eq!(cache.default_of("mei").await.unwrap(), None);
-        // Another node's change shows once the entry is older than the ttl.
-        let short = CachedDefaults::new(inner.clone(), Duration::ZERO);
-        *inner.default.lock().unwrap() = Some(address("Fuzhou"));
+        assert_eq!(cache.address("mei", a.id).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn another_nodes_notice_clears_a_book_and_its_own_echo_does_not() {
+        let inner = Arc::new(Counting::default());
+        let cache = alone(inner.clone(), Duration::from_secs(60));
+        let old = address("Guangzhou");
+        inner.replace(vec![old.clone()]);
+        assert_eq!(cache.default_of("mei").await.unwrap(), Some(old.clone()));
+        let new = address("Fuzhou");
+        inner.replace(vec![new.clone()]);
+        cache.heard(&format!("{} mei", cache.node));
+        assert_eq!(cache.default_of("mei").await.unwrap(), Some(old));
+        cache.heard(&format!("{} mei", Uuid::new_v4()));
+        assert_eq!(cache.default_of("mei").await.unwrap(), Some(new));
+        cache.heard("no-space-here");
+    }
+
+    #[tokio::test]
+    async fn an_address_named_but_not_kept_is_asked_of_the_store() {
+        let inner = Arc::new(Counting::default());
+        let cache = alone(inner.clone(), Duration::from_secs(60));
+        assert_eq!(cache.default_of("mei").await.unwrap(), None);
+        // Added on another node; its notice has not arrived.
+        let a = address("Xiamen");
+        inner.replace(vec![a.clone()]);
+        assert_eq!(cache.address("mei", a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(cache.default_of("mei").await.unwrap(), Some(a));
         assert_eq!(
-            short.default_of("mei").await.unwrap().unwrap().city,
-            "Fuzhou"
+            cache.address("mei", Uuid::new_v4()).await.unwrap(),
+            None,
+            "another's or no address stays not found"
         );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_hear_reads_the_store_every_time() {
+        let inner = Arc::new(Counting::default());
+        let cache = alone(inner.clone(), Duration::from_secs(60));
+        cache.hearing.store(false, Ordering::SeqCst);
+        cache.default_of("mei").await.unwrap();
+        cache.default_of("mei").await.unwrap();
+        assert_eq!(inner.reads(), 2);
+        assert!(cache.books.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_read_overtaken_by_a_change_is_not_kept() {
+        let inner = Arc::new(Counting::default());
+        let cache = alone(inner.clone(), Duration::from_secs(60));
+        let epoch = cache.epoch.load(Ordering::SeqCst);
+        // The read began, then a notice arrived, then the read ended.
+        cache.heard(&format!("{} mei", Uuid::new_v4()));
+        cache.keep("mei", epoch, Arc::from(vec![address("stale")]));
+        assert!(cache.books.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_kept_book_is_read_again_after_the_ttl() {
+        let inner = Arc::new(Counting::default());
+        let cache = alone(inner.clone(), Duration::ZERO);
+        inner.replace(vec![address("Fuzhou")]);
+        cache.default_of("mei").await.unwrap();
+        cache.default_of("mei").await.unwrap();
+        assert_eq!(inner.reads(), 2);
     }
 }
