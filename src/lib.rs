@@ -50,6 +50,7 @@ use crate::inventory::redis::RedisInventory;
 use crate::inventory::sold_out::SoldOut;
 use crate::inventory::Inventory;
 use crate::orders::batch::BatchWriter;
+use crate::orders::confirm::Confirmer;
 use crate::orders::postgres::PgOrders;
 use crate::orders::rebuild::{RebuildError, Rebuilder};
 use crate::orders::sqlite::SqliteOrders;
@@ -439,6 +440,7 @@ impl Node {
             sold_out.clone(),
         ));
         let writer = BatchWriter::start(backends.orders.clone(), shutdown.clone());
+        let confirmer = Confirmer::start(backends.inventory.clone(), shutdown.clone());
         let stats = Stats::new(clock.clone(), backends.figures.clone());
         workers.spawn(stats.clone().run(shutdown.clone()));
         let orders = Arc::new(Orders::new(
@@ -447,6 +449,7 @@ impl Node {
             backends.orders.clone(),
             catalog.clone(),
             writer,
+            confirmer,
             rebuilder.clone(),
             backends.bus.clone(),
             stock,

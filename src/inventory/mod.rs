@@ -101,6 +101,17 @@ pub enum Rejection {
     Banned,
 }
 
+/// A committed instant order to confirm, with its key's final answer.
+#[derive(Debug, Clone)]
+pub struct Confirmation {
+    pub order_id: Uuid,
+    pub user_id: String,
+    pub key: String,
+    pub completed_at_ms: i64,
+    pub fingerprint: String,
+    pub answer: Stored,
+}
+
 /// An earlier answer for an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
@@ -308,6 +319,34 @@ pub trait Inventory: Send + Sync + 'static {
         payment_ref: Option<&str>,
         answer: Option<(&str, &Stored)>,
     ) -> Result<Option<StockLevel>, InventoryError>;
+    /// `confirm` for committed instant orders of one SKU (a batch the
+    /// writer committed) in one step; the level after the last, if any
+    /// order was known.
+    async fn confirm_batch(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        orders: &[Confirmation],
+    ) -> Result<Option<StockLevel>, InventoryError> {
+        let mut last = None;
+        for c in orders {
+            let answer = (c.fingerprint.as_str(), &c.answer);
+            if let Some(level) = self
+                .confirm(
+                    sale_id,
+                    c.order_id,
+                    sku,
+                    c.completed_at_ms,
+                    None,
+                    Some(answer),
+                )
+                .await?
+            {
+                last = Some(level);
+            }
+        }
+        Ok(last)
+    }
     /// Returns the order's stock and limit; its status becomes `to`. When the
     /// key is still pending for this order it is forgotten, so a retry is fresh.
     async fn release(

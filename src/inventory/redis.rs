@@ -7,8 +7,8 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{
-    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, ProductSeed,
-    Rejection, ReleaseFrom, Released, SaleSeed, ShipToSet, StockLevel, Stored,
+    Admission, AdmitRequest, Confirmation, Inventory, InventoryError, LiveOrder, PayStart,
+    ProductSeed, Rejection, ReleaseFrom, Released, SaleSeed, ShipToSet, StockLevel, Stored,
 };
 use crate::catalog::{ProductStatus, SaleStatus};
 use crate::orders::{Order, OrderStatus};
@@ -105,6 +105,7 @@ impl Keys {
 struct Scripts {
     admit: Script,
     confirm: Script,
+    confirm_batch: Script,
     release: Script,
     pay: Script,
     unpay: Script,
@@ -128,6 +129,7 @@ impl RedisInventory {
             scripts: Scripts {
                 admit: Script::new(include_str!("lua/admit.lua")),
                 confirm: Script::new(include_str!("lua/confirm.lua")),
+                confirm_batch: Script::new(include_str!("lua/confirm_batch.lua")),
                 release: Script::new(include_str!("lua/release.lua")),
                 pay: Script::new(include_str!("lua/pay.lua")),
                 unpay: Script::new(include_str!("lua/unpay.lua")),
@@ -731,6 +733,35 @@ impl Inventory for RedisInventory {
             .arg(KEEP_SECS)
             .invoke_async(&mut self.conn())
             .await?;
+        match reply.split_first() {
+            Some((ok, rest)) if ok == "ok" && rest.len() == 6 => level(sku, rest).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn confirm_batch(
+        &self,
+        sale_id: Uuid,
+        sku: &str,
+        orders: &[Confirmation],
+    ) -> Result<Option<StockLevel>, InventoryError> {
+        if orders.is_empty() {
+            return Ok(None);
+        }
+        let k = &self.keys;
+        let mut call = self.scripts.confirm_batch.prepare_invoke();
+        call.key(k.product(sale_id, sku))
+            .key(k.deadlines(sale_id))
+            .key(k.sale(sale_id))
+            .arg(KEEP_SECS);
+        for c in orders {
+            call.key(k.order(sale_id, c.order_id))
+                .key(k.idem(sale_id, &c.user_id, &c.key))
+                .arg(c.order_id.to_string())
+                .arg(c.completed_at_ms)
+                .arg(encode_stored(&c.fingerprint, &c.answer));
+        }
+        let reply: Vec<String> = call.invoke_async(&mut self.conn()).await?;
         match reply.split_first() {
             Some((ok, rest)) if ok == "ok" && rest.len() == 6 => level(sku, rest).map(Some),
             _ => Ok(None),

@@ -2,6 +2,7 @@
 //! orders in PostgreSQL (or SQLite), written in batches.
 
 pub mod batch;
+pub mod confirm;
 pub mod export;
 pub mod postgres;
 pub mod reaper;

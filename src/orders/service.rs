@@ -8,6 +8,7 @@ use chrono::TimeDelta;
 use uuid::Uuid;
 
 use super::batch::{BatchWriter, WriteError};
+use super::confirm::Confirmer;
 use super::rebuild::{RebuildError, Rebuilder};
 use super::{Commit, CompletedOrder, Order, OrderPayment, OrderStatus, OrderStore};
 use crate::catalog::service::CatalogError;
@@ -20,8 +21,8 @@ use crate::hub::{EventBus, SaleEvent, StockPublisher};
 use crate::identity::{Identity, Role};
 use crate::inventory::sold_out::SoldOut;
 use crate::inventory::{
-    Admission, AdmitRequest, Inventory, InventoryError, LiveOrder, PayStart, Rejection,
-    ReleaseFrom, Released, ShipToSet, StockLevel, Stored,
+    Admission, AdmitRequest, Confirmation, Inventory, InventoryError, LiveOrder, PayStart,
+    Rejection, ReleaseFrom, Released, ShipToSet, StockLevel, Stored,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,7 @@ pub struct Orders {
     store: Arc<dyn OrderStore>,
     catalog: Arc<Catalog>,
     writer: BatchWriter,
+    confirmer: Confirmer,
     rebuild: Arc<Rebuilder>,
     bus: Arc<dyn EventBus>,
     stock: Arc<StockPublisher>,
@@ -172,6 +174,7 @@ impl Orders {
         store: Arc<dyn OrderStore>,
         catalog: Arc<Catalog>,
         writer: BatchWriter,
+        confirmer: Confirmer,
         rebuild: Arc<Rebuilder>,
         bus: Arc<dyn EventBus>,
         stock: Arc<StockPublisher>,
@@ -185,6 +188,7 @@ impl Orders {
             store,
             catalog,
             writer,
+            confirmer,
             rebuild,
             bus,
             stock,
@@ -379,17 +383,22 @@ impl Orders {
             }
             Ok(Commit::Committed) => {
                 self.stats.order(sale_id);
-                // Confirm and record the key's final answer in one round trip.
-                let answer = Stored::Order(to_json(&order)?);
+                // Confirmed with the rest of its batch, the key's final
+                // answer recorded in the same call.
+                let json = to_json(&order)?;
                 let confirmed = self
-                    .inventory
+                    .confirmer
                     .confirm(
                         sale_id,
-                        order.id,
                         &order.sku,
-                        order.created_at.timestamp_millis(),
-                        None,
-                        Some((&admit.fingerprint, &answer)),
+                        Confirmation {
+                            order_id: order.id,
+                            user_id: order.user_id.clone(),
+                            key: admit.key.clone(),
+                            completed_at_ms: order.created_at.timestamp_millis(),
+                            fingerprint: admit.fingerprint.clone(),
+                            answer: Stored::Order(json.clone()),
+                        },
                     )
                     .await;
                 match confirmed {
@@ -399,10 +408,7 @@ impl Orders {
                     // and a replay finds the order there.
                     Err(e) => tracing::warn!(error = %e, order_id = %order.id, "confirm deferred"),
                 }
-                return match answer {
-                    Stored::Order(json) => Ok(Some(json)),
-                    _ => Err(OrderError::Unavailable("order in progress")),
-                };
+                return Ok(Some(json));
             }
             Ok(Commit::Existing(existing)) => {
                 // Redis forgot the key but PostgreSQL did not: the first order stands.

@@ -15,6 +15,7 @@ mod fuzz;
 mod gateway;
 mod hardening;
 mod helpers;
+mod inventory;
 mod live;
 mod live_helpers;
 mod payments;

@@ -32,7 +32,10 @@ if not sale then return {'missing'} end
 local remedy = ARGV[13] == '1'
 if not remedy and redis.call('SISMEMBER', KEYS[7], ARGV[1]) == 1 then return reject('banned') end
 if not remedy and sale ~= 'live' then return reject('sale_not_live') end
-local p = redis.call('HMGET', KEYS[2], 'status', 'remaining', 'limit')
+-- Everything the answer needs is read here, so the counters are written
+-- with one HSET and the level is answered without reading them again.
+local p = redis.call('HMGET', KEYS[2], 'status', 'remaining', 'limit', 'stock', 'reserved',
+  'sold', 'ver')
 -- The node only asks for SKUs the catalog knows: a missing product is lost state.
 if not p[1] then return {'missing', s[2]} end
 if not remedy and p[1] ~= 'on_sale' then return reject('not_on_sale') end
@@ -41,9 +44,10 @@ if tonumber(p[2]) < qty then return reject('sold_out') end
 local bought = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 local limit = tonumber(p[3])
 if not remedy and bought + qty > limit then return reject('limit_exceeded', bought, limit) end
-redis.call('HINCRBY', KEYS[2], 'remaining', -qty)
-redis.call('HINCRBY', KEYS[2], 'reserved', qty)
-redis.call('HINCRBY', KEYS[2], 'ver', 1)
+local remaining = tonumber(p[2]) - qty
+local reserved = tonumber(p[5] or '0') + qty
+local ver = tonumber(p[7] or '0') + 1
+redis.call('HSET', KEYS[2], 'remaining', remaining, 'reserved', reserved, 'ver', ver)
 redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 redis.call('HSET', KEYS[6], 'st', 'reserved', 'qty', qty, 'uid', ARGV[1], 'sku', ARGV[10],
@@ -55,4 +59,4 @@ else
   redis.call('SET', KEYS[4], fp .. '\npending\n' .. ARGV[4], 'EX', ttl)
 end
 remember()
-return {'ok', s[2], unpack(redis.call('HMGET', KEYS[2], 'stock', 'remaining', 'reserved', 'sold', 'status', 'ver'))}
+return {'ok', s[2], p[4], tostring(remaining), tostring(reserved), p[6] or '0', p[1], tostring(ver)}

@@ -1,0 +1,149 @@
+//! The inventory's batch confirmation, the same on Redis and in memory:
+//! committed orders of one SKU move from reserved to sold in one step, each
+//! key gets its final answer, and a second pass changes nothing.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::helpers::TestEnv;
+use lychee_live::catalog::{ProductStatus, SaleStatus};
+use lychee_live::inventory::memory::MemoryInventory;
+use lychee_live::inventory::redis::RedisInventory;
+use lychee_live::inventory::{
+    Admission, AdmitRequest, Confirmation, Inventory, ProductSeed, SaleSeed, Stored,
+};
+use lychee_live::orders::{Order, OrderStatus};
+
+fn request(sale_id: Uuid, user: &str, qty: i64, key: &str) -> AdmitRequest {
+    let now = Utc::now();
+    AdmitRequest {
+        remedy: false,
+        sale_id,
+        user_id: user.into(),
+        key: key.into(),
+        fingerprint: format!("A:{qty}"),
+        order: Order {
+            id: Uuid::now_v7(),
+            sale_id,
+            sku: "A".into(),
+            qty,
+            unit_price_cents: 1000,
+            total_cents: 1000 * qty,
+            currency: "CNY".into(),
+            user_id: user.into(),
+            status: OrderStatus::Reserved,
+            created_at: now,
+            expires_at: None,
+            completed_at: None,
+            payment_ref: None,
+            payment: None,
+            ship_to: None,
+            fulfilment: Default::default(),
+            shipment: None,
+            claims: Vec::new(),
+        },
+        // Instant checkout: the key is pending until confirmed.
+        final_answer: None,
+        deadline_ms: now.timestamp_millis() + 60_000,
+    }
+}
+
+fn confirmation(r: &AdmitRequest) -> Confirmation {
+    Confirmation {
+        order_id: r.order.id,
+        user_id: r.user_id.clone(),
+        key: r.key.clone(),
+        completed_at_ms: r.order.created_at.timestamp_millis(),
+        fingerprint: r.fingerprint.clone(),
+        answer: Stored::Order(format!("{{\"id\":\"{}\"}}", r.order.id)),
+    }
+}
+
+async fn batch_confirmation(inv: Arc<dyn Inventory>) {
+    let sale_id = Uuid::now_v7();
+    inv.install(&SaleSeed {
+        sale_id,
+        epoch: 1,
+        status: SaleStatus::Live,
+        products: vec![ProductSeed {
+            sku: "A".into(),
+            stock: 10,
+            sold: 0,
+            per_user_limit: 5,
+            status: ProductStatus::OnSale,
+        }],
+        holdings: Vec::new(),
+        chat_seq_floor: 0,
+    })
+    .await
+    .unwrap();
+    let reqs = [
+        request(sale_id, "mei", 2, "k1"),
+        request(sale_id, "li", 1, "k2"),
+        request(sale_id, "mei", 3, "k3"),
+    ];
+    for r in &reqs {
+        assert!(matches!(
+            inv.admit(r).await.unwrap(),
+            Admission::Admitted { .. }
+        ));
+    }
+    assert_eq!(inv.held_count(sale_id).await.unwrap(), 3);
+    let mut batch: Vec<Confirmation> = reqs.iter().map(confirmation).collect();
+    // An order no node knows is skipped, not an error.
+    let mut unknown = confirmation(&request(sale_id, "wu", 1, "k9"));
+    unknown.order_id = Uuid::now_v7();
+    batch.push(unknown);
+
+    let level = inv
+        .confirm_batch(sale_id, "A", &batch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (level.stock, level.remaining, level.reserved, level.sold),
+        (10, 4, 0, 6)
+    );
+    assert_eq!(
+        inv.held_count(sale_id).await.unwrap(),
+        0,
+        "no deadlines left"
+    );
+    for r in &reqs {
+        let live = inv.order(sale_id, r.order.id).await.unwrap().unwrap();
+        assert_eq!(live.order.status, OrderStatus::Completed);
+        let (fp, stored) = inv
+            .stored_answer(sale_id, &r.user_id, &r.key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fp, r.fingerprint);
+        assert_eq!(stored, confirmation(r).answer);
+    }
+    assert_eq!(inv.stored_answer(sale_id, "wu", "k9").await.unwrap(), None);
+
+    // Again (a retry after a lost reply): nothing counted twice.
+    let again = inv
+        .confirm_batch(sale_id, "A", &batch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.remaining, again.reserved, again.sold), (4, 0, 6));
+    assert_eq!(inv.confirm_batch(sale_id, "A", &[]).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_batch_is_confirmed_in_one_step_on_redis() {
+    let env = TestEnv::production().await;
+    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
+        .await
+        .unwrap();
+    batch_confirmation(Arc::new(RedisInventory::new(conn, env.prefix().unwrap()))).await;
+}
+
+#[tokio::test]
+async fn a_batch_is_confirmed_in_one_step_in_memory() {
+    batch_confirmation(Arc::new(MemoryInventory::new())).await;
+}
