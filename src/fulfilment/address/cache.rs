@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -34,6 +34,9 @@ use crate::catalog::StoreError;
 
 /// Past this many users the map is emptied rather than scanned for the old.
 const MAX_USERS: usize = 200_000;
+/// Books read in one query at most; and the askers that may wait for one.
+const LOAD_BATCH: usize = 256;
+const LOADS: usize = 4096;
 /// Notices waiting to be published; past it a notice is dropped (the others
 /// then see the change within `ttl`).
 const OUTBOX: usize = 4096;
@@ -67,7 +70,13 @@ pub struct AddressCache {
     hearing: AtomicBool,
     node: Uuid,
     outbox: Option<mpsc::Sender<String>>,
+    /// Books not kept are read through here, many users per query.
+    loads: mpsc::Sender<Load>,
 }
+
+/// A user whose book is wanted, and where it goes (`None`: the batch's
+/// read failed, and the asker reads alone to learn why).
+type Load = (String, oneshot::Sender<Option<Arc<[Address]>>>);
 
 impl AddressCache {
     /// The cache, with its notice tasks started for `Peers::Redis` (they
@@ -85,6 +94,8 @@ impl AddressCache {
                 (Some(tx), Some(rx))
             }
         };
+        let (loads, pending) = mpsc::channel(LOADS);
+        tokio::spawn(load_loop(inner.clone(), pending));
         let cache = Arc::new(AddressCache {
             inner,
             ttl,
@@ -93,6 +104,7 @@ impl AddressCache {
             hearing: AtomicBool::new(matches!(peers, Peers::Alone)),
             node: Uuid::new_v4(),
             outbox,
+            loads,
         });
         if let (
             Peers::Redis {
@@ -127,11 +139,23 @@ impl AddressCache {
             }
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let book: Arc<[Address]> = self.inner.list(user_id).await?.into();
+        let book = self.load(user_id).await?;
         if hearing {
             self.keep(user_id, epoch, book.clone());
         }
         Ok(book)
+    }
+
+    /// The user's book from the store, read together with whatever other
+    /// books are wanted at the moment (a rush's first buys of many users).
+    async fn load(&self, user_id: &str) -> Result<Arc<[Address]>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self.loads.send((user_id.to_owned(), tx)).await.is_ok() {
+            if let Ok(Some(book)) = rx.await {
+                return Ok(book);
+            }
+        }
+        Ok(self.inner.list(user_id).await?.into())
     }
 
     fn keep(&self, user_id: &str, epoch: u64, book: Arc<[Address]>) {
@@ -237,6 +261,35 @@ impl AddressStore for AddressCache {
     }
 }
 
+async fn load_loop(inner: Arc<dyn AddressStore>, mut pending: mpsc::Receiver<Load>) {
+    let mut queued = Vec::with_capacity(LOAD_BATCH);
+    // Ends when the cache, the only sender, is gone.
+    while pending.recv_many(&mut queued, LOAD_BATCH).await > 0 {
+        let mut users: Vec<String> = queued.iter().map(|(u, _)| u.clone()).collect();
+        users.sort_unstable();
+        users.dedup();
+        match inner.books(&users).await {
+            Ok(mut books) => {
+                let empty: Arc<[Address]> = Arc::from(Vec::new());
+                let mut shared: HashMap<String, Arc<[Address]>> = HashMap::new();
+                for (user, reply) in queued.drain(..) {
+                    let book = shared
+                        .entry(user)
+                        .or_insert_with_key(|u| books.remove(u).map_or(empty.clone(), Arc::from))
+                        .clone();
+                    let _ = reply.send(Some(book));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, users = users.len(), "reading address books failed");
+                for (_, reply) in queued.drain(..) {
+                    let _ = reply.send(None);
+                }
+            }
+        }
+    }
+}
+
 async fn publish_loop(
     mut conn: redis::aio::ConnectionManager,
     channel: String,
@@ -321,6 +374,7 @@ mod tests {
     #[derive(Default)]
     struct Counting {
         reads: AtomicUsize,
+        batches: AtomicUsize,
         book: Mutex<Vec<Address>>,
     }
 
@@ -377,6 +431,19 @@ mod tests {
         async fn list(&self, _: &str) -> Result<Vec<Address>, StoreError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             Ok(self.book.lock().unwrap().clone())
+        }
+        async fn books(
+            &self,
+            users: &[String],
+        ) -> Result<HashMap<String, Vec<Address>>, StoreError> {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            let book = self.book.lock().unwrap().clone();
+            self.reads.fetch_add(users.len(), Ordering::SeqCst);
+            Ok(users
+                .iter()
+                .filter(|_| !book.is_empty())
+                .map(|u| (u.clone(), book.clone()))
+                .collect())
         }
         async fn delete(&self, _: &str, id: Uuid, _: DateTime<Utc>) -> Result<bool, StoreError> {
             self.book.lock().unwrap().retain(|a| a.id != id);
@@ -459,6 +526,24 @@ mod tests {
         cache.heard(&format!("{} mei", Uuid::new_v4()));
         cache.keep("mei", epoch, Arc::from(vec![address("stale")]));
         assert!(cache.books.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn books_wanted_at_once_are_read_in_one_query() {
+        let inner = Arc::new(Counting::default());
+        let cache = alone(inner.clone(), Duration::from_secs(60));
+        let a = address("Shantou");
+        inner.replace(vec![a.clone()]);
+        let users: Vec<String> = (0..50).map(|i| format!("user-{i}")).collect();
+        let found = futures_util::future::join_all(users.iter().map(|u| cache.default_of(u))).await;
+        assert!(found
+            .iter()
+            .all(|f| f.as_ref().unwrap().as_ref() == Some(&a)));
+        assert_eq!(inner.batches.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.reads(), 50, "each user's book was in the batch");
+        // Kept now: no more reads.
+        cache.default_of("user-7").await.unwrap();
+        assert_eq!(inner.batches.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

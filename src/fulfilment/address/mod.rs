@@ -248,6 +248,21 @@ pub trait AddressStore: Send + Sync + 'static {
     ) -> Result<Inserted, StoreError>;
     /// The user's addresses: the default first, then newest first.
     async fn list(&self, user_id: &str) -> Result<Vec<Address>, StoreError>;
+    /// `list` for several users at once (a user without addresses is
+    /// absent): one query where the backend can.
+    async fn books(
+        &self,
+        user_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<Address>>, StoreError> {
+        let mut books = std::collections::HashMap::new();
+        for u in user_ids {
+            let list = self.list(u).await?;
+            if !list.is_empty() {
+                books.insert(u.clone(), list);
+            }
+        }
+        Ok(books)
+    }
     /// Deletes the user's address `id`; `false` if they have none such.
     /// Deleting the default makes the newest remaining address the default.
     async fn delete(&self, user_id: &str, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError>;

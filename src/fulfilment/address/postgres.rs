@@ -2,6 +2,8 @@
 //! `address_books` (see the migration): changes to one book queue there,
 //! on any number of nodes, and read committed state after it.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -142,6 +144,26 @@ impl AddressStore for PgAddresses {
             .iter()
             .map(from_row)
             .collect()
+    }
+
+    async fn books(
+        &self,
+        user_ids: &[String],
+    ) -> Result<HashMap<String, Vec<Address>>, StoreError> {
+        let sql = format!(
+            "SELECT user_id, {COLUMNS} FROM addresses WHERE user_id = ANY($1) \
+             ORDER BY user_id, is_default DESC, seq DESC"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut books: HashMap<String, Vec<Address>> = HashMap::new();
+        for row in &rows {
+            let user: String = row.try_get("user_id")?;
+            books.entry(user).or_default().push(from_row(row)?);
+        }
+        Ok(books)
     }
 
     async fn delete(&self, user_id: &str, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
