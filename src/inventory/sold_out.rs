@@ -20,13 +20,32 @@ const SOLD_OUT_TTL: Duration = Duration::from_secs(1);
 pub struct SoldOut {
     /// By sale, then SKU: a buy attempt looks its flag up without allocating.
     flags: Mutex<HashMap<Uuid, HashMap<String, SoldOutFlag>>>,
+    /// SKUs whose holders are being fetched: one fetch per SKU at a time.
+    learning: Mutex<HashSet<(Uuid, String)>>,
     ttl: Duration,
+}
+
+/// Held while a SKU's holders are fetched; lets the next fetch go when dropped.
+pub struct Learning<'a> {
+    sold_out: &'a SoldOut,
+    key: (Uuid, String),
+}
+
+impl Drop for Learning<'_> {
+    fn drop(&mut self) {
+        self.sold_out
+            .learning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl Default for SoldOut {
     fn default() -> Self {
         SoldOut {
             flags: Mutex::default(),
+            learning: Mutex::default(),
             ttl: SOLD_OUT_TTL,
         }
     }
@@ -78,6 +97,22 @@ impl SoldOut {
             .is_some_and(|f| !f.stale && f.since.elapsed() < self.ttl)
     }
 
+    /// The right to fetch the SKU's holders, unless another task is at it:
+    /// at sell-out every buyer in flight is refused at once, and each
+    /// fetching the holders (a hash of every buyer) stalled Redis.
+    pub fn learner(&self, sale_id: Uuid, sku: &str) -> Option<Learning<'_>> {
+        let key = (sale_id, sku.to_owned());
+        let fresh = self
+            .learning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        fresh.then_some(Learning {
+            sold_out: self,
+            key,
+        })
+    }
+
     pub fn set(&self, sale_id: Uuid, sku: &str, ver: i64, holders: HashSet<String>) {
         let mut flags = self.flags();
         if flag(&mut flags, sale_id, sku).is_some_and(|f| f.ver > ver) {
@@ -121,9 +156,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_task_at_a_time_fetches_a_skus_holders() {
+        let flags = SoldOut::default();
+        let sale = Uuid::now_v7();
+        let first = flags.learner(sale, "A");
+        assert!(first.is_some());
+        assert!(flags.learner(sale, "A").is_none(), "another is at it");
+        assert!(flags.learner(sale, "B").is_some(), "per SKU");
+        drop(first);
+        assert!(flags.learner(sale, "A").is_some(), "free again once done");
+    }
+
+    #[test]
     fn an_expired_sold_out_flag_lets_one_attempt_through_to_refresh_it() {
         let flags = SoldOut {
             flags: Mutex::default(),
+            learning: Mutex::default(),
             // Long beside the microseconds between two calls, even on a busy machine.
             ttl: Duration::from_millis(300),
         };

@@ -551,6 +551,9 @@ impl Orders {
         if self.sold_out.is_flagged(sale_id, sku) {
             return;
         }
+        let Some(_learning) = self.sold_out.learner(sale_id, sku) else {
+            return;
+        };
         let levels = self.inventory.levels(sale_id, &[sku.to_owned()]).await;
         let Ok(Some(Some(level))) = levels.map(|l| l.into_iter().next()) else {
             return;
