@@ -484,7 +484,7 @@ async function loadProvinces() {
     for (const p of provinces) state.provinces.set(p.code, p);
     const select = $('#address-form [name=province]');
     select.replaceChildren(h('option', { value: '' }, t('address.choose_province')),
-      provinces.map((p) => h('option', { value: p.code }, lang === 'en' ? p.en : p.zh)));
+      ...provinces.map((p) => h('option', { value: p.code }, lang === 'en' ? p.en : p.zh)));
     // Conghua's own province first in mind: Guangdong is the usual answer.
     select.value = '440000';
   } catch {
