@@ -421,6 +421,16 @@ try {
     await slips.emulateMedia({ media: 'print' });
     assert.equal(await slips.isVisible('#print'), false, 'the buttons do not print');
     await slips.close();
+    // A browser that prefers English gets the slips in English (Accept-Language).
+    const english = await browser.newContext({ ...farmerPhone, locale: 'en-US' });
+    await english.addInitScript((token) => localStorage.setItem('lychee-live.host.token', token), HOST_TOKEN);
+    const enSlips = watch(await english.newPage(), 'slips (en)');
+    await enSlips.goto(`${BASE}/host/${SALE}/slips`);
+    await waitFor(enSlips, `body[data-ready="true"][data-lang="en"] .slip[data-order="${orderId}"]`, 'English slips');
+    await waitText(enSlips, '#count', /^1 slips$/);
+    await accessible(enSlips, 'slips (en)');
+    await shot(enSlips, 'slips.en.png');
+    await english.close();
   });
 
   await step('host uploads the waybill CSV: shipped, and a bad row shows its error', async () => {
@@ -550,12 +560,6 @@ try {
     }
     await waitFor(host, `#orders li[data-order="${orderId}"]`);
     await waitText(host, '#fulfilment h2', /^Shipping$/);
-    const slips = watch(await hostContext.newPage(), 'slips (en)');
-    await slips.goto(`${BASE}/host/${SALE}/slips`);
-    await waitFor(slips, `body[data-ready="true"][data-lang="en"] .slip[data-order="${orderId}"]`);
-    await accessible(slips, 'slips (en)');
-    await shot(slips, 'slips.en.png');
-    await slips.close();
     // Back to Chinese for the rest, by the same switch.
     await viewer.click('#lang');
     await viewer.waitForLoadState('load');
