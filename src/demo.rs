@@ -101,13 +101,7 @@ pub async fn seed(state: &AppState, data_dir: &Path) -> Result<Demo, StartError>
             let products = [
                 ("FZX-5KG", "妃子笑荔枝 5 kg 装", 16800, 300, None),
                 ("NMC-2_5KG", "糯米糍荔枝 2.5 kg 装", 12800, 200, None),
-                (
-                    "HONEY-500G",
-                    "荔枝蜜 500 g",
-                    6800,
-                    500,
-                    Some("2027-07-15"),
-                ),
+                ("HONEY-500G", "荔枝蜜 500 g", 6800, 500, Some("2027-07-15")),
             ];
             for (sku, name, price, stock, ships_by) in products {
                 let p = CreateProduct {
@@ -176,8 +170,9 @@ pub fn kept_tokens(
 
 /// What to open or paste to try the demo sale. No token: the links open the
 /// sign-in page with a one-time code after `#` (never sent to the server;
-/// the page exchanges it for the token), and the tokens stay in their file.
-/// The same page takes `#token=<jwt>` for links made in production.
+/// the page exchanges it for the token) and where to go after in the query
+/// (a path, no secret), and the tokens stay in their file. The same page
+/// takes `#token=<jwt>` for links made in production.
 pub fn banner(_state: &AppState, demo: &Demo, addr: SocketAddr) -> Result<String, StartError> {
     let base = format!("http://{addr}");
     let id = demo.sale_id;
@@ -203,14 +198,14 @@ pub fn banner(_state: &AppState, demo: &Demo, addr: SocketAddr) -> Result<String
     w(
         &mut s,
         format!(
-            "  host console:   {base}/signin#next=/host/{id}&signin={}",
+            "  host console:   {base}/signin?next=/host/{id}#signin={}",
             demo.host_code
         ),
     )?;
     w(
         &mut s,
         format!(
-            "  dashboard:      {base}/signin#next=/ops?sale={id}&signin={}",
+            "  dashboard:      {base}/signin?next=/ops%3Fsale%3D{id}#signin={}",
             demo.operator_code
         ),
     )?;

@@ -108,7 +108,11 @@ fn error_codes_lists_every_code_the_api_answers() {
     ];
     let mut codes: BTreeSet<String> = variants.iter().map(|v| v.code().to_owned()).collect();
     let mut sources = Vec::new();
-    files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), "rs", &mut sources);
+    files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        "rs",
+        &mut sources,
+    );
     for (name, text) in &sources {
         // The payment adapters' codes are the providers' wire codes; their
         // errors reach clients through `PaymentError`, mapped in error.rs.
@@ -161,18 +165,43 @@ fn every_key_the_pages_and_scripts_name_is_in_the_catalogues() {
             }
         }
     }
-    assert!(named.len() > 100, "the scan found only {} keys", named.len());
+    assert!(
+        named.len() > 100,
+        "the scan found only {} keys",
+        named.len()
+    );
     // Keys built at run time: the values they are built from.
     for s in [
-        "scheduled", "on_sale", "sold_out", "closed", "live", "ended", "reserved", "completed",
-        "cancelled", "expired",
+        "scheduled",
+        "on_sale",
+        "sold_out",
+        "closed",
+        "live",
+        "ended",
+        "reserved",
+        "completed",
+        "cancelled",
+        "expired",
     ] {
         named.push(("status".into(), format!("status.{s}")));
     }
-    for f in ["unfulfilled", "packed", "shipped", "delivered", "returned", "lost"] {
+    for f in [
+        "unfulfilled",
+        "packed",
+        "shipped",
+        "delivered",
+        "returned",
+        "lost",
+    ] {
         named.push(("fulfilment".into(), format!("fulfilment.{f}")));
     }
-    for k in ["spoiled", "damaged", "short_weight", "wrong_item", "not_received"] {
+    for k in [
+        "spoiled",
+        "damaged",
+        "short_weight",
+        "wrong_item",
+        "not_received",
+    ] {
         named.push(("claims".into(), format!("claim.kind.{k}")));
     }
     for s in ["open", "approved", "rejected", "settled"] {
@@ -180,7 +209,10 @@ fn every_key_the_pages_and_scripts_name_is_in_the_catalogues() {
     }
     for (lang, c) in &all {
         for (file, key) in &named {
-            assert!(c.contains_key(key), "{lang}: {file} names {key}, which is not in the catalogue");
+            assert!(
+                c.contains_key(key),
+                "{lang}: {file} names {key}, which is not in the catalogue"
+            );
         }
     }
 }
@@ -217,7 +249,12 @@ fn scripts_use_no_markup_sinks_and_hold_no_chinese() {
     let mut scripts = Vec::new();
     files(&web_dir().join("assets"), "js", &mut scripts);
     for (file, js) in &scripts {
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
             assert!(!js.contains(sink), "{file}: {sink}");
         }
         assert!(

@@ -207,11 +207,8 @@ fn page<S: Clone + Send + Sync + 'static>(file: &'static File) -> MethodRouter<S
 /// catalogue (unless the browser kept another choice).
 fn english(file: &'static File) -> &'static Variant {
     file.english.get_or_init(|| {
-        let html = String::from_utf8_lossy(file.body).replacen(
-            DEFAULT_LANG_TAG,
-            "<html lang=\"en\">",
-            1,
-        );
+        let html =
+            String::from_utf8_lossy(file.body).replacen(DEFAULT_LANG_TAG, "<html lang=\"en\">", 1);
         let body = html.into_bytes();
         let etag = etag_of(&body, "-en");
         Variant { body, etag }
@@ -438,7 +435,10 @@ mod tests {
         assert!(csp.contains("; worker-src 'none'; "), "{csp}");
         let none = Policy::new(&StreamHosts::parse::<&str>([]).unwrap());
         let none = none.header().to_str().unwrap();
-        assert!(none.contains("; media-src 'self' blob:; connect-src 'self'; "), "{none}");
+        assert!(
+            none.contains("; media-src 'self' blob:; connect-src 'self'; "),
+            "{none}"
+        );
     }
 
     #[tokio::test]
@@ -453,7 +453,9 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(res.headers()[header::VARY], "Accept-Language");
-            let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
             let html = String::from_utf8(body.to_vec()).unwrap();
             let start = html.find("<html lang=\"").unwrap() + 12;
             html[start..start + html[start..].find('"').unwrap()].to_owned()

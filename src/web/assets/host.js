@@ -130,10 +130,11 @@ function productRow(sku) {
   const r = {
     name: h('b'),
     price: h('span', { class: 'muted small' }),
+    // The labels head each figure when a phone shows the rows as cards.
     status: h('td'),
-    left: h('td', { class: 'num' }),
-    reserved: h('td', { class: 'num' }),
-    sold: h('td', { class: 'num' }),
+    left: h('td', { class: 'num', 'data-label': t('host.col_left') }),
+    reserved: h('td', { class: 'num', 'data-label': t('host.col_reserved') }),
+    sold: h('td', { class: 'num', 'data-label': t('host.col_sold') }),
     open: h('button', { class: 'btn small leaf', type: 'button', 'data-action': 'open', onclick: () => productAction(sku, 'open') }, t('host.open')),
     close: h('button', { class: 'btn small', type: 'button', 'data-action': 'close', onclick: () => productAction(sku, 'close') }, t('host.close')),
     pin: h('button', { class: 'btn small', type: 'button', 'data-action': 'pin', onclick: () => pin(sku) }, t('host.pin')),

@@ -205,6 +205,8 @@ function onFigures(saleId, f) {
       const was = before[field] ?? 0;
       const now = f[field] ?? 0;
       if (now > was) alert(saleId, key, now - was, now);
+      // Back down (shipped, answered): the cell calms down too.
+      else if (now < was) r?.[key].classList.remove('rising');
     }
   }
   if (saleId === state.saleId) onSecond(f);

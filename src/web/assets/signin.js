@@ -11,7 +11,9 @@
 import { $, t, text, usable, claims, storeFor, signInFromFragment } from './common.js';
 
 const fragment = new URLSearchParams(location.hash.slice(1));
-const next = safeNext(fragment.get('next'));
+// `next` is no secret: the banner puts it in the query, a hand-made link may
+// put it in the fragment.
+const next = safeNext(new URLSearchParams(location.search).get('next') || fragment.get('next'));
 
 /** Only a path of this site: a link must not send the user elsewhere. */
 function safeNext(path) {

@@ -64,7 +64,7 @@ async function load() {
   $('#back').href = `/host/${encodeURIComponent(saleId)}`;
   if (!usable(token)) {
     $('#signin-needed').hidden = false;
-    $('#signin-link').href = `/signin#next=${encodeURIComponent(`/host/${saleId}/slips`)}`;
+    $('#signin-link').href = `/signin?next=${encodeURIComponent(`/host/${saleId}/slips`)}`;
     return;
   }
   try {
