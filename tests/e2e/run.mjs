@@ -406,7 +406,7 @@ try {
   await step('host downloads the packing list and prints slips with a QR code per order', async () => {
     await host.click('#orders-refresh');
     await waitFor(host, `#orders li[data-order="${orderId}"]`, 'the paid order on the console');
-    await waitText(host, '#paid-total', /^1 \(¥116\.00\)$/);
+    await waitText(host, '#paid-total', /^1 \(¥116\.00\)$/, 'the one paid order');
     const [download] = await Promise.all([host.waitForEvent('download', { timeout: WAIT }), host.click('#packing-download')]);
     const csv = await readFile(await download.path(), 'utf8');
     assert.match(csv, /^order_id,completed_at,recipient,phone,province/);
@@ -473,6 +473,29 @@ try {
     await waitText(ops, '#fig-claims', /^1$/);
   });
 
+  await step('a paid box past its ships_by is late: the operator is alerted', async () => {
+    // Pre-sale produce promised for a day already past, bought and paid by
+    // another buyer through the API and the sandbox's own form.
+    const p = await rest('POST', `/api/v1/sales/${SALE}/products`, { token: HOST_TOKEN,
+      body: { sku: 'LATE-1', name: '早熟三月红', price_cents: 3000, stock: 5, ships_by: '2026-01-01' } });
+    assert.equal(p.status, 201, p.text);
+    assert.equal((await rest('POST', `/api/v1/sales/${SALE}/products/LATE-1/open`, { token: HOST_TOKEN })).status, 200);
+    const wu = await guest('Wu');
+    const a = await rest('POST', '/api/v1/me/addresses', { token: wu,
+      body: { name: '吴', phone: '13712345678', province: '440000', city: '广州', line: '果园路 2 号' } });
+    assert.equal(a.status, 201, a.text);
+    const o = await rest('POST', `/api/v1/sales/${SALE}/orders`, { token: wu, key: `wu-${Date.now()}`, body: { sku: 'LATE-1', qty: 1 } });
+    assert.equal(o.status, 201, o.text);
+    const pay = await rest('POST', `/api/v1/orders/${o.json.id}/payments`, { token: wu, body: { provider: 'sandbox' } });
+    assert.equal(pay.status, 201, pay.text);
+    const done = await fetch(new URL(pay.json.checkout.url, BASE), { method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'action=pay' });
+    assert.equal(done.status, 200, await done.text());
+    await waitFor(ops, `#alerts li[data-kind="late"][data-sale="${SALE}"]`, 'an alert for the late shipment');
+    await waitFor(ops, `#overview tr[data-sale="${SALE}"][data-late="1"]`, 'one late shipment at a glance');
+    await waitText(ops, '#fig-late', /^1$/);
+  });
+
   await step('host sees the claim with its photo and refunds through it; the viewer sees the outcome', async () => {
     await host.click('#claims-refresh');
     const claim = '#claims .claim[data-status="open"]';
@@ -499,7 +522,7 @@ try {
   });
 
   await step('operator charts move; stock per SKU; CSV export', async () => {
-    await waitText(ops, '#fig-gmv', /^¥(116|174)\.00$/, 'GMV after the payment');
+    await waitText(ops, '#fig-gmv', /^¥146\.00$/, 'GMV after the payments (116 + 30)');
     await waitFor(ops, `#stock tr[data-sku="${sku}"][data-remaining="15"]`, 'stock row');
     const [download] = await Promise.all([ops.waitForEvent('download', { timeout: WAIT }), ops.click('#csv')]);
     const csv = await readFile(await download.path(), 'utf8');
