@@ -266,6 +266,14 @@ try {
     await ops.waitForFunction(() => Number(document.querySelector('#chart-orders')?.dataset.points) >= 2, null, { timeout: WAIT });
     await waitText(ops, '#fig-gmv', /^¥0\.00$/, 'GMV at zero, as ¥0.00');
     await waitFor(ops, `#overview tr[data-sale="${SALE}"]`, 'the demo sale in the overview');
+    // A production link carries the token itself after `#`: kept, wiped from the address bar.
+    const linked = watch(await (await browser.newContext(desktop)).newPage(), 'token link');
+    await linked.goto(`${BASE}/signin#token=${OPS_TOKEN}`);
+    await linked.waitForURL(`${BASE}/ops`);
+    await waitText(linked, '#who-name', /Operator/);
+    assert.equal(await linked.evaluate(() => localStorage.getItem('lychee-live.ops.token')), OPS_TOKEN);
+    assert.ok(!(await linked.evaluate(() => history.length > 1 && location.href.includes('token='))));
+    await linked.context().close();
     // A used link is spent: opening it again asks for a sign-in.
     const again = watch(await (await browser.newContext(desktop)).newPage(), 'reused link');
     await again.goto(HOST_LINK);
@@ -615,6 +623,35 @@ try {
     await host.fill('#chat-text', '欢迎回来');
     await host.click('#chat-form button');
     await waitText(viewer, '#chat li .text', /^欢迎回来$/, 'chat after the reconnect');
+  });
+
+  await step('the player: "not live yet" with a poster, and a stream that fails leaves the shop usable', async () => {
+    const later = await rest('POST', '/api/v1/sales', { token: HOST_TOKEN,
+      body: { title: '明早开摘', stream_url: STREAM, scheduled_at: new Date(Date.now() + 86400000).toISOString() } });
+    assert.equal(later.status, 201, later.text);
+    const page = watch(await viewerContext.newPage(), 'player states');
+    await page.goto(`${BASE}/sales/${later.json.id}`);
+    await waitFor(page, '#player[data-state="not_live"]', 'not live yet');
+    await waitText(page, '#player .player-note', zh('player.not_live_at'));
+    assert.equal(await page.getAttribute('#player video', 'poster'), '/assets/poster.svg');
+    // A live sale whose HLS playlist cannot be fetched (nothing answers there).
+    const broken = await rest('POST', '/api/v1/sales', { token: HOST_TOKEN,
+      body: { title: '信号不好的直播', stream_url: 'https://stream.example.invalid/live/index.m3u8' } });
+    assert.equal(broken.status, 201, broken.text);
+    assert.equal((await rest('POST', `/api/v1/sales/${broken.json.id}/start`, { token: HOST_TOKEN })).status, 200);
+    const pr = await rest('POST', `/api/v1/sales/${broken.json.id}/products`, { token: HOST_TOKEN, body: { sku: 'S-1', name: '桂味', price_cents: 5800, stock: 5 } });
+    assert.equal(pr.status, 201, pr.text);
+    assert.equal((await rest('POST', `/api/v1/sales/${broken.json.id}/products/S-1/open`, { token: HOST_TOKEN })).status, 200);
+    await page.goto(`${BASE}/sales/${broken.json.id}`);
+    await page.locator('#player[data-state="failed"]').waitFor({ state: 'attached', timeout: 30000 });
+    await waitText(page, '#player .player-note', zh('player.failed'));
+    await waitText(page, '#conn', zh('conn.open'));
+    await page.click('[data-sku="S-1"] button[type=submit]');
+    await waitFor(page, '#orders li[data-status="reserved"]', 'bought while the stream is down');
+    await page.close();
+    // The unreachable stream's requests are logged by the browser: those alone are expected.
+    const left = takeProblems().filter((p) => !/ERR_NAME_NOT_RESOLVED|Failed to load resource/.test(p));
+    assert.deepEqual(left, [], 'no other problem');
   });
 
   assert.deepEqual(takeProblems(), [], 'no page error, console error or CSP violation');

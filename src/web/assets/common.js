@@ -400,12 +400,13 @@ export class LiveRoom {
 /**
  * Reads a Server-Sent Events stream with fetch, because EventSource cannot
  * send the Authorization header the API requires. Calls `onData(json)` per
- * `data:` event; reconnects after a drop; stops on a 401/403/404 (reported
+ * `data:` event; reconnects after a drop, backing off; stops on a 401/403/404 (reported
  * through `onState('failed', error)`). Returns a function that stops it.
  */
 export function followEvents(path, token, onData, onState = () => {}) {
   const abort = new AbortController();
   (async () => {
+    let failures = 0;
     while (!abort.signal.aborted) {
       onState('connecting');
       try {
@@ -429,6 +430,7 @@ export function followEvents(path, token, onData, onState = () => {}) {
           throw err;
         }
         onState('open');
+        failures = 0;
         await readEvents(res.body, (event, data) => {
           if (event !== 'message') return;
           try {
@@ -441,7 +443,11 @@ export function followEvents(path, token, onData, onState = () => {}) {
         if (abort.signal.aborted) return;
         onState('closed', err);
       }
-      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, 2000));
+      // Back off (1 s, 2 s, 4 s … 30 s, with jitter) so a node coming back
+      // is not met by every dashboard at once.
+      failures += 1;
+      const wait = Math.min(30000, 1000 * 2 ** Math.min(failures - 1, 5));
+      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, wait / 2 + Math.random() * wait / 2));
     }
   })();
   return () => abort.abort();

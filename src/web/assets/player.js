@@ -63,6 +63,7 @@ export class Player {
     this.video.muted = true;
     this.note = h('p', { class: 'player-note', role: 'status' });
     this.frame = null;
+    this.retried = false;
     root.replaceChildren(this.video, this.note);
     this.video.addEventListener('playing', () => this.state('playing'));
     this.video.addEventListener('error', () => this.failed());
@@ -120,6 +121,7 @@ export class Player {
       this.failed();
       return;
     }
+    this.retried = false;
     this.state('loading', t('player.loading'));
     this.timer = setTimeout(() => this.failed(), START_WITHIN_MS);
     if (kind === 'embed') {
@@ -163,10 +165,11 @@ export class Player {
       this.hls = hls;
       hls.on(Hls.Events.ERROR, (event, data) => {
         if (!data.fatal) return;
-        // A network hiccup: try again once; anything else ends it.
+        // A network hiccup: ask for the playlist once more; anything else,
+        // or a second failure, ends it (the shop below does not wait).
         if (data.type === Hls.ErrorTypes.NETWORK_ERROR && !this.retried) {
           this.retried = true;
-          hls.startLoad();
+          hls.loadSource(url);
         } else {
           this.failed();
         }
@@ -185,8 +188,14 @@ export class Player {
 
   start() {
     const p = this.video.play();
-    // A browser that refuses autoplay leaves the controls to the viewer.
-    if (p && p.catch) p.catch(() => this.state('loading', t('player.tap_to_play')));
+    // A browser that refuses autoplay leaves the controls to the viewer. A
+    // stream that failed meanwhile also rejects this promise (AbortError):
+    // that is said by failed(), not overwritten here.
+    if (p && p.catch) {
+      p.catch((err) => {
+        if (err && err.name === 'NotAllowedError' && this.root.dataset.state === 'loading') this.state('loading', t('player.tap_to_play'));
+      });
+    }
   }
 
   failed() {
