@@ -529,9 +529,35 @@ try {
     await waitText(ops, `#overview tr[data-sale="${SALE}"] td`, /^¥59\.00$/);
   });
 
+  await step('two more claims on the box: the host rejects one (with a note) and reships the other', async () => {
+    const item = `#orders li[data-order="${orderId}"]`;
+    const claimAgain = async (kind, words) => {
+      await viewer.click(`${item} button[data-action="claim"]`);
+      await viewer.selectOption(`${item} form.claim-form [name=kind]`, kind);
+      await viewer.fill(`${item} form.claim-form [name=description]`, words);
+      await viewer.click(`${item} form.claim-form button[type=submit]`);
+      await waitFor(viewer, `${item} .claim[data-status="open"]`, `the ${kind} claim`);
+      await host.click('#claims-refresh');
+      await waitFor(host, '#claims .claim[data-status="open"]', 'the new claim in the queue');
+    };
+    await claimAgain('short_weight', '好像少了 200 克');
+    const open = '#claims .claim[data-status="open"]';
+    // Rejecting needs a reason.
+    await host.click(`${open} button[data-action="reject"]`);
+    await waitText(host, `${open} .notice.error`, zh('host.claim_reject_needs_note'));
+    await host.fill(`${open} [name=note]`, '<b>称重视频显示足重</b>');
+    await host.click(`${open} button[data-action="reject"]`);
+    await waitText(viewer, `${item} .claim[data-status="rejected"] .outcome`, /^处理结果：不予受理 · <b>称重视频显示足重<\/b>$/);
+    await claimAgain('damaged', '箱子压扁了');
+    await host.click(`${open} button[data-action="reship"]`);
+    await waitFor(host, '#claims .claim[data-status="settled"] .outcome', 'the reship');
+    await waitText(viewer, `${item} .claim .outcome`, /处理结果：补发/);
+    await waitFor(viewer, `[data-sku="${sku}"][data-remaining="14"]`, 'the new box takes stock');
+  });
+
   await step('operator charts move; stock per SKU; CSV export', async () => {
     await waitText(ops, '#fig-gmv', /^¥146\.00$/, 'GMV after the payments (116 + 30)');
-    await waitFor(ops, `#stock tr[data-sku="${sku}"][data-remaining="15"]`, 'stock row');
+    await waitFor(ops, `#stock tr[data-sku="${sku}"][data-remaining="14"]`, 'stock row');
     const [download] = await Promise.all([ops.waitForEvent('download', { timeout: WAIT }), ops.click('#csv')]);
     const csv = await readFile(await download.path(), 'utf8');
     assert.match(csv, /^order_id,created_at,completed_at,user_id,sku,qty/);
@@ -551,6 +577,20 @@ try {
     await viewer.fill('#chat-text', '在吗？');
     await viewer.click('#chat-form button');
     await waitText(viewer, '#chat-error', zh('error.muted'), 'muted, in words');
+  });
+
+  await step('host restocks, closes, sets slow mode; the viewer follows', async () => {
+    await host.fill(`tr[data-sku="${sku}"] input.qty`, '10');
+    await host.click(`tr[data-sku="${sku}"] button[data-action="restock"]`);
+    await waitText(viewer, `[data-sku="${sku}"] .left`, /^剩 24 \/ 30 件$/, 'restocked');
+    await host.click(`tr[data-sku="${sku}"] button[data-action="close"]`);
+    await waitFor(viewer, `[data-sku="${sku}"][data-status="closed"]`, 'closed product');
+    assert.ok(await viewer.isDisabled(`[data-sku="${sku}"] button[type=submit]`), 'no buying a closed product');
+    await host.click(`tr[data-sku="${sku}"] button[data-action="open"]`);
+    await waitFor(viewer, `[data-sku="${sku}"][data-status="on_sale"]`, 'open again');
+    await host.fill('#slow-secs', '10');
+    await host.click('#slow-form button');
+    await waitText(viewer, '#chat-note', /每 10 秒只能发一条/, 'slow mode note');
   });
 
   await step('screenshots in Chinese; every page passes axe-core', async () => {
