@@ -454,6 +454,12 @@ try {
     await waitText(viewer, `#orders li[data-order="${orderId}"] .shipment`, /快递：顺丰速运.*SF1234567890/, 'the viewer sees courier and waybill');
     await waitText(viewer, `#orders li[data-order="${orderId}"] .journey li[aria-current="step"]`, /^已发货$/);
     await fitsWidth(host, 'host console at 360 px');
+    // Thumbs in an orchard: every button and button-like link at least 40 px tall.
+    const small = await host.evaluate(() => [...document.querySelectorAll('main button, main a.btn, main summary.btn')]
+      .filter((b) => b.offsetParent !== null && !b.closest('[hidden]'))
+      .map((b) => [b.textContent.trim(), Math.round(b.getBoundingClientRect().height)])
+      .filter(([, height]) => height < 40));
+    assert.deepEqual(small, [], 'touch targets under 40 px on the console');
   });
 
   await step('host marks it delivered; the viewer sees it', async () => {
@@ -627,6 +633,8 @@ try {
       await page.click('#lang');
       await page.waitForLoadState('load');
       await waitText(page, '#conn', name === 'host' ? en('conn.open') : en('conn.sse_open'));
+      // A few seconds of the charts, so the picture shows lines, not a dot.
+      if (name === 'ops') await ops.waitForFunction(() => Number(document.querySelector('#chart-orders')?.dataset.points) >= 8, null, { timeout: WAIT });
       assert.equal(await page.evaluate(() => document.documentElement.lang), 'en');
       await accessible(page, `${name} (en)`);
       await shot(page, `${name}.en.png`);
@@ -688,6 +696,13 @@ try {
     await waitText(page, '#conn', zh('conn.open'));
     await page.click('[data-sku="S-1"] button[type=submit]');
     await waitFor(page, '#orders li[data-status="reserved"]', 'bought while the stream is down');
+    // How each kind of URL is played: HLS, MP4, a platform's page; nothing else.
+    const kinds = await page.evaluate(async () => {
+      const { kindOf } = await import('/assets/player.js');
+      return ['https://cdn.example/live/a.m3u8', 'https://cdn.example/v/a.MP4?x=1', 'https://live.douyin.com/123',
+        '/demo/index.m3u8', 'http://cdn.example/a.m3u8', '/sales/1', 'javascript:alert(1)'].map(kindOf);
+    });
+    assert.deepEqual(kinds, ['hls', 'mp4', 'embed', 'hls', null, null, null]);
     await page.close();
     // The unreachable stream's requests are logged by the browser: those alone are expected.
     const left = takeProblems().filter((p) => !/ERR_NAME_NOT_RESOLVED|Failed to load resource/.test(p));

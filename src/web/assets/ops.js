@@ -173,7 +173,7 @@ function overviewRow(s) {
     r = {
       title: h('button', { class: 'link', type: 'button', onclick: () => choose(s.id) }),
       viewers: h('td', { class: 'num' }, '–'), orders: h('td', { class: 'num' }, '–'), gmv: h('td', { class: 'num' }, '–'),
-      late: h('td', { class: 'num late' }, '–'), claims: h('td', { class: 'num claims' }, '–'), refunds: h('td', { class: 'num' }, '–'),
+      late: h('td', { class: 'num late-count' }, '–'), claims: h('td', { class: 'num claims-count' }, '–'), refunds: h('td', { class: 'num' }, '–'),
     };
     r.root = h('tr', { 'data-sale': s.id }, h('td', {}, r.title), r.viewers, r.orders, r.gmv, r.late, r.claims, r.refunds);
     state.rows.set(s.id, r);
