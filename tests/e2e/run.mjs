@@ -24,6 +24,7 @@ import assert from 'node:assert/strict';
 import { readFile, copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { execFileSync } from 'node:child_process';
 
 const env = (name) => {
   const v = process.env[name];
@@ -733,6 +734,26 @@ try {
     await host.fill('#token', HOST_TOKEN);
     await host.click('#token-form button');
     await waitText(host, '#conn', en('conn.open'));
+  });
+
+  await step('a token that expires while the page is open asks for a sign-in again', async () => {
+    const short = execFileSync(env('E2E_BIN'), ['token', '--role', 'operator', '--sub', 'demo-operator', '--name', 'Short', '--ttl', '6s',
+      '--data-dir', env('E2E_DATA_DIR')], { encoding: 'utf8' }).trim();
+    const context = await browser.newContext(desktop);
+    const streams = [];
+    context.on('request', (r) => { if (r.url().includes('/dashboard')) streams.push(Date.now()); });
+    const page = watch(await context.newPage(), 'expiring operator');
+    await page.goto(`${BASE}/ops?sale=${SALE}`);
+    await page.fill('#token', short);
+    await page.click('#token-form button');
+    await waitText(page, '#conn', zh('conn.sse_open'));
+    await page.locator('#token-form:not([hidden])').waitFor({ state: 'attached', timeout: 20000 });
+    await waitText(page, '#token-error', zh('signin.expired'), 'asked to sign in again');
+    const asked = Date.now();
+    await page.waitForTimeout(4000);
+    assert.ok(streams.every((t) => t < asked + 500), 'no stream opened again with the expired token');
+    await context.close();
+    takeProblems(); // a refused stream, if the server answered 401 first, is logged by the browser
   });
 
   await step('no token ever rode in a URL the server saw, but the socket\'s access_token', async () => {
