@@ -461,6 +461,8 @@ try {
       .map((b) => [b.textContent.trim(), Math.round(b.getBoundingClientRect().height)])
       .filter(([, height]) => height < 40));
     assert.deepEqual(small, [], 'touch targets under 40 px on the console');
+    const bar = await host.evaluate(() => { const n = document.querySelector('.top nav'); return [n.scrollWidth, n.clientWidth]; });
+    assert.ok(bar[0] <= bar[1], `the top bar fits at 360 px: ${bar}`);
   });
 
   await step('host marks it delivered; the viewer sees it', async () => {
