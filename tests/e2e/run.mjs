@@ -676,6 +676,25 @@ try {
     await waitText(viewer, '#chat li .text', /^欢迎回来$/, 'chat after the reconnect');
   });
 
+  await step('host creates a sale in the lobby and goes live from the phone', async () => {
+    await host.goto(`${BASE}/host`);
+    await waitFor(host, '#lobby:not([hidden])');
+    await host.fill('#sale-form [name=title]', '<b>晚市</b> 荔枝专场');
+    await host.fill('#sale-form [name=description]', XSS);
+    await host.fill('#sale-form [name=stream_url]', STREAM);
+    await host.click('#sale-form button[type=submit]');
+    await host.waitForURL(/\/host\/[0-9a-f-]{36}$/);
+    await waitText(host, '#title', /^<b>晚市<\/b> 荔枝专场$/);
+    await waitFor(host, '#status [data-status="scheduled"]');
+    await host.click('#start');
+    await waitFor(host, '#status [data-status="live"]', 'live');
+    assert.equal(await host.isVisible('#end'), true);
+    await accessible(host, 'host console of a new sale');
+    await noScriptRan(host, 'host lobby');
+    await host.goto(`${BASE}/host/${SALE}`);
+    await waitFor(host, `#orders li[data-order="${orderId}"]`);
+  });
+
   await step('the player: "not live yet" with a poster, and a stream that fails leaves the shop usable', async () => {
     const later = await rest('POST', '/api/v1/sales', { token: HOST_TOKEN,
       body: { title: '明早开摘', stream_url: STREAM, scheduled_at: new Date(Date.now() + 86400000).toISOString() } });
