@@ -490,6 +490,49 @@ mod tests {
         assert_eq!(names.len(), ASSETS.len());
     }
 
+    /// What the pages and scripts load is served: a renamed file would
+    /// otherwise break a page only in a browser.
+    #[tokio::test]
+    async fn every_file_a_page_or_script_loads_is_served() {
+        let mut wanted = Vec::new();
+        let quoted = |text: &str, prefix: &str| -> Vec<String> {
+            text.match_indices(prefix)
+                .filter_map(|(i, _)| {
+                    let rest = &text[i + prefix.len()..];
+                    rest.find(['"', '\'']).map(|end| rest[..end].to_owned())
+                })
+                .collect()
+        };
+        for file in PAGES {
+            let html = std::str::from_utf8(file.body).unwrap();
+            for prefix in ["src=\"/", "href=\"/assets/", "href=\"/vendor/"] {
+                wanted.extend(quoted(html, prefix).into_iter().map(|p| {
+                    let base = prefix
+                        .trim_start_matches("src=\"")
+                        .trim_start_matches("href=\"");
+                    format!("{}{p}", if base.starts_with('/') { base } else { "/" })
+                }));
+            }
+        }
+        for file in ASSETS
+            .iter()
+            .filter(|f| f.content_type == JS && f.name.starts_with("assets/"))
+        {
+            let js = std::str::from_utf8(file.body).unwrap();
+            wanted.extend(
+                quoted(js, "from './")
+                    .into_iter()
+                    .map(|p| format!("/assets/{p}")),
+            );
+            wanted.extend(quoted(js, "import('/").into_iter().map(|p| format!("/{p}")));
+            wanted.extend(quoted(js, "from '/").into_iter().map(|p| format!("/{p}")));
+        }
+        assert!(wanted.len() > 20, "{wanted:?}");
+        for uri in wanted {
+            assert_eq!(get(&uri, None).await.status(), StatusCode::OK, "{uri}");
+        }
+    }
+
     /// The policy forbids inline code; a page that had some would break.
     #[test]
     fn pages_have_no_inline_scripts_styles_or_handlers() {

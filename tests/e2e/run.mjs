@@ -251,6 +251,22 @@ try {
     assert.equal(english.headers.get('vary'), 'Accept-Language');
   });
 
+  await step('times in Asia/Shanghai unless the browser names its own zone; prices as ¥168.00', async () => {
+    for (const [timezoneId, expected] of [['UTC', 'Asia/Shanghai'], ['Asia/Shanghai', 'Asia/Shanghai'], ['Europe/Berlin', 'Europe/Berlin']]) {
+      const context = await browser.newContext({ locale: 'zh-CN', timezoneId });
+      const page = await context.newPage();
+      await page.goto(`${BASE}/signin`);
+      const got = await page.evaluate(async () => {
+        const i = await import('/assets/i18n.js');
+        return { zone: i.zone, time: i.time('2026-07-01T04:05:06Z'), money: i.money(16800) };
+      });
+      assert.equal(got.zone, expected, timezoneId);
+      assert.equal(got.money, '¥168.00');
+      if (expected === 'Asia/Shanghai') assert.equal(got.time, '12:05:06');
+      await context.close();
+    }
+  });
+
   await step('host and operator sign in through the banner\'s links', async () => {
     // The code after `#` never reaches the server; `next` is only a path.
     assert.match(HOST_LINK, /\/signin\?next=\/host\/[0-9a-f-]+#signin=[0-9a-f]{32}$/);
