@@ -460,7 +460,11 @@ try {
     await english.close();
   });
 
-  await step('host uploads the waybill CSV: shipped, and a bad row shows its error', async () => {
+  await step('host marks the box packed, uploads the waybill CSV: shipped, and a bad row shows its error', async () => {
+    // Packed first (the box is taped, the courier not here yet): the buyer sees it.
+    await host.click(`#orders li[data-order="${orderId}"] button[data-action="packed"]`);
+    await waitFor(host, `#orders li[data-order="${orderId}"][data-fulfilment="packed"]`, 'packed on the console');
+    await waitText(viewer, `#orders li[data-order="${orderId}"] .journey li[aria-current="step"]`, /^已打包$/, 'packed on the viewer page');
     const sheet = `order_id,courier,waybill\n${orderId},顺丰速运,SF1234567890\n<script>window.__xss=1</script>,<b>EMS</b>,EMS-1\n`;
     await host.setInputFiles('#waybill-file', { name: 'waybills.csv', mimeType: 'text/csv', buffer: Buffer.from(sheet) });
     await host.click('#waybill-form button[type=submit]');
