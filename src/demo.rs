@@ -15,7 +15,8 @@ use crate::http::AppState;
 use crate::identity::{signin, Identity, Minted, Role, TokenKeys};
 use crate::StartError;
 
-pub const TITLE: &str = "Conghua lychee harvest";
+/// Chinese first, as the farmers who run such sales write them.
+pub const TITLE: &str = "从化荔枝开摘 · Conghua lychee harvest";
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The demo's tokens, in the data dir.
 pub const TOKENS_FILE: &str = "tokens.json";
@@ -47,7 +48,7 @@ fn seed_err(e: impl std::fmt::Display) -> StartError {
 fn host() -> Identity {
     Identity {
         user_id: "demo-host".into(),
-        name: Some("Farmer Chen".into()),
+        name: Some("陈伯 Farmer Chen".into()),
         role: Role::Host,
     }
 }
@@ -55,7 +56,7 @@ fn host() -> Identity {
 fn operator() -> Identity {
     Identity {
         user_id: "demo-operator".into(),
-        name: Some("Operator".into()),
+        name: Some("运营 Operator".into()),
         role: Role::Operator,
     }
 }
@@ -77,10 +78,10 @@ pub async fn seed(state: &AppState, data_dir: &Path) -> Result<Demo, StartError>
     let sale_id = match existing {
         Some(id) => id,
         None => {
-            let new = CreateSale {
+            let mut new = CreateSale {
                 title: TITLE.into(),
                 description: Some(
-                    "Fresh from the orchards of Conghua, picked this morning.".into(),
+                    "从化果园今早现摘，当天发货。Fresh from the orchards of Conghua, picked this morning.".into(),
                 ),
                 scheduled_at: None,
                 checkout: None,
@@ -89,19 +90,18 @@ pub async fn seed(state: &AppState, data_dir: &Path) -> Result<Demo, StartError>
             }
             .validate(&state.stream_hosts)
             .map_err(seed_err)?;
+            // The node's own short test broadcast, so the viewer page's
+            // player has something to play without any network. Set after
+            // validation, which admits only https URLs on streaming hosts:
+            // a sale made through the API never has a path here.
+            new.stream_url = Some(crate::web::DEMO_STREAM.into());
             let sale = catalog.create_sale(&host, new).await.map_err(seed_err)?;
             let id = sale.record.id;
             catalog.start(&host, id).await.map_err(seed_err)?;
             let products = [
-                ("FZX-5KG", "Feizixiao lychee 5 kg box", 16800, 300, None),
-                ("NMC-2_5KG", "Nuomici lychee 2.5 kg box", 12800, 200, None),
-                (
-                    "HONEY-500G",
-                    "Lychee honey 500 g",
-                    6800,
-                    500,
-                    Some("2027-07-15"),
-                ),
+                ("FZX-5KG", "妃子笑荔枝 5 kg 装", 16800, 300, None),
+                ("NMC-2_5KG", "糯米糍荔枝 2.5 kg 装", 12800, 200, None),
+                ("HONEY-500G", "荔枝蜜 500 g", 6800, 500, Some("2027-07-15")),
             ];
             for (sku, name, price, stock, ships_by) in products {
                 let p = CreateProduct {
@@ -168,8 +168,11 @@ pub fn kept_tokens(
     Ok(tokens)
 }
 
-/// What to open or paste to try the demo sale. No token: the links carry
-/// one-time sign-in codes, and the tokens stay in their file.
+/// What to open or paste to try the demo sale. No token: the links open the
+/// sign-in page with a one-time code after `#` (never sent to the server;
+/// the page exchanges it for the token) and where to go after in the query
+/// (a path, no secret), and the tokens stay in their file. The same page
+/// takes `#token=<jwt>` for links made in production.
 pub fn banner(_state: &AppState, demo: &Demo, addr: SocketAddr) -> Result<String, StartError> {
     let base = format!("http://{addr}");
     let id = demo.sale_id;
@@ -195,14 +198,14 @@ pub fn banner(_state: &AppState, demo: &Demo, addr: SocketAddr) -> Result<String
     w(
         &mut s,
         format!(
-            "  host console:   {base}/host/{id}#signin={}",
+            "  host console:   {base}/signin?next=/host/{id}#signin={}",
             demo.host_code
         ),
     )?;
     w(
         &mut s,
         format!(
-            "  dashboard:      {base}/ops?sale={id}#signin={}",
+            "  dashboard:      {base}/signin?next=/ops%3Fsale%3D{id}#signin={}",
             demo.operator_code
         ),
     )?;

@@ -16,6 +16,35 @@ use crate::orders::OrderError;
 use crate::payments::PaymentError;
 use crate::uploads::UploadError;
 
+/// Every `code` a client may see, REST and WebSocket (contract sections 2
+/// and 6): the pages have a message for each in every language, and a test
+/// in `src/web` fails when one is missing here or there.
+pub const ERROR_CODES: &[&str] = &[
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "sold_out",
+    "limit_exceeded",
+    "not_on_sale",
+    "sale_not_live",
+    "duplicate_sku",
+    "reservation_expired",
+    "invalid_state",
+    "undeliverable",
+    "address_required",
+    "banned",
+    "payload_too_large",
+    "unsupported_media_type",
+    "idempotency_mismatch",
+    "rate_limited",
+    "unavailable",
+    "internal",
+    "muted",
+    "slow_mode",
+    "invalid_message",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]

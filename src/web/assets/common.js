@@ -3,7 +3,12 @@
 // Rule of every page: data from users or the API goes into the document as
 // text (text nodes, textContent, attributes set one by one), never as HTML.
 // The Content-Security-Policy would stop an injected script anyway; this
-// keeps injected markup from even appearing.
+// keeps injected markup from even appearing. Words come from the
+// catalogues (i18n.js), never from strings here.
+
+import { t, has, money, number, time, dateTime, day, lang } from './i18n.js';
+
+export { t, money, number, time, dateTime, day, lang };
 
 export const API = '/api/v1';
 
@@ -70,22 +75,23 @@ function noteServerDate(res) {
 /** The server's idea of now, in ms. */
 export const serverNow = () => Date.now() + skewMs;
 
-async function send(path, { method = 'GET', token, body, idempotencyKey, accept } = {}) {
+async function send(path, { method = 'GET', token, body, raw, contentType, idempotencyKey, accept } = {}) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (raw !== undefined && contentType) headers['Content-Type'] = contentType;
   if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
   if (accept) headers.Accept = accept;
   let res;
   try {
-    res = await fetch(API + path, {
+    res = await fetch(path.startsWith('/api/') ? path : API + path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
       cache: 'no-store',
     });
   } catch {
-    throw new ApiError(0, 'network', 'the server cannot be reached; check the connection and retry');
+    throw new ApiError(0, 'network', '');
   }
   noteServerDate(res);
   if (!res.ok) {
@@ -114,25 +120,24 @@ export async function apiText(path, options) {
   return (await send(path, options)).text();
 }
 
-/** A sentence for an error, with its code, for the page. */
+/** Calls the API for bytes (an upload's photo). */
+export async function apiBlob(path, options) {
+  return (await send(path, options)).blob();
+}
+
+/**
+ * A sentence for an error in the page's language, with its code (for
+ * whoever helps the user). Every code of the API has its message in each
+ * catalogue (`error.<code>`; a Rust test checks it); an unknown one shows
+ * the server's words.
+ */
 export function describe(err) {
-  if (!(err instanceof ApiError)) return String(err && err.message ? err.message : err);
+  if (!(err instanceof ApiError)) return t('error.unknown', { message: String(err && err.message ? err.message : err) });
   const e = err.extra || {};
-  const why = {
-    sold_out: 'Sold out: fewer left than you asked for.',
-    limit_exceeded: e.limit != null ? `Limit reached: at most ${e.limit} per buyer, you hold ${e.bought}.` : 'Limit reached for this product.',
-    not_on_sale: 'Not on sale right now.',
-    sale_not_live: 'This sale is not live.',
-    reservation_expired: 'The reservation expired; the stock went back on sale.',
-    banned: 'You are banned from this sale.',
-    unauthorized: 'Your sign-in is missing, invalid or expired: sign in again.',
-    forbidden: 'Not allowed with this token.',
-    rate_limited: `Too fast: try again${e.retry_after ? ` in ${e.retry_after} s` : ' in a moment'}.`,
-    muted: null,
-    slow_mode: null,
-    unavailable: 'The service is busy; try again.',
-  }[err.code];
-  return `${why || err.message} (${err.code})`;
+  const values = { limit: e.limit ?? '?', bought: e.bought ?? '?', secs: e.retry_after ?? 1, message: err.message || '' };
+  const key = `error.${err.code}`;
+  const words = has(key) ? t(key, values) : t('error.unknown', values);
+  return `${words} (${err.code})`;
 }
 
 // ---------------------------------------------------------------- identity
@@ -165,35 +170,64 @@ export function usable(token) {
   return !!c && typeof c.exp === 'number' && c.exp * 1000 > Date.now();
 }
 
+/** The store a token of `role` belongs in: one per kind of page. */
+export function storeFor(role) {
+  return tokenStore(role === 'operator' ? 'ops' : role === 'host' ? 'host' : 'viewer');
+}
+
 /**
- * Wires a page's "paste a token" card: `#token-form`, `#token`, `#who`,
- * `#sign-out`. Calls `onChange(token|null)` at start and on every change.
+ * Calls `onExpired` when `token` expires (at once if it has), so a page
+ * asks for a new sign-in instead of failing call after call. Returns a
+ * function that cancels the watch.
+ */
+export function whenExpired(token, onExpired) {
+  const c = claims(token);
+  const left = c && typeof c.exp === 'number' ? c.exp * 1000 - Date.now() : 0;
+  // setTimeout overflows past 2^31 ms (24.8 days): check again then.
+  const timer = setTimeout(() => (usable(token) ? whenExpired(token, onExpired) : onExpired()), Math.min(Math.max(0, left), 2 ** 31 - 1));
+  return () => clearTimeout(timer);
+}
+
+/**
+ * Wires a page's sign-in card: `#token-form`, `#token`, `#who`,
+ * `#sign-out`, `#token-error`. Calls `onChange(token|null)` at start and on
+ * every change; when the token expires (or the server refuses it: call the
+ * returned `expired()`), the card asks for a sign-in again.
  */
 export function tokenCard(store, onChange, { roles } = {}) {
   const form = $('#token-form');
   const who = $('#who');
-  const show = () => {
+  let unwatch = () => {};
+  const show = (why = '') => {
     const token = store.get();
     const ok = usable(token);
+    if (token && !ok) store.clear();
     form.hidden = ok;
     who.hidden = !ok;
+    text($('#token-error'), why || (token && !ok ? t('signin.expired') : ''));
+    unwatch();
     if (ok) {
       const c = claims(token);
       text($('#who-name'), c.name || c.sub);
-      text($('#who-role'), c.role);
+      text($('#who-role'), t(`role.${c.role}`));
       const wrong = roles && !roles.includes(c.role);
-      text($('#who-warning'), wrong ? `This page needs a ${roles.join(' or ')} token.` : '');
+      text($('#who-warning'), wrong ? t('signin.wrong_role', { roles: roles.map((r) => t(`role.${r}`)).join(' / ') }) : '');
+      unwatch = whenExpired(token, () => expired());
     }
     onChange(ok ? token : null);
+  };
+  const expired = () => {
+    store.clear();
+    show(t('signin.expired'));
+    $('#token')?.focus();
   };
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const value = $('#token').value.trim();
     if (!usable(value)) {
-      text($('#token-error'), 'That is not a valid, unexpired token.');
+      text($('#token-error'), t('signin.invalid_token'));
       return;
     }
-    text($('#token-error'), '');
     $('#token').value = '';
     store.set(value);
     show();
@@ -202,24 +236,35 @@ export function tokenCard(store, onChange, { roles } = {}) {
     store.clear();
     show();
   });
-  const code = new URLSearchParams(location.hash.slice(1)).get('signin');
-  if (code) signInWith(store, code).finally(show);
-  else show();
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get('signin') || fragment.get('token')) {
+    signInFromFragment(fragment).then((r) => show(r.error || ''));
+  } else show();
+  return { expired };
 }
 
 /**
- * A sign-in link of the embedded node's banner (`#signin=<code>`): the
- * one-time code is exchanged for its token, which the store keeps. The code
- * leaves the address bar at once; it is spent either way.
+ * A sign-in link: `#token=<jwt>` (a link made in production) or
+ * `#signin=<code>` (the embedded banner's one-time code, exchanged for its
+ * token). Either leaves the address bar at once: a fragment never reaches
+ * the server, and should not stay in the history either. The token goes in
+ * the store of its role. Resolves to `{ token, role }` or `{ error }`.
  */
-async function signInWith(store, code) {
+export async function signInFromFragment(fragment) {
   history.replaceState(null, '', location.pathname + location.search);
-  try {
-    const { token } = await api('/signin', { method: 'POST', body: { code } });
-    store.set(token);
-  } catch (err) {
-    text($('#token-error'), `This sign-in link did not work (${describe(err)}); paste a token instead.`);
+  let token = fragment.get('token');
+  const code = fragment.get('signin');
+  if (!token && code) {
+    try {
+      token = (await api('/signin', { method: 'POST', body: { code } })).token;
+    } catch (err) {
+      return { error: t('signin.link_failed', { why: describe(err) }) };
+    }
   }
+  if (!usable(token)) return { error: t('signin.invalid_token') };
+  const role = claims(token).role;
+  storeFor(role).set(token);
+  return { token, role };
 }
 
 // ---------------------------------------------------------------- formatting
@@ -228,14 +273,6 @@ export function randomId() {
   // getRandomValues works on plain-http deployments too (randomUUID needs a secure context).
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-export function money(cents, currency = 'CNY') {
-  try {
-    return new Intl.NumberFormat(undefined, { style: 'currency', currency }).format(cents / 100);
-  } catch {
-    return `${(cents / 100).toFixed(2)} ${currency}`;
-  }
 }
 
 /** `m:ss` (or `h:mm:ss`) of a duration in ms, floored at zero. */
@@ -247,61 +284,12 @@ export function clock(ms) {
   return hh ? `${hh}:${String(mm).padStart(2, '0')}:${ss}` : `${mm}:${ss}`;
 }
 
-export function time(value) {
-  const d = new Date(value);
-  return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-}
+/** The words of a sale's, product's or order's status. */
+export const statusLabel = (status) => (has(`status.${status}`) ? t(`status.${status}`) : status);
 
-export const STATUS_LABEL = {
-  scheduled: 'Coming soon',
-  on_sale: 'On sale',
-  sold_out: 'Sold out',
-  closed: 'Closed',
-  live: 'Live',
-  ended: 'Ended',
-  reserved: 'Reserved',
-  completed: 'Paid',
-  cancelled: 'Cancelled',
-  expired: 'Expired',
-};
-
-export function badge(status) {
-  return h('span', { class: `badge ${status}` }, STATUS_LABEL[status] || status);
-}
-
-/** Whether `url` may be shown in the video frame: https, and not this site. */
-export function embeddable(url) {
-  try {
-    const u = new URL(url);
-    // allow-scripts + allow-same-origin would un-sandbox a page of our own origin.
-    return u.protocol === 'https:' && u.origin !== location.origin;
-  } catch {
-    return false;
-  }
-}
-
-/** Shows the sale's broadcast in `container` (a sandboxed frame), or hides it. */
-export function showVideo(container, url) {
-  if (!url || !embeddable(url)) {
-    container.hidden = true;
-    container.replaceChildren();
-    return;
-  }
-  const current = container.querySelector('iframe');
-  if (current && current.src === url) return;
-  container.replaceChildren(
-    h('iframe', {
-      src: url,
-      title: 'Live broadcast',
-      // Enough for a video player; no forms, popups or navigating this page.
-      sandbox: 'allow-scripts allow-same-origin allow-presentation',
-      allow: 'autoplay; fullscreen; picture-in-picture',
-      allowfullscreen: true,
-      referrerpolicy: 'no-referrer',
-      loading: 'lazy',
-    }),
-  );
-  container.hidden = false;
+export function badge(status, prefix = 'status') {
+  const key = `${prefix}.${status}`;
+  return h('span', { class: `badge ${status}`, 'data-status': status }, has(key) ? t(key) : status);
 }
 
 // ---------------------------------------------------------------- live room
@@ -385,7 +373,7 @@ export class LiveRoom {
       }
     }
     if (this.stopped) return;
-    this.onState('closed');
+    this.onState('closed', this.failures);
     // 1001: the node is going away, another one is ready at once.
     const base = code === 1001 ? 250 : Math.min(30000, 1000 * 2 ** Math.min(this.failures - 1, 5));
     setTimeout(() => !this.stopped && this.connect(), base + Math.random() * base);
@@ -412,12 +400,13 @@ export class LiveRoom {
 /**
  * Reads a Server-Sent Events stream with fetch, because EventSource cannot
  * send the Authorization header the API requires. Calls `onData(json)` per
- * `data:` event; reconnects after a drop; stops on a 401/403/404 (reported
+ * `data:` event; reconnects after a drop, backing off; stops on a 401/403/404 (reported
  * through `onState('failed', error)`). Returns a function that stops it.
  */
 export function followEvents(path, token, onData, onState = () => {}) {
   const abort = new AbortController();
   (async () => {
+    let failures = 0;
     while (!abort.signal.aborted) {
       onState('connecting');
       try {
@@ -441,6 +430,7 @@ export function followEvents(path, token, onData, onState = () => {}) {
           throw err;
         }
         onState('open');
+        failures = 0;
         await readEvents(res.body, (event, data) => {
           if (event !== 'message') return;
           try {
@@ -453,7 +443,11 @@ export function followEvents(path, token, onData, onState = () => {}) {
         if (abort.signal.aborted) return;
         onState('closed', err);
       }
-      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, 2000));
+      // Back off (1 s, 2 s, 4 s … 30 s, with jitter) so a node coming back
+      // is not met by every dashboard at once.
+      failures += 1;
+      const wait = Math.min(30000, 1000 * 2 ** Math.min(failures - 1, 5));
+      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, wait / 2 + Math.random() * wait / 2));
     }
   })();
   return () => abort.abort();
@@ -538,10 +532,10 @@ export function csvRecords(input) {
  * Fetches the sale's completed orders as CSV (with the Authorization header,
  * which a plain link cannot send) and offers it as a file download.
  */
-export async function downloadCsv(saleId, token) {
-  const body = await apiText(`/sales/${encodeURIComponent(saleId)}/orders.csv`, { token, accept: 'text/csv' });
+export async function downloadCsv(saleId, token, list = 'orders') {
+  const body = await apiText(`/sales/${encodeURIComponent(saleId)}/${list}.csv`, { token, accept: 'text/csv' });
   const url = URL.createObjectURL(new Blob([body], { type: 'text/csv' }));
-  const a = h('a', { href: url, download: `sale-${saleId}-orders.csv`, hidden: true });
+  const a = h('a', { href: url, download: `sale-${saleId}-${list}.csv`, hidden: true });
   document.body.append(a);
   a.click();
   a.remove();

@@ -1,6 +1,6 @@
 // `/`: the live sales, each linking to its viewer page and its host console.
 
-import { $, h, api, describe, badge, money, text } from './common.js';
+import { $, h, t, api, describe, badge, money, number, text } from './common.js';
 
 function item(sale) {
   const products = sale.products || [];
@@ -8,12 +8,13 @@ function item(sale) {
   const prices = products.map((p) => p.price_cents);
   const from = prices.length ? money(Math.min(...prices), products[0].currency) : null;
   return h('li', { class: 'card sale-item', 'data-sale': sale.id },
-    h('div', { class: 'row' }, badge(sale.status), h('span', { class: 'muted small' }, `${products.length} products · ${left.toLocaleString()} left`, from ? ` · from ${from}` : '')),
+    h('div', { class: 'row' }, badge(sale.status), h('span', { class: 'muted small' },
+      t('home.summary', { products: products.length, left: number(left) }), from ? ` · ${t('home.from', { price: from })}` : '')),
     h('h2', {}, sale.title),
     sale.description ? h('p', { class: 'desc' }, sale.description) : null,
     h('div', { class: 'row' },
-      h('a', { class: 'btn primary', href: `/sales/${encodeURIComponent(sale.id)}` }, 'Watch and buy'),
-      h('a', { class: 'btn small', href: `/host/${encodeURIComponent(sale.id)}` }, 'Host console')));
+      h('a', { class: 'btn primary', href: `/sales/${encodeURIComponent(sale.id)}`, 'data-link': 'viewer' }, t('home.watch')),
+      h('a', { class: 'btn small', href: `/host/${encodeURIComponent(sale.id)}`, 'data-link': 'host' }, t('home.host_console'))));
 }
 
 async function refresh() {
@@ -23,7 +24,7 @@ async function refresh() {
     $('#empty').hidden = sales.length > 0;
     text($('#error'), '');
   } catch (err) {
-    text($('#error'), `Could not load the sales: ${describe(err)}`);
+    text($('#error'), t('home.load_failed', { why: describe(err) }));
   }
 }
 

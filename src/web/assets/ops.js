@@ -1,16 +1,21 @@
-// `/ops`: the operators' dashboard. Live sales; for the chosen one, the
-// per-second figures of `GET /sales/{id}/dashboard` (SSE, read with fetch
-// because EventSource cannot send the Authorization header), charted with
-// uPlot, the stock per SKU, and the CSV export.
+// `/ops`: the operators' dashboard. Every live sale at a glance (viewers,
+// orders a second, GMV, late shipments, open claims, refunds), each from its
+// own `GET /sales/{id}/dashboard` stream (SSE, read with fetch because
+// EventSource cannot send the Authorization header), with an alert when a
+// sale's late or open-claim count rises; for the chosen sale, the figures
+// charted with uPlot, the stock per SKU, and the CSV export.
 
 import {
-  $, h, text, api, describe, tokenStore, tokenCard, money, followEvents, downloadCsv,
+  $, h, t, text, api, describe, tokenStore, tokenCard, money, number, followEvents, downloadCsv,
 } from './common.js';
 
 const store = tokenStore('ops');
 /** Points kept per chart: five minutes at one a second. */
 const WINDOW = 300;
 const CHART_HEIGHT = 170;
+/** A user may hold 5 dashboard streams per node (the server's cap). */
+const MAX_STREAMS = 5;
+const ALERTS_KEPT = 20;
 
 const state = {
   token: null,
@@ -20,6 +25,11 @@ const state = {
   charts: null,
   series: null, // { x: [], orders: [], ... } parallel arrays
   stockRows: new Map(),
+  sales: [], // the live sales
+  streams: new Map(), // sale id -> stop()
+  latest: new Map(), // sale id -> last figures
+  rows: new Map(), // sale id -> overview row elements
+  card: null,
 };
 
 let errorTimer;
@@ -31,7 +41,7 @@ function fail(err) {
 
 const currency = () => state.sale?.products?.[0]?.currency || 'CNY';
 const int = (v) => String(Math.round(v));
-const compact = new Intl.NumberFormat(undefined, { notation: 'compact', maximumFractionDigits: 1 });
+const compact = new Intl.NumberFormat(document.documentElement.lang, { notation: 'compact', maximumFractionDigits: 1 });
 /** Whole-number tick steps, so a chart of counts never labels 0.5. */
 const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8, 1e9];
 const ms = (v) => (v >= 100 ? int(v) : v.toFixed(1));
@@ -42,15 +52,15 @@ const CHARTS = {
   orders: {
     el: '#chart-orders',
     lines: [
-      { key: 'orders', label: 'completed/s', stroke: '#c2274a', fill: 'rgba(194,39,74,0.10)' },
-      { key: 'attempts', label: 'buy attempts/s', stroke: '#a65d00' },
+      { key: 'orders', label: t('ops.series_orders'), stroke: '#c2274a', fill: 'rgba(194,39,74,0.10)' },
+      { key: 'attempts', label: t('ops.series_attempts'), stroke: '#a65d00' },
     ],
     fmt: int,
     whole: true,
   },
-  viewers: { el: '#chart-viewers', lines: [{ key: 'viewers', label: 'viewers', stroke: '#2f7d4f', fill: 'rgba(47,125,79,0.10)' }], fmt: int, whole: true },
-  chat: { el: '#chart-chat', lines: [{ key: 'chat', label: 'messages/s', stroke: '#3b5bdb' }], fmt: int, whole: true },
-  gmv: { el: '#chart-gmv', lines: [{ key: 'gmv', label: 'GMV (currency units)', stroke: '#9c1c3a', fill: 'rgba(156,28,58,0.08)' }], fmt: (v) => compact.format(v) },
+  viewers: { el: '#chart-viewers', lines: [{ key: 'viewers', label: t('ops.col_viewers'), stroke: '#2f7d4f', fill: 'rgba(47,125,79,0.10)' }], fmt: int, whole: true },
+  chat: { el: '#chart-chat', lines: [{ key: 'chat', label: t('ops.series_chat'), stroke: '#3b5bdb' }], fmt: int, whole: true },
+  gmv: { el: '#chart-gmv', lines: [{ key: 'gmv', label: t('ops.series_gmv'), stroke: '#9c1c3a', fill: 'rgba(156,28,58,0.08)' }], fmt: (v) => compact.format(v) },
   latency: {
     el: '#chart-latency',
     lines: [
@@ -120,6 +130,9 @@ function onSecond(f) {
   text($('#fig-chat'), f.chat_per_sec);
   text($('#fig-gmv'), money(f.gmv_cents, currency()));
   text($('#fig-p99'), `${ms(point.p99)} / ${ms(point.p50)}`);
+  text($('#fig-late'), f.late ?? 0);
+  text($('#fig-claims'), f.claims_open ?? 0);
+  text($('#fig-refunds'), money(f.refunds_cents ?? 0, currency()));
   renderStock(f.products || []);
 }
 
@@ -132,7 +145,7 @@ function renderStock(products) {
     if (!r) {
       r = {
         name: h('td'), left: h('td', { class: 'num' }), reserved: h('td', { class: 'num' }), sold: h('td', { class: 'num' }),
-        meter: h('meter', { min: 0, 'aria-label': `${p.sku} left of stock` }),
+        meter: h('meter', { min: 0, 'aria-label': t('ops.left_of_stock_of', { sku: p.sku }) }),
       };
       r.root = h('tr', { 'data-sku': p.sku }, h('td', { class: 'mono' }, p.sku), r.name, r.left, r.reserved, r.sold, h('td', {}, r.meter));
       state.stockRows.set(p.sku, r);
@@ -152,16 +165,119 @@ function renderStock(products) {
   }
 }
 
-// ---------------------------------------------------------------- sales
+// ---------------------------------------------------------------- every live sale
+
+function overviewRow(s) {
+  let r = state.rows.get(s.id);
+  if (!r) {
+    r = {
+      title: h('button', { class: 'link', type: 'button', onclick: () => choose(s.id) }),
+      viewers: h('td', { class: 'num' }, '–'), orders: h('td', { class: 'num' }, '–'), gmv: h('td', { class: 'num' }, '–'),
+      late: h('td', { class: 'num late-count' }, '–'), claims: h('td', { class: 'num claims-count' }, '–'), refunds: h('td', { class: 'num' }, '–'),
+      failures: h('td', { class: 'num' }, '–'),
+    };
+    r.root = h('tr', { 'data-sale': s.id }, h('td', {}, r.title), r.viewers, r.orders, r.gmv, r.late, r.claims, r.refunds, r.failures);
+    state.rows.set(s.id, r);
+  }
+  text(r.title, s.title);
+  r.root.setAttribute('aria-current', s.id === state.saleId ? 'true' : 'false');
+  return r.root;
+}
+
+function onFigures(saleId, f) {
+  const before = state.latest.get(saleId);
+  state.latest.set(saleId, f);
+  const r = state.rows.get(saleId);
+  const sale = state.sales.find((s) => s.id === saleId);
+  const cur = sale?.products?.[0]?.currency || 'CNY';
+  if (r) {
+    text(r.viewers, number(f.viewers));
+    text(r.orders, number(f.orders_per_sec));
+    text(r.gmv, money(f.gmv_cents, cur));
+    text(r.late, number(f.late ?? 0));
+    text(r.claims, number(f.claims_open ?? 0));
+    text(r.refunds, money(f.refunds_cents ?? 0, cur));
+    // Not in the dashboard's figures yet (docs/pages.md): shown once the
+    // stream sends it, a dash until then rather than a made-up zero.
+    text(r.failures, f.payment_failures == null ? '–' : number(f.payment_failures));
+    r.root.dataset.late = f.late ?? 0;
+    r.root.dataset.claims = f.claims_open ?? 0;
+  }
+  // A rise since the last second is news: the farmer's boxes are waiting or spoiling.
+  if (before) {
+    for (const [key, field] of [['late', 'late'], ['claims', 'claims_open']]) {
+      const was = before[field] ?? 0;
+      const now = f[field] ?? 0;
+      if (now > was) alert(saleId, key, now - was, now);
+      // Back down (shipped, answered): the cell calms down too.
+      else if (now < was) r?.[key].classList.remove('rising');
+    }
+  }
+  if (saleId === state.saleId) onSecond(f);
+}
+
+function alert(saleId, kind, added, now) {
+  const sale = state.sales.find((s) => s.id === saleId);
+  const r = state.rows.get(saleId);
+  r?.[kind === 'late' ? 'late' : 'claims'].classList.add('rising');
+  const li = h('li', { class: `alert ${kind}`, 'data-sale': saleId, 'data-kind': kind },
+    h('b', {}, t(`ops.alert.${kind}`, { added, now })), ' · ',
+    h('button', { class: 'link', type: 'button', onclick: () => choose(saleId) }, sale?.title || saleId), ' · ',
+    h('span', { class: 'muted small' }, new Date().toLocaleTimeString(document.documentElement.lang)));
+  const list = $('#alerts');
+  list.prepend(li);
+  while (list.children.length > ALERTS_KEPT) list.lastElementChild.remove();
+}
+
+/** One stream per live sale, up to the server's cap (the chosen sale first). */
+function follow() {
+  if (!state.token) return;
+  const live = new Set(state.sales.map((s) => s.id));
+  for (const [id, stop] of state.streams) {
+    if (!live.has(id) && id !== state.saleId) {
+      stop();
+      state.streams.delete(id);
+    }
+  }
+  const wanted = [state.saleId, ...state.sales.map((s) => s.id)].filter((id, i, all) => id && all.indexOf(id) === i);
+  for (const id of wanted) {
+    if (state.streams.has(id)) continue;
+    if (state.streams.size >= MAX_STREAMS) break;
+    state.streams.set(id, followEvents(`/sales/${encodeURIComponent(id)}/dashboard`, state.token, (f) => onFigures(id, f), (s, err) => onStream(id, s, err)));
+  }
+}
+
+function stopAll() {
+  for (const stop of state.streams.values()) stop();
+  state.streams.clear();
+}
 
 async function loadSales() {
   try {
     const { sales } = await api('/sales?status=live');
-    $('#sales').replaceChildren(...sales.map((s) =>
-      h('button', { class: 'btn small', type: 'button', 'data-sale': s.id, 'aria-pressed': String(s.id === state.saleId), onclick: () => choose(s.id) }, s.title)));
+    state.sales = sales;
+    $('#sales').replaceChildren(...sales.map(overviewRow));
     $('#no-sales').hidden = sales.length > 0;
+    follow();
   } catch (err) {
     fail(err);
+  }
+}
+
+/** This node's payment problems, from its Prometheus text: the dashboard has no per-sale count. */
+async function loadPaymentProblems() {
+  try {
+    // /metrics is public and outside /api/v1.
+    const res = await fetch('/metrics', { cache: 'no-store' });
+    if (!res.ok) throw new Error(String(res.status));
+    const body = await res.text();
+    let refused = 0;
+    for (const line of body.split('\n')) {
+      if (line.startsWith('lychee_payment_callbacks_refused_total')) refused += Number(line.split(' ').pop()) || 0;
+    }
+    text($('#payment-problems'), number(refused));
+  } catch {
+    text($('#payment-problems'), '–');
   }
 }
 
@@ -170,26 +286,34 @@ async function loadSale() {
   try {
     state.sale = await api(`/sales/${encodeURIComponent(state.saleId)}`);
     text($('#title'), state.sale.title);
-    document.title = `${state.sale.title} · operators`;
+    document.title = `${state.sale.title} · ${t('ops.page_title')}`;
   } catch (err) {
     fail(err);
   }
 }
 
-function onStream(s, err) {
-  const conn = $('#conn');
-  conn.hidden = false;
-  conn.className = `conn ${s === 'open' ? 'open' : s === 'connecting' ? 'connecting' : 'failed'}`;
-  text(conn, { open: 'streaming', connecting: 'connecting…', closed: 'reconnecting…', failed: 'refused' }[s] || s);
-  if (err) fail(err);
+function onStream(id, s, err) {
+  if (id !== state.saleId && s !== 'failed') return;
+  if (id === state.saleId) {
+    const conn = $('#conn');
+    conn.hidden = false;
+    conn.className = `conn ${s === 'open' ? 'open' : s === 'connecting' ? 'connecting' : 'failed'}`;
+    conn.dataset.state = s;
+    text(conn, t(`conn.sse_${s}`));
+  }
+  if (s === 'failed' && err) {
+    state.streams.get(id)?.();
+    state.streams.delete(id);
+    // The stream ends when the token expires: sign in again.
+    if (err.status === 401) state.card?.expired();
+    else fail(err);
+  }
 }
 
 async function choose(id) {
-  state.stop?.();
-  state.stop = null;
   state.saleId = id;
   history.replaceState(null, '', `/ops?sale=${encodeURIComponent(id)}`);
-  for (const b of $('#sales').children) b.setAttribute('aria-pressed', String(b.dataset.sale === id));
+  for (const [sid, r] of state.rows) r.root.setAttribute('aria-current', String(sid === id));
   if (!state.token) return;
   $('#board').hidden = false;
   $('#viewer-link').href = `/sales/${encodeURIComponent(id)}`;
@@ -200,7 +324,19 @@ async function choose(id) {
   state.charts ??= makeCharts();
   drawCharts();
   await loadSale();
-  state.stop = followEvents(`/sales/${encodeURIComponent(id)}/dashboard`, state.token, onSecond, onStream);
+  if (!state.streams.has(id)) {
+    // Make room: the chosen sale's stream matters most.
+    if (state.streams.size >= MAX_STREAMS) {
+      const [other, stop] = [...state.streams].find(([sid]) => sid !== id) || [];
+      if (other) {
+        stop();
+        state.streams.delete(other);
+      }
+    }
+    follow();
+  } else {
+    onStream(id, 'open');
+  }
 }
 
 $('#csv').addEventListener('click', async () => {
@@ -211,12 +347,13 @@ $('#csv').addEventListener('click', async () => {
   }
 });
 
-tokenCard(store, (token) => {
+state.card = tokenCard(store, (token) => {
   state.token = token;
-  state.stop?.();
-  state.stop = null;
+  stopAll();
   $('#board').hidden = true;
   loadSales();
   if (token && state.saleId) choose(state.saleId);
 }, { roles: ['operator', 'host'] });
 setInterval(() => document.visibilityState === 'visible' && loadSales(), 15000);
+loadPaymentProblems();
+setInterval(() => document.visibilityState === 'visible' && loadPaymentProblems(), 15000);

@@ -1,4 +1,5 @@
-// `/sales/{id}`: the viewer's page. Watch, chat, see the stock fall, buy, pay.
+// `/sales/{id}`: the viewer's page. Watch, chat, see the stock fall, buy,
+// pick where it ships, pay through the provider, follow the box, claim.
 //
 // State comes from the sale's WebSocket (the `welcome` frame, then events);
 // before signing in, from the public `GET /sales/{id}`. Buys go over the
@@ -7,9 +8,10 @@
 // retried the other way is still one order.
 
 import {
-  $, h, text, api, describe, ApiError, tokenStore, claims, usable, idFromPath, randomId,
-  money, clock, time, badge, serverNow, showVideo, LiveRoom, STATUS_LABEL,
+  $, h, t, text, api, apiBlob, describe, ApiError, tokenStore, claims, usable, idFromPath, randomId,
+  money, clock, time, dateTime, day, lang, badge, serverNow, LiveRoom, statusLabel, whenExpired,
 } from './common.js';
+import { Player } from './player.js';
 
 const saleId = idFromPath();
 const store = tokenStore('viewer');
@@ -28,7 +30,13 @@ const state = {
   orders: new Map(), // id -> { order, elements }
   pending: new Map(), // buy ref -> { sku, qty, timer, rest }
   banned: false,
+  addresses: [], // the buyer's address book, default first
+  shipTo: null, // the address id new buys carry
+  provinces: new Map(), // code -> { zh, en }
+  photoUrls: new Map(), // upload url -> object URL
+  unwatch: () => {},
 };
+const player = new Player($('#player'));
 
 // ---------------------------------------------------------------- the sale
 
@@ -38,7 +46,7 @@ function renderSale(sale) {
   text($('#title'), sale.title);
   text($('#description'), sale.description || '');
   renderStatus();
-  showVideo($('#video'), sale.stream_url);
+  player.show(sale);
   for (const p of sale.products || []) upsertProduct(p);
   renderPinned();
 }
@@ -46,7 +54,7 @@ function renderSale(sale) {
 function renderStatus() {
   const status = state.sale.status;
   $('#status').replaceChildren(badge(status));
-  if (status === 'ended') showError('This sale has ended. Reservations stay payable until their countdown ends.');
+  if (status === 'ended') showError(t('viewer.sale_ended'));
   for (const sku of state.products.keys()) renderProduct(sku);
 }
 
@@ -79,11 +87,11 @@ function productCard(sku) {
     name: h('h3'),
     price: h('span', { class: 'price' }),
     ships: h('p', { class: 'muted small' }),
-    meter: h('meter', { min: 0, 'aria-label': 'Stock left' }),
+    meter: h('meter', { min: 0, 'aria-label': t('product.stock_left') }),
     status: h('span'),
     left: h('span', { class: 'left' }),
-    qty: h('input', { class: 'qty', type: 'number', min: 1, value: 1, inputmode: 'numeric', 'aria-label': 'Quantity' }),
-    buy: h('button', { class: 'btn primary', type: 'submit' }, 'Buy'),
+    qty: h('input', { class: 'qty', type: 'number', min: 1, value: 1, inputmode: 'numeric', 'aria-label': t('product.quantity') }),
+    buy: h('button', { class: 'btn primary', type: 'submit' }, t('product.buy')),
     note: h('p', { class: 'notice', role: 'status' }),
     busy: false,
   };
@@ -104,21 +112,21 @@ function renderProduct(sku) {
   }
   text(c.name, p.name);
   text(c.price, money(p.price_cents, p.currency));
-  text(c.ships, p.ships_by ? `Ships by ${p.ships_by}` : '');
+  text(c.ships, p.ships_by ? t('product.ships_by', { date: day(p.ships_by) }) : '');
   c.ships.hidden = !p.ships_by;
   c.meter.max = Math.max(1, p.stock);
   c.meter.value = p.remaining;
   c.meter.low = p.stock * 0.2;
   c.meter.high = p.stock * 0.5;
   c.meter.optimum = p.stock;
-  text(c.left, `${p.remaining} of ${p.stock} left`);
+  text(c.left, t('product.left', { remaining: p.remaining, stock: p.stock }));
   c.status.replaceChildren(badge(p.status));
   c.qty.max = p.per_user_limit;
   c.root.dataset.remaining = p.remaining;
   c.root.dataset.status = p.status;
   c.root.classList.toggle('pinned', state.sale?.pinned_sku === sku);
   c.buy.disabled = c.busy || !canBuy(p);
-  c.buy.title = state.token ? STATUS_LABEL[p.status] || '' : 'Join the sale to buy';
+  c.buy.title = state.token ? statusLabel(p.status) : t('product.join_to_buy');
 }
 
 function renderPinned() {
@@ -129,7 +137,7 @@ function renderPinned() {
   if (!p) return;
   text($('#pinned-name'), p.name);
   text($('#pinned-price'), money(p.price_cents, p.currency));
-  text($('#pinned-left'), `${p.remaining} of ${p.stock} left · ${STATUS_LABEL[p.status] || p.status}`);
+  text($('#pinned-left'), `${t('product.left', { remaining: p.remaining, stock: p.stock })} · ${statusLabel(p.status)}`);
   $('#pinned').dataset.sku = sku;
 }
 
@@ -165,15 +173,18 @@ function buy(sku) {
   const p = state.products.get(sku);
   const qty = Number(state.cards.get(sku).qty.value);
   if (!Number.isInteger(qty) || qty < 1 || qty > p.per_user_limit) {
-    note(sku, 'error', `Choose 1 to ${p.per_user_limit}.`);
+    note(sku, 'error', t('product.choose_qty', { max: p.per_user_limit }));
     return;
   }
   // A new key per click: a second click is a second order, a retry of this one is not.
   const ref = randomId();
   setBusy(sku, true);
   note(sku, '', '');
-  const sent = state.room && state.room.send({ type: 'buy', sku, qty, ref });
-  state.pending.set(ref, { sku, qty, timer: sent ? setTimeout(() => buyOverRest(ref), BUY_WAIT_MS) : null });
+  // The chosen address goes with the buy, so an area the product does not
+  // ship to is refused before any stock is taken (`undeliverable`).
+  const addressId = state.shipTo || undefined;
+  const sent = state.room && state.room.send({ type: 'buy', sku, qty, ref, address_id: addressId });
+  state.pending.set(ref, { sku, qty, addressId, timer: sent ? setTimeout(() => buyOverRest(ref), BUY_WAIT_MS) : null });
   if (!sent) buyOverRest(ref);
 }
 
@@ -184,7 +195,7 @@ async function buyOverRest(ref) {
   clearTimeout(p.timer);
   try {
     const order = await api(`/sales/${encodeURIComponent(saleId)}/orders`, {
-      method: 'POST', token: state.token, body: { sku: p.sku, qty: p.qty }, idempotencyKey: ref,
+      method: 'POST', token: state.token, body: { sku: p.sku, qty: p.qty, address_id: p.addressId }, idempotencyKey: ref,
     });
     bought(ref, order);
   } catch (err) {
@@ -200,7 +211,8 @@ function bought(ref, order) {
   clearTimeout(p.timer);
   setBusy(p.sku, false);
   const what = `${order.qty} × ${state.products.get(order.sku)?.name || order.sku}`;
-  note(p.sku, 'ok', order.status === 'reserved' ? `Reserved ${what}: pay in "My orders" before the countdown ends.` : `Bought ${what}.`);
+  const key = order.status === 'reserved' ? (order.ship_to ? 'buy.reserved' : 'buy.reserved_no_address') : 'buy.bought';
+  note(p.sku, 'ok', t(key, { what }));
 }
 
 function refused(ref, message) {
@@ -214,36 +226,102 @@ function refused(ref, message) {
 
 // ---------------------------------------------------------------- my orders
 
+/** What the buyer sees of a box's journey, in order. */
+const JOURNEY = ['paid', 'packed', 'shipped', 'delivered'];
+const CLAIMABLE = ['shipped', 'delivered', 'lost'];
+const MAX_PHOTOS = 3;
+
 function upsertOrder(order) {
   if (order.sale_id !== saleId) return;
-  let entry = state.orders.get(order.id);
-  if (entry && entry.order.status === order.status) {
-    entry.order = order;
-    return;
-  }
-  if (!entry) entry = { order };
+  const entry = state.orders.get(order.id) || {};
   entry.order = order;
-  entry.el = orderItem(entry);
+  // Keep a claim form being filled in: only its order's facts are redrawn.
+  const keepClaim = entry.claimForm && !entry.claimForm.hidden && order.claims?.every((c) => c.status !== 'open');
+  const form = keepClaim ? entry.claimForm : null;
+  entry.el = orderItem(entry, form);
   state.orders.set(order.id, entry);
   renderOrders();
 }
 
-function orderItem(entry) {
+function addressLine(a) {
+  if (!a) return '';
+  const province = state.provinces.get(a.province);
+  const provinceName = province ? (lang === 'en' ? province.en : province.zh) : a.province;
+  return [a.name, a.phone, provinceName, a.city, a.district, a.line, a.postcode].filter(Boolean).join(' ');
+}
+
+/** paid -> packed -> shipped -> delivered, the steps reached marked. */
+function journey(o) {
+  const f = o.fulfilment || 'unfulfilled';
+  const reached = o.status !== 'completed' ? -1 : { unfulfilled: 0, packed: 1, shipped: 2, delivered: 3, returned: 3, lost: 2 }[f] ?? 0;
+  const steps = JOURNEY.map((step, i) =>
+    h('li', { class: i <= reached ? 'done' : '', 'data-step': step, 'aria-current': i === reached ? 'step' : null }, t(`journey.${step}`)));
+  const list = h('ol', { class: 'journey', 'aria-label': t('journey.label') }, steps);
+  const s = o.shipment;
+  const facts = [];
+  if (s) {
+    facts.push(h('p', { class: 'small shipment' }, t('journey.courier', { courier: s.courier }), ' · ',
+      h('span', { class: 'mono waybill' }, s.waybill), s.shipped_at ? ` · ${t('journey.shipped_at', { when: dateTime(s.shipped_at) })}` : ''));
+    if (s.delivered_at) facts.push(h('p', { class: 'small' }, t('journey.delivered_at', { when: dateTime(s.delivered_at) })));
+  }
+  if (f === 'returned' || f === 'lost') facts.push(h('p', { class: 'notice info' }, t(`fulfilment.${f}`)));
+  return [list, ...facts];
+}
+
+function orderItem(entry, keptClaimForm) {
   const o = entry.order;
   const name = state.products.get(o.sku)?.name || o.sku;
   const error = h('p', { class: 'notice error', role: 'alert' });
-  entry.countdown = o.status === 'reserved' ? h('span', { class: 'countdown' }) : null;
-  entry.pay = o.status === 'reserved' ? h('button', { class: 'btn leaf', type: 'button', onclick: () => pay(entry, error) }, `Pay ${money(o.total_cents, o.currency)}`) : null;
-  const cancel = o.status === 'reserved' ? h('button', { class: 'btn small', type: 'button', onclick: () => cancelOrder(entry, error) }, 'Cancel') : null;
-  const li = h('li', { class: 'order', 'data-order': o.id, 'data-status': o.status },
+  const reserved = o.status === 'reserved';
+  entry.countdown = reserved ? h('span', { class: 'countdown' }) : null;
+  entry.pay = reserved ? h('button', { class: 'btn leaf pay', type: 'button', onclick: () => pay(entry, error) }, t('orders.pay', { amount: money(o.total_cents, o.currency) })) : null;
+  const cancel = reserved ? h('button', { class: 'btn small', type: 'button', onclick: () => cancelOrder(entry, error) }, t('orders.cancel')) : null;
+  const editable = (reserved || o.status === 'completed') && (o.fulfilment || 'unfulfilled') === 'unfulfilled';
+  const shipTo = h('div', { class: 'ship-to small' },
+    o.ship_to ? [h('span', { class: 'muted' }, t('address.ship_to'), ' '), h('span', { class: 'addr' }, addressLine(o.ship_to))]
+      : h('span', { class: 'notice warn' }, t('orders.no_address')),
+    editable ? addressPicker(entry, error) : null);
+  const claimsList = (o.claims || []).map(claimItem);
+  const open = (o.claims || []).some((c) => c.status === 'open');
+  const claimable = o.status === 'completed' && CLAIMABLE.includes(o.fulfilment) && !open;
+  entry.claimForm = claimable ? keptClaimForm || claimForm(entry) : null;
+  const claimButton = claimable ? h('button', { class: 'btn small', type: 'button', 'data-action': 'claim',
+    onclick: () => { entry.claimForm.hidden = !entry.claimForm.hidden; entry.claimForm.querySelector('select')?.focus(); } }, t('claim.open_form')) : null;
+  return h('li', { class: 'order', 'data-order': o.id, 'data-status': o.status, 'data-fulfilment': o.fulfilment || 'unfulfilled' },
     h('div', { class: 'row spread' }, h('b', { class: 'grow' }, `${o.qty} × ${name}`), badge(o.status)),
     h('div', { class: 'row spread muted small' },
       h('span', {}, money(o.total_cents, o.currency), ' · ', time(o.created_at)),
       entry.countdown,
-      o.status === 'completed' && o.payment_ref ? h('span', { class: 'mono' }, `payment ${o.payment_ref}`) : null),
+      o.status === 'completed' && o.payment_ref ? h('span', { class: 'mono' }, t('orders.payment_ref', { ref: o.payment_ref })) : null),
+    o.status === 'completed' ? journey(o) : null,
+    shipTo,
     entry.pay || cancel ? h('div', { class: 'row' }, entry.pay, cancel) : null,
+    claimsList.length ? h('ul', { class: 'claims' }, claimsList) : null,
+    claimButton, entry.claimForm,
     error);
-  return li;
+}
+
+/** A select of the address book that attaches the chosen address to the order. */
+function addressPicker(entry, error) {
+  if (!state.addresses.length) {
+    return h('a', { href: '#addresses', class: 'small', onclick: () => { $('#address-add').open = true; } }, t('address.add_first'));
+  }
+  const select = h('select', { 'aria-label': t('address.choose_for_order'), class: 'address-pick' },
+    h('option', { value: '' }, t('address.choose')),
+    state.addresses.map((a) => h('option', { value: a.id }, addressLine(a))));
+  select.addEventListener('change', async () => {
+    if (!select.value) return;
+    text(error, '');
+    try {
+      upsertOrder(await api(`/orders/${encodeURIComponent(entry.order.id)}/address`, {
+        method: 'PUT', token: state.token, body: { address_id: select.value },
+      }));
+    } catch (err) {
+      text(error, describe(err));
+      select.value = '';
+    }
+  });
+  return select;
 }
 
 function renderOrders() {
@@ -258,7 +336,7 @@ function tick() {
   for (const e of state.orders.values()) {
     if (!e.countdown) continue;
     const left = Date.parse(e.order.expires_at) - serverNow();
-    text(e.countdown, left > 0 ? `pay within ${clock(left)}` : 'reservation expired');
+    text(e.countdown, left > 0 ? t('orders.pay_within', { left: clock(left) }) : t('orders.expired'));
     if (left <= 0 && e.pay) e.pay.disabled = true;
   }
 }
@@ -269,10 +347,11 @@ async function pay(entry, error) {
   entry.pay.disabled = true;
   text(error, '');
   try {
+    if (!entry.order.ship_to) throw new ApiError(409, 'address_required', '');
     // The provider's checkout takes the buyer's money; the order completes
     // when the provider tells the server, never on this page's word.
     const { providers } = await api('/payments/providers');
-    if (!providers.length) throw new Error('no payment provider is enabled');
+    if (!providers.length) throw new ApiError(409, 'invalid_state', t('orders.no_provider'));
     const payment = await api(`/orders/${encodeURIComponent(id)}/payments`, {
       method: 'POST', token: state.token, body: { provider: providers[0] },
     });
@@ -280,11 +359,12 @@ async function pay(entry, error) {
       window.location.assign(payment.checkout.url);
       return;
     }
-    throw new Error('the provider gave no checkout page');
+    throw new ApiError(0, 'unavailable', t('orders.no_checkout'));
   } catch (err) {
     text(error, describe(err));
     entry.pay.disabled = false;
-    if (err instanceof ApiError && err.status === 409) loadOrders();
+    if (err instanceof ApiError && err.code === 'address_required') entry.el.querySelector('.address-pick, .ship-to a')?.focus();
+    else if (err instanceof ApiError && err.status === 409) loadOrders();
   }
 }
 
@@ -303,16 +383,212 @@ async function loadOrders() {
     const { orders } = await api('/me/orders', { token: state.token });
     for (const o of orders) upsertOrder(o);
   } catch (err) {
-    if (err.status === 401) signOut('Your sign-in expired: join again.');
+    if (err.status === 401) signOut(t('signin.expired'));
   }
 }
+
+// ---------------------------------------------------------------- claims
+
+function claimItem(c) {
+  const res = c.resolution;
+  let outcome = null;
+  if (res) {
+    const words = res.action === 'refund' ? t('claim.outcome.refund', { amount: money(res.refund_cents || 0) })
+      : res.action === 'reship' ? t('claim.outcome.reship') : t('claim.outcome.reject');
+    outcome = h('p', { class: 'outcome' }, words, res.note ? h('span', { class: 'muted' }, ` · ${res.note}`) : null);
+  }
+  const photos = h('div', { class: 'photos' });
+  for (const url of c.photos || []) showPhoto(photos, url);
+  return h('li', { class: 'claim', 'data-claim': c.id, 'data-status': c.status },
+    h('div', { class: 'row spread' }, h('b', {}, t(`claim.kind.${c.kind}`), ` × ${c.qty_affected}`), badge(c.status, 'claim.status')),
+    h('p', { class: 'pre-line small' }, c.description),
+    photos, outcome);
+}
+
+/** Photos need the Authorization header: fetched, then shown from a blob: URL. */
+async function showPhoto(container, url) {
+  if (!url.startsWith('/api/v1/uploads/')) return;
+  let src = state.photoUrls.get(url);
+  if (!src) {
+    try {
+      src = URL.createObjectURL(await apiBlob(url, { token: state.token }));
+      state.photoUrls.set(url, src);
+    } catch {
+      return;
+    }
+  }
+  container.append(h('img', { src, alt: t('claim.photo'), class: 'photo', loading: 'lazy' }));
+}
+
+function claimForm(entry) {
+  const o = entry.order;
+  const error = h('p', { class: 'notice error', role: 'alert' });
+  const previews = h('div', { class: 'photos' });
+  const id = `claim-${o.id}`;
+  const files = h('input', { type: 'file', accept: 'image/*', capture: 'environment', multiple: true, id: `${id}-photos`, name: 'photos' });
+  files.addEventListener('change', () => {
+    previews.replaceChildren();
+    const chosen = [...files.files];
+    if (chosen.length > MAX_PHOTOS) text(error, t('claim.too_many_photos', { max: MAX_PHOTOS }));
+    else text(error, '');
+    for (const f of chosen.slice(0, MAX_PHOTOS)) previews.append(h('img', { src: URL.createObjectURL(f), alt: t('claim.photo'), class: 'photo' }));
+  });
+  const submit = h('button', { class: 'btn primary', type: 'submit' }, t('claim.submit'));
+  const form = h('form', { class: 'form-grid claim-form', hidden: true },
+    h('label', {}, t('claim.kind_label'),
+      h('select', { name: 'kind', required: true },
+        ['spoiled', 'damaged', 'short_weight', 'wrong_item', 'not_received'].map((k) => h('option', { value: k }, t(`claim.kind.${k}`))))),
+    h('label', {}, t('claim.qty_label'), h('input', { name: 'qty_affected', type: 'number', min: 1, max: o.qty, value: 1, inputmode: 'numeric', required: true })),
+    h('label', { class: 'wide' }, t('claim.description_label'), h('textarea', { name: 'description', maxlength: 1000, required: true })),
+    h('label', { class: 'wide', for: `${id}-photos` }, t('claim.photos_label', { max: MAX_PHOTOS }), files),
+    previews,
+    h('div', { class: 'wide' }, submit),
+    error);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(form);
+    const chosen = [...files.files];
+    if (chosen.length > MAX_PHOTOS) {
+      text(error, t('claim.too_many_photos', { max: MAX_PHOTOS }));
+      return;
+    }
+    submit.disabled = true;
+    text(error, '');
+    try {
+      // Each photo is uploaded as it is; the server reads its type from the bytes.
+      const photos = [];
+      for (const file of chosen) {
+        const up = await api('/uploads', { method: 'POST', token: state.token, raw: file, contentType: file.type || 'application/octet-stream' });
+        photos.push(up.id);
+      }
+      await api(`/orders/${encodeURIComponent(o.id)}/claims`, {
+        method: 'POST', token: state.token,
+        body: { kind: f.get('kind'), qty_affected: Number(f.get('qty_affected')), description: String(f.get('description')).trim(), photos },
+      });
+      entry.claimForm = null;
+      loadOrders();
+    } catch (err) {
+      text(error, describe(err));
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
+}
+
+// ---------------------------------------------------------------- address book
+
+async function loadProvinces() {
+  try {
+    const { provinces } = await api('/provinces');
+    for (const p of provinces) state.provinces.set(p.code, p);
+    const select = $('#address-form [name=province]');
+    select.replaceChildren(h('option', { value: '' }, t('address.choose_province')),
+      ...provinces.map((p) => h('option', { value: p.code }, lang === 'en' ? p.en : p.zh)));
+    // Conghua's own province first in mind: Guangdong is the usual answer.
+    select.value = '440000';
+  } catch {
+    // The form still takes a code typed by the server's list later.
+  }
+}
+
+async function loadAddresses() {
+  if (!state.token) return;
+  try {
+    const { addresses } = await api('/me/addresses', { token: state.token });
+    state.addresses = addresses;
+    const def = addresses.find((a) => a.is_default);
+    if (!addresses.some((a) => a.id === state.shipTo)) state.shipTo = def?.id || null;
+    renderAddresses();
+    // The orders' pickers list the book.
+    for (const e of state.orders.values()) upsertOrder(e.order);
+  } catch (err) {
+    if (err.status === 401) signOut(t('signin.expired'));
+    else text($('#address-error'), describe(err));
+  }
+}
+
+function renderAddresses() {
+  const list = $('#address-list');
+  list.replaceChildren(...state.addresses.map((a) => {
+    const radio = h('input', { type: 'radio', name: 'ship-to', value: a.id, checked: a.id === state.shipTo, 'aria-label': t('address.use_for_buys') });
+    radio.addEventListener('change', () => { state.shipTo = a.id; renderShipTo(); });
+    return h('li', { class: 'address', 'data-address': a.id, 'data-default': String(!!a.is_default) },
+      h('label', { class: 'pick' }, radio, h('span', { class: 'addr' }, addressLine(a))),
+      h('div', { class: 'row' },
+        a.is_default ? h('span', { class: 'badge ok' }, t('address.default'))
+          : h('button', { class: 'btn small', type: 'button', 'data-action': 'default', onclick: () => makeDefault(a) }, t('address.set_default')),
+        h('button', { class: 'btn small', type: 'button', 'data-action': 'delete', onclick: () => removeAddress(a) }, t('address.delete'))));
+  }));
+  $('#address-empty').hidden = state.addresses.length > 0;
+  renderShipTo();
+}
+
+function renderShipTo() {
+  const a = state.addresses.find((x) => x.id === state.shipTo);
+  $('#ship-to-line').hidden = !a;
+  text($('#ship-to-name'), a ? addressLine(a) : '');
+}
+
+/**
+ * The API moves the default only when an address is added (`is_default`):
+ * a copy is added as the default, then the old one deleted. Orders keep
+ * their own copy of an address, so none of them changes.
+ */
+async function makeDefault(a) {
+  text($('#address-error'), '');
+  try {
+    const { id, is_default: wasDefault, ...fields } = a;
+    void wasDefault;
+    const copy = await api('/me/addresses', { method: 'POST', token: state.token, body: { ...fields, is_default: true } });
+    await api(`/me/addresses/${encodeURIComponent(id)}`, { method: 'DELETE', token: state.token });
+    // The new default is where the next buys ship.
+    state.shipTo = copy.id;
+  } catch (err) {
+    text($('#address-error'), describe(err));
+  }
+  loadAddresses();
+}
+
+async function removeAddress(a) {
+  text($('#address-error'), '');
+  try {
+    await api(`/me/addresses/${encodeURIComponent(a.id)}`, { method: 'DELETE', token: state.token });
+  } catch (err) {
+    text($('#address-error'), describe(err));
+  }
+  loadAddresses();
+}
+
+$('#address-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  const f = new FormData(form);
+  const body = {};
+  for (const k of ['name', 'phone', 'province', 'city', 'district', 'line', 'postcode']) {
+    const v = String(f.get(k) || '').trim();
+    if (v) body[k] = v;
+  }
+  body.is_default = !!f.get('is_default');
+  text($('#address-error'), '');
+  try {
+    const added = await api('/me/addresses', { method: 'POST', token: state.token, body });
+    form.reset();
+    $('#address-form [name=province]').value = '440000';
+    $('#address-add').open = false;
+    if (added.is_default || !state.shipTo) state.shipTo = added.id;
+    await loadAddresses();
+  } catch (err) {
+    text($('#address-error'), describe(err));
+  }
+});
 
 // ---------------------------------------------------------------- chat
 
 function chatItem(m) {
   const host = state.sale && m.user_id === state.sale.host_id;
   return h('li', { 'data-seq': m.seq },
-    h('span', { class: host ? 'name host' : 'name' }, m.name || m.user_id, host ? ' (host)' : ''),
+    h('span', { class: host ? 'name host' : 'name' }, m.name || m.user_id, host ? ` (${t('role.host')})` : ''),
     h('span', { class: 'text' }, m.text));
 }
 
@@ -334,7 +610,7 @@ function chatError(message) {
 }
 
 function slowMode(secs) {
-  text($('#chat-note'), secs > 0 ? `Slow mode: one message every ${secs} s.` : '');
+  text($('#chat-note'), secs > 0 ? t('chat.slow_mode', { secs }) : '');
 }
 
 $('#chat-form').addEventListener('submit', (ev) => {
@@ -343,7 +619,7 @@ $('#chat-form').addEventListener('submit', (ev) => {
   const message = input.value.trim();
   if (!message) return;
   if (!state.room || !state.room.send({ type: 'chat', text: message })) {
-    chatError('Not connected; wait a moment and send again.');
+    chatError(t('chat.not_connected'));
     return;
   }
   input.value = '';
@@ -412,7 +688,7 @@ function onEvent(ev) {
     case 'lagged':
       // Chat was skipped; a `stock` per product follows, but a missed
       // `product` or `pinned` is not replayed: read the sale again.
-      chatError(`Your connection fell behind: ${ev.skipped} updates were skipped.`);
+      chatError(t('viewer.lagged', { skipped: ev.skipped }));
       loadSale();
       break;
     default:
@@ -421,10 +697,11 @@ function onEvent(ev) {
   }
 }
 
-function onState(s) {
+function onState(s, attempt) {
   const conn = $('#conn');
   conn.className = `conn ${s === 'open' ? 'open' : s === 'connecting' ? 'connecting' : 'failed'}`;
-  text(conn, { open: 'live', connecting: 'connecting…', closed: 'reconnecting…', banned: 'banned', unauthorized: 'signed out', stopped: 'offline' }[s] || s);
+  conn.dataset.state = s;
+  text(conn, s === 'closed' ? t('conn.closed', { attempt: attempt || 1 }) : t(`conn.${s}`));
   if (s !== 'open') enableChat(false);
   if (s === 'closed') {
     // Buys sent on the socket that died: the same key over REST gets their answer.
@@ -432,11 +709,11 @@ function onState(s) {
   }
   if (s === 'banned') {
     state.banned = true;
-    for (const ref of [...state.pending.keys()]) refused(ref, 'You are banned from this sale. (banned)');
-    showError('You were banned from this sale by its host.');
+    for (const ref of [...state.pending.keys()]) refused(ref, describe(new ApiError(403, 'banned', '')));
+    showError(t('viewer.banned'));
     for (const sku of state.products.keys()) renderProduct(sku);
   }
-  if (s === 'unauthorized') signOut('Your sign-in is no longer valid: join again.');
+  if (s === 'unauthorized') signOut(t('signin.expired'));
 }
 
 async function loadSale() {
@@ -445,9 +722,9 @@ async function loadSale() {
     renderSale(sale);
   } catch (err) {
     if (err.status === 404) {
-      text($('#title'), 'Sale not found');
-      showError('There is no such sale. Pick one on the home page.');
-    } else showError(`Could not load the sale: ${describe(err)}`);
+      text($('#title'), t('viewer.not_found_title'));
+      showError(t('viewer.not_found'));
+    } else showError(t('viewer.load_failed', { why: describe(err) }));
   }
 }
 
@@ -461,9 +738,14 @@ function signIn(token) {
   $('#signin').hidden = true;
   $('#me').hidden = false;
   $('#orders-card').hidden = false;
+  $('#addresses').hidden = false;
   state.room?.stop();
   state.room = new LiveRoom(saleId, token, onEvent, onState);
   for (const sku of state.products.keys()) renderProduct(sku);
+  state.unwatch();
+  // A guest's token expires too: ask to join again rather than fail each call.
+  state.unwatch = whenExpired(token, () => signOut(t('signin.expired')));
+  loadAddresses();
   loadOrders();
 }
 
@@ -478,6 +760,11 @@ function signOut(reason = '') {
   $('#signin').hidden = false;
   $('#me').hidden = true;
   $('#orders-card').hidden = true;
+  $('#addresses').hidden = true;
+  state.unwatch();
+  state.addresses = [];
+  state.shipTo = null;
+  renderAddresses();
   text($('#signin-error'), reason);
   enableChat(false);
   for (const sku of state.products.keys()) renderProduct(sku);
@@ -504,7 +791,7 @@ $('#paste-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const token = $('#paste-token').value.trim();
   if (!usable(token)) {
-    text($('#signin-error'), 'That is not a valid, unexpired token.');
+    text($('#signin-error'), t('signin.invalid_token'));
     return;
   }
   $('#paste-token').value = '';
@@ -514,9 +801,9 @@ $('#paste-form').addEventListener('submit', (ev) => {
 
 $('#sign-out').addEventListener('click', () => signOut());
 
-await loadSale();
+await Promise.all([loadSale(), loadProvinces()]);
 const saved = store.get();
 if (usable(saved)) signIn(saved);
-else if (saved) signOut('Your sign-in expired: join again.');
+else if (saved) signOut(t('signin.expired'));
 // Signed out there is no socket; keep the public picture of the sale fresh.
 setInterval(() => !state.token && document.visibilityState === 'visible' && loadSale(), 10000);
