@@ -46,8 +46,10 @@ local limit = tonumber(p[3])
 if not remedy and bought + qty > limit then return reject('limit_exceeded', bought, limit) end
 local remaining = tonumber(p[2]) - qty
 local reserved = tonumber(p[5] or '0') + qty
-local ver = tonumber(p[7] or '0') + 1
-redis.call('HSET', KEYS[2], 'remaining', remaining, 'reserved', reserved, 'ver', ver)
+redis.call('HSET', KEYS[2], 'remaining', remaining, 'reserved', reserved)
+-- `ver` continues from an epoch (microseconds): past what Lua prints
+-- without an exponent, so Redis counts it.
+local ver = redis.call('HINCRBY', KEYS[2], 'ver', 1)
 redis.call('HINCRBY', KEYS[3], ARGV[1], qty)
 redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 redis.call('HSET', KEYS[6], 'st', 'reserved', 'qty', qty, 'uid', ARGV[1], 'sku', ARGV[10],
@@ -59,4 +61,4 @@ else
   redis.call('SET', KEYS[4], fp .. '\npending\n' .. ARGV[4], 'EX', ttl)
 end
 remember()
-return {'ok', s[2], p[4], tostring(remaining), tostring(reserved), p[6] or '0', p[1], tostring(ver)}
+return {'ok', s[2], p[4], tostring(remaining), tostring(reserved), p[6] or '0', p[1], ver}
