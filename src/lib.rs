@@ -512,6 +512,7 @@ impl Node {
                 catalog: catalog.clone(),
                 orders: backends.orders.clone(),
                 claims: backends.claims.clone(),
+                payments: backends.payments.clone(),
                 figures: backends.figures.clone(),
                 presence: backends.presence.clone(),
                 clock: clock.clone(),

@@ -55,6 +55,7 @@ pub struct LiveSource {
     /// Refunds and late shipments, once a second per sale for all its streams.
     pub orders: Arc<dyn crate::orders::OrderStore>,
     pub claims: Arc<dyn crate::claims::ClaimStore>,
+    pub payments: Arc<dyn crate::payments::store::PaymentStore>,
     pub figures: Arc<dyn FiguresStore>,
     pub presence: Arc<dyn Presence>,
     pub clock: Arc<Clock>,
@@ -90,16 +91,22 @@ impl Source for LiveSource {
             .open_count(sale_id)
             .await
             .map_err(|e| format!("claims unavailable: {e}"))?;
+        let payment_failures = self
+            .payments
+            .failed_count(sale_id)
+            .await
+            .map_err(|e| format!("payments unavailable: {e}"))?;
         Ok(Snapshot {
             ts: now,
             viewers,
             chat_per_sec: figures.chat,
             buy_attempts_per_sec: figures.buy_attempts,
             orders_per_sec: figures.orders,
-            gmv_cents: catalog.gmv_cents,
+            gmv_cents: catalog.gmv_cents.saturating_sub(after_sales.free_cents),
             refunds_cents: after_sales.refunds_cents,
             late: after_sales.late,
             claims_open,
+            payment_failures,
             products: catalog
                 .products
                 .iter()
@@ -294,6 +301,7 @@ mod tests {
                 refunds_cents: 0,
                 late: 0,
                 claims_open: 0,
+                payment_failures: 0,
                 products: Vec::new(),
                 buy_latency_ms: LatencyFigures { p50: 0.0, p99: 0.0 },
             })

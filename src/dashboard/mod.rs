@@ -317,6 +317,9 @@ pub struct Snapshot {
     pub late: i64,
     /// Claims waiting for the host.
     pub claims_open: i64,
+    /// Payments of the sale that ended `failed` (declined, closed unpaid
+    /// by the provider): a provider or a checkout in trouble.
+    pub payment_failures: i64,
     pub products: Vec<ProductFigures>,
     pub buy_latency_ms: LatencyFigures,
 }

@@ -333,6 +333,16 @@ impl PaymentStore for SqlitePayments {
             .collect()
     }
 
+    async fn failed_count(&self, sale_id: Uuid) -> Result<i64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM payments WHERE sale_id = $1 AND status = 'failed'",
+        )
+        .bind(sale_id.hyphenated())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
     async fn finish_refund(
         &self,
         id: Uuid,

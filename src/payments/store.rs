@@ -198,6 +198,8 @@ pub trait PaymentStore: Send + Sync + 'static {
     ) -> Result<RefundInsert, StoreError>;
     async fn refund(&self, id: Uuid) -> Result<Option<Refund>, StoreError>;
     async fn order_refunds(&self, order_id: Uuid) -> Result<Vec<Refund>, StoreError>;
+    /// The sale's payments that ended `failed`, for the dashboard.
+    async fn failed_count(&self, sale_id: Uuid) -> Result<i64, StoreError>;
     /// Settles a pending refund (`Succeeded` or `Failed`) with the order's
     /// sums and its payment's status, in one transaction. `None` if it was
     /// not pending (settled already: nothing changes).

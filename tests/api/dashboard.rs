@@ -9,7 +9,7 @@ use crate::helpers::{TestApp, TestEnv};
 
 /// Reads `data:` events of one dashboard stream until `pred` holds for what
 /// it showed so far (or 10 s pass).
-async fn watch_until(
+pub async fn watch_until(
     app: &TestApp,
     sale: &str,
     token: &str,

@@ -334,6 +334,11 @@ pub async fn failure_leaves_the_order_payable(
     let pid = p["id"].as_str().unwrap();
     wait_payment(&c, pid, "failed").await;
     assert_eq!(order_of(&c, &order).await["status"], "reserved");
+    let seen = crate::dashboard::watch_until(&c.app, &c.sale, &c.host, |s| {
+        s.last().is_some_and(|d| d["payment_failures"] == 1)
+    })
+    .await;
+    assert_eq!(seen.last().unwrap()["claims_open"], 0);
     let retry = start_payment(&c, &order, g.provider()).await;
     assert_ne!(retry["id"], p["id"]);
     assert!(acked(&g.pay(&retry, Delivery::Normal).await.unwrap()));

@@ -264,7 +264,7 @@ async function loadSales() {
   }
 }
 
-/** This node's payment problems, from its Prometheus text: the dashboard has no per-sale count. */
+/** Callbacks this node refused (forged or misrouted), from its Prometheus text: not per sale. */
 async function loadPaymentProblems() {
   try {
     // /metrics is public and outside /api/v1.
