@@ -286,8 +286,8 @@ impl Catalog {
     /// them. An order's total is its qty times its product's price, and a
     /// product's price never changes, so the sum over products of `sold ×
     /// price_cents` is the sum of the sale's completed orders, exact and the
-    /// same on every node. (Were discounts or zero-price orders added, keep
-    /// a revenue column next to `sold` instead.)
+    /// same on every node. A claim's reship is a zero-price order that also
+    /// raises `sold`: the dashboard takes those out (`AfterSales::free_cents`).
     pub async fn figures(&self, id: Uuid) -> Result<SaleFigures, CatalogError> {
         let records = self.store.products(id).await?;
         let skus: Vec<String> = records.iter().map(|p| p.sku.clone()).collect();

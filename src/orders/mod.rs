@@ -133,6 +133,9 @@ pub(crate) fn payment_from_row(
 pub struct AfterSales {
     pub refunds_cents: i64,
     pub late: i64,
+    /// Boxes given for nothing (a claim's reship) at their product's price:
+    /// counted in `sold`, so the dashboard takes them out of the GMV.
+    pub free_cents: i64,
 }
 
 /// A completed order with no `ships_by` is late this long after completion.

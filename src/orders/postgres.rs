@@ -366,11 +366,12 @@ impl OrderStore for PgOrders {
         now: DateTime<Utc>,
     ) -> Result<super::AfterSales, StoreError> {
         // A `ships_by` day ends at midnight in China, where the boxes leave.
-        let (refunds_cents, late): (i64, i64) = sqlx::query_as(
+        let (refunds_cents, late, free_cents): (i64, i64, i64) = sqlx::query_as(
             "SELECT COALESCE(SUM(o.refunded_cents), 0)::BIGINT, \
                COUNT(*) FILTER (WHERE o.fulfilment IN ('unfulfilled', 'packed') AND \
                  COALESCE(((p.ships_by + 1)::timestamp AT TIME ZONE 'Asia/Shanghai'), \
-                          o.completed_at + make_interval(hours => $3)) < $2) \
+                          o.completed_at + make_interval(hours => $3)) < $2), \
+               COALESCE(SUM(o.qty * p.price_cents) FILTER (WHERE o.total_cents = 0), 0)::BIGINT \
              FROM orders o JOIN products p ON p.sale_id = o.sale_id AND p.sku = o.sku \
              WHERE o.sale_id = $1",
         )
@@ -382,6 +383,7 @@ impl OrderStore for PgOrders {
         Ok(super::AfterSales {
             refunds_cents,
             late,
+            free_cents,
         })
     }
 

@@ -319,12 +319,13 @@ impl OrderStore for SqliteOrders {
     ) -> Result<super::AfterSales, StoreError> {
         // A `ships_by` day ends at midnight in China (UTC+8, no DST), where
         // the boxes leave; times compare as SQLite datetimes.
-        let (refunds_cents, late): (i64, i64) = sqlx::query_as(
+        let (refunds_cents, late, free_cents): (i64, i64, i64) = sqlx::query_as(
             "SELECT COALESCE(SUM(o.refunded_cents), 0), \
                COALESCE(SUM(CASE WHEN o.fulfilment IN ('unfulfilled', 'packed') AND \
                  COALESCE(datetime(p.ships_by, '+1 day', '-8 hours'), \
                           datetime(o.completed_at, '+' || $3 || ' hours')) < datetime($2) \
-                 THEN 1 ELSE 0 END), 0) \
+                 THEN 1 ELSE 0 END), 0), \
+               COALESCE(SUM(CASE WHEN o.total_cents = 0 THEN o.qty * p.price_cents ELSE 0 END), 0) \
              FROM orders o JOIN products p ON p.sale_id = o.sale_id AND p.sku = o.sku \
              WHERE o.sale_id = $1",
         )
@@ -336,6 +337,7 @@ impl OrderStore for SqliteOrders {
         Ok(super::AfterSales {
             refunds_cents,
             late,
+            free_cents,
         })
     }
 

@@ -341,6 +341,10 @@ async fn a_claim_is_settled_by_a_reship(mut env: TestEnv) {
         .expect(200)
         .text;
     assert!(list.contains(reship_id), "{list}");
+    // The boxes sent again earned nothing: the GMV is the order's alone.
+    let paid = order["total_cents"].clone();
+    let seen = crate::dashboard::watch_until(&app, &sale, &host, |s| !s.is_empty()).await;
+    assert_eq!(seen.last().unwrap()["gmv_cents"], paid);
     // Nothing left to send: the next reship is refused and the claim stays open.
     let second = claim(1).await.expect(201).json();
     let resolve = format!("/claims/{}/resolve", second["id"].as_str().unwrap());
