@@ -204,6 +204,8 @@ fn mode(path: &std::path::Path) -> u32 {
 #[tokio::test]
 async fn embedded_start_keeps_its_files_private_and_prints_sign_in_links_not_tokens() {
     use std::os::unix::fs::PermissionsExt;
+    // This test's own HTTP client needs the process's TLS provider.
+    lychee_live::payments::install_crypto();
     let dir = std::env::temp_dir().join(format!("lychee-cli-{}", uuid::Uuid::new_v4().simple()));
     // As an older version left it: a dir and a secret others can read.
     std::fs::create_dir_all(&dir).unwrap();
