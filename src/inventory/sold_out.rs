@@ -113,6 +113,11 @@ impl SoldOut {
         })
     }
 
+    /// After missed stock events nothing flagged can be trusted.
+    pub fn forget_all(&self) {
+        self.flags().clear();
+    }
+
     pub fn set(&self, sale_id: Uuid, sku: &str, ver: i64, holders: HashSet<String>) {
         let mut flags = self.flags();
         if flag(&mut flags, sale_id, sku).is_some_and(|f| f.ver > ver) {
@@ -154,6 +159,17 @@ impl SoldOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missed_events_clear_every_flag() {
+        let flags = SoldOut::default();
+        let sale = Uuid::now_v7();
+        flags.set(sale, "A", 7, HashSet::new());
+        assert!(flags.is_flagged(sale, "A"));
+        flags.forget_all();
+        assert!(!flags.is_flagged(sale, "A"));
+        assert!(!flags.answers(sale, "A", "u"));
+    }
 
     #[test]
     fn one_task_at_a_time_fetches_a_skus_holders() {

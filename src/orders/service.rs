@@ -572,9 +572,16 @@ impl Orders {
     /// Keeps the fast path in step with stock events from every node.
     pub async fn follow_events(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut rx = self.bus.subscribe();
+        let mut gaps = self.bus.gaps();
         loop {
             let env = tokio::select! {
                 env = rx.recv() => env,
+                // Events published while the subscription was down are lost:
+                // a flag may stand for stock that came back meanwhile.
+                Ok(()) = gaps.changed() => {
+                    self.sold_out.forget_all();
+                    continue;
+                }
                 _ = shutdown.cancelled() => return,
             };
             match env {
