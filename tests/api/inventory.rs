@@ -147,3 +147,47 @@ async fn a_batch_is_confirmed_in_one_step_on_redis() {
 async fn a_batch_is_confirmed_in_one_step_in_memory() {
     batch_confirmation(Arc::new(MemoryInventory::new())).await;
 }
+
+/// Holders are read in pages: a hash past one page (and past Redis's
+/// compact encoding) still yields every holder.
+#[tokio::test]
+async fn every_holder_is_found_in_a_big_sale() {
+    let env = TestEnv::production().await;
+    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
+        .await
+        .unwrap();
+    let inv = RedisInventory::new(conn, env.prefix().unwrap());
+    let sale_id = Uuid::now_v7();
+    inv.install(&SaleSeed {
+        sale_id,
+        epoch: 1,
+        status: SaleStatus::Live,
+        products: vec![ProductSeed {
+            sku: "A".into(),
+            stock: 5000,
+            sold: 0,
+            per_user_limit: 5,
+            status: ProductStatus::OnSale,
+        }],
+        // Bought before a rebuild, as PostgreSQL remembers them.
+        holdings: (0..2500)
+            .map(|i| ("A".to_owned(), format!("old-{i}"), 1))
+            .collect(),
+        chat_seq_floor: 0,
+    })
+    .await
+    .unwrap();
+    for i in 0..500 {
+        let r = request(sale_id, &format!("new-{i}"), 1, "k");
+        assert!(matches!(
+            inv.admit(&r).await.unwrap(),
+            Admission::Admitted { .. }
+        ));
+    }
+    let mut holders = inv.holders(sale_id, "A").await.unwrap();
+    holders.sort();
+    holders.dedup();
+    assert_eq!(holders.len(), 3000);
+    assert!(holders.iter().any(|h| h == "new-499"));
+    assert!(holders.iter().any(|h| h == "old-0"));
+}
