@@ -61,7 +61,8 @@ fn confirmation(r: &AdmitRequest) -> Confirmation {
     }
 }
 
-async fn batch_confirmation(inv: Arc<dyn Inventory>) {
+/// A live sale of one product `A` with `stock` units and these earlier buyers.
+async fn live_sale(inv: &dyn Inventory, stock: i64, holdings: Vec<(String, String, i64)>) -> Uuid {
     let sale_id = Uuid::now_v7();
     inv.install(&SaleSeed {
         sale_id,
@@ -69,16 +70,21 @@ async fn batch_confirmation(inv: Arc<dyn Inventory>) {
         status: SaleStatus::Live,
         products: vec![ProductSeed {
             sku: "A".into(),
-            stock: 10,
+            stock,
             sold: 0,
             per_user_limit: 5,
             status: ProductStatus::OnSale,
         }],
-        holdings: Vec::new(),
+        holdings,
         chat_seq_floor: 0,
     })
     .await
     .unwrap();
+    sale_id
+}
+
+async fn batch_confirmation(inv: Arc<dyn Inventory>) {
+    let sale_id = live_sale(&*inv, 10, Vec::new()).await;
     let reqs = [
         request(sale_id, "mei", 2, "k1"),
         request(sale_id, "li", 1, "k2"),
@@ -157,26 +163,9 @@ async fn every_holder_is_found_in_a_big_sale() {
         .await
         .unwrap();
     let inv = RedisInventory::new(conn, env.prefix().unwrap());
-    let sale_id = Uuid::now_v7();
-    inv.install(&SaleSeed {
-        sale_id,
-        epoch: 1,
-        status: SaleStatus::Live,
-        products: vec![ProductSeed {
-            sku: "A".into(),
-            stock: 5000,
-            sold: 0,
-            per_user_limit: 5,
-            status: ProductStatus::OnSale,
-        }],
-        // Bought before a rebuild, as PostgreSQL remembers them.
-        holdings: (0..2500)
-            .map(|i| ("A".to_owned(), format!("old-{i}"), 1))
-            .collect(),
-        chat_seq_floor: 0,
-    })
-    .await
-    .unwrap();
+    // Some bought before a rebuild, as PostgreSQL remembers them.
+    let old = (0..2500).map(|i| ("A".to_owned(), format!("old-{i}"), 1));
+    let sale_id = live_sale(&inv, 5000, old.collect()).await;
     for i in 0..500 {
         let r = request(sale_id, &format!("new-{i}"), 1, "k");
         assert!(matches!(
