@@ -375,6 +375,8 @@ mod tests {
     struct Counting {
         reads: AtomicUsize,
         batches: AtomicUsize,
+        /// Batched reads fail (a query too big, a timeout); single ones work.
+        batches_fail: AtomicBool,
         book: Mutex<Vec<Address>>,
     }
 
@@ -437,6 +439,9 @@ mod tests {
             users: &[String],
         ) -> Result<HashMap<String, Vec<Address>>, StoreError> {
             self.batches.fetch_add(1, Ordering::SeqCst);
+            if self.batches_fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Corrupt("batch refused".into()));
+            }
             let book = self.book.lock().unwrap().clone();
             self.reads.fetch_add(users.len(), Ordering::SeqCst);
             Ok(users
@@ -544,6 +549,18 @@ mod tests {
         // Kept now: no more reads.
         cache.default_of("user-7").await.unwrap();
         assert_eq!(inner.batches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_read_falls_back_to_each_users_own() {
+        let inner = Arc::new(Counting::default());
+        inner.batches_fail.store(true, Ordering::SeqCst);
+        let cache = alone(inner.clone(), Duration::from_secs(60));
+        let a = address("Zhanjiang");
+        inner.replace(vec![a.clone()]);
+        assert_eq!(cache.default_of("mei").await.unwrap(), Some(a));
+        assert_eq!(inner.batches.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.reads(), 1, "read alone after the batch failed");
     }
 
     #[tokio::test]
