@@ -33,12 +33,22 @@ pub enum Command {
 /// Where state lives; shared by every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// PostgreSQL URL; with --redis-url, production mode. Unset: embedded mode.
+    /// PostgreSQL URL; with a Redis (--redis-url or --redis-cluster-nodes),
+    /// production mode. Unset: embedded mode.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Redis URL; with --database-url, production mode. Unset: embedded mode.
+    /// Redis URL of one node; with --database-url, production mode.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster, comma-separated URLs (instead of --redis-url).
+    #[arg(
+        long,
+        env = "LIVE_REDIS_CLUSTER_NODES",
+        hide_env_values = true,
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster_nodes: Vec<String>,
     /// Prefix of every Redis key and channel, so deployments (and tests) can share one Redis.
     #[arg(long, env = "LIVE_REDIS_PREFIX", default_value = "ll")]
     pub redis_prefix: String,
@@ -224,17 +234,26 @@ pub struct ReconcileArgs {
 pub enum Mode {
     Production {
         database_url: String,
-        redis_url: String,
+        redis: RedisTarget,
     },
     Embedded {
         data_dir: PathBuf,
     },
 }
 
+/// One Redis node, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Node(String),
+    Cluster(Vec<String>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("set both DATABASE_URL and REDIS_URL for production, or neither for the embedded mode (only {0} is set)")]
+    #[error("set DATABASE_URL and a Redis (REDIS_URL or LIVE_REDIS_CLUSTER_NODES) for production, or neither for the embedded mode (only {0} is set)")]
     HalfProduction(&'static str),
+    #[error("set REDIS_URL or LIVE_REDIS_CLUSTER_NODES, not both")]
+    TwoRedises,
     #[error("production mode needs LIVE_JWT_SECRET (or --jwt-secret)")]
     MissingSecret,
     #[error("the JWT secret must be at least 32 bytes (got {0})")]
@@ -258,16 +277,31 @@ impl StoreArgs {
         if !valid_prefix {
             return Err(ConfigError::BadPrefix);
         }
-        match (&self.database_url, &self.redis_url) {
-            (Some(d), Some(r)) => Ok(Mode::Production {
+        let seeds: Vec<String> = self
+            .redis_cluster_nodes
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let redis = match (&self.redis_url, seeds.is_empty()) {
+            (Some(_), false) => return Err(ConfigError::TwoRedises),
+            (Some(url), true) => Some(RedisTarget::Node(url.clone())),
+            (None, false) => Some(RedisTarget::Cluster(seeds)),
+            (None, true) => None,
+        };
+        match (&self.database_url, redis) {
+            (Some(d), Some(redis)) => Ok(Mode::Production {
                 database_url: d.clone(),
-                redis_url: r.clone(),
+                redis,
             }),
             (None, None) => Ok(Mode::Embedded {
                 data_dir: self.data_dir.clone(),
             }),
             (Some(_), None) => Err(ConfigError::HalfProduction("DATABASE_URL")),
-            (None, Some(_)) => Err(ConfigError::HalfProduction("REDIS_URL")),
+            (None, Some(RedisTarget::Node(_))) => Err(ConfigError::HalfProduction("REDIS_URL")),
+            (None, Some(RedisTarget::Cluster(_))) => {
+                Err(ConfigError::HalfProduction("LIVE_REDIS_CLUSTER_NODES"))
+            }
         }
     }
 }
@@ -388,6 +422,7 @@ mod tests {
         StoreArgs {
             database_url: db.map(str::to_owned),
             redis_url: redis.map(str::to_owned),
+            redis_cluster_nodes: Vec::new(),
             redis_prefix: "ll".into(),
             data_dir: "./x".into(),
         }
@@ -407,6 +442,37 @@ mod tests {
             store(None, None).mode(),
             Ok(Mode::Embedded { .. })
         ));
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_seed_nodes() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "live",
+            "--database-url",
+            "postgres://x",
+            "--redis-cluster-nodes",
+            "redis://a:7000, redis://b:7000,",
+        ])
+        .unwrap();
+        let mode = cli.serve.store.mode().unwrap();
+        let Mode::Production { redis, .. } = mode else {
+            panic!("{mode:?}");
+        };
+        assert_eq!(
+            redis,
+            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7000".into()])
+        );
+        // A cluster without PostgreSQL is half a production.
+        let mut half = store(None, None);
+        half.redis_cluster_nodes = vec!["redis://a:7000".into()];
+        assert!(matches!(
+            half.mode(),
+            Err(ConfigError::HalfProduction("LIVE_REDIS_CLUSTER_NODES"))
+        ));
+        let mut both = store(Some("postgres://x"), Some("redis://x"));
+        both.redis_cluster_nodes = vec!["redis://a:7000".into()];
+        assert!(matches!(both.mode(), Err(ConfigError::TwoRedises)));
     }
 
     #[test]

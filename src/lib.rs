@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod identity;
 pub mod inventory;
+pub mod kv;
 pub mod orders;
 pub mod payments;
 pub mod text;
@@ -32,7 +33,7 @@ use crate::catalog::sqlite::SqliteCatalog;
 use crate::catalog::validate::StreamHosts;
 use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
-use crate::config::{ConfigError, Mode, Secret};
+use crate::config::{ConfigError, Mode, RedisTarget, Secret};
 use crate::dashboard::feed::{Feeds, LiveSource, MAX_STREAMS_PER_USER};
 use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
 use crate::fulfilment::address::cache::{AddressCache, Peers};
@@ -134,8 +135,6 @@ const PG_MAX_CONNECTIONS: u32 = 16;
 /// its connections (a few ms each) while its first buyers wait.
 const PG_MIN_CONNECTIONS: u32 = 4;
 const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
-/// With one retry, a Redis outage answers 503 within about two seconds.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a node trusts a buyer's address book it read when a change's
 /// notice was lost on the way (notices clear it at once): see
 /// `fulfilment::address::cache`.
@@ -182,16 +181,8 @@ pub async fn connect_postgres(url: &str) -> Result<sqlx::PgPool, StartError> {
     Ok(pool)
 }
 
-pub async fn connect_redis(
-    url: &str,
-) -> Result<(redis::Client, redis::aio::ConnectionManager), StartError> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
-        .set_number_of_retries(1);
-    let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
-    Ok((client, conn))
+pub async fn connect_redis(target: &RedisTarget) -> Result<kv::Redis, StartError> {
+    Ok(kv::Redis::connect(target).await?)
 }
 
 /// Opens the embedded data dir: one process at a time, readable by this
@@ -240,10 +231,11 @@ impl Backends {
         match &settings.mode {
             Mode::Production {
                 database_url,
-                redis_url,
+                redis: target,
             } => {
                 let pool = connect_postgres(database_url).await?;
-                let (client, conn) = connect_redis(redis_url).await?;
+                let redis = connect_redis(target).await?;
+                let conn = redis.conn.clone();
                 let prefix = &settings.redis_prefix;
                 let payments = Arc::new(PgPayments::new(pool.clone()));
                 Ok(Backends {
@@ -253,8 +245,7 @@ impl Backends {
                         Arc::new(PgAddresses::new(pool.clone())),
                         ADDRESS_BOOK_TTL,
                         Peers::Redis {
-                            client: client.clone(),
-                            conn: conn.clone(),
+                            redis: redis.clone(),
                             prefix: prefix.clone(),
                         },
                         shutdown.clone(),
@@ -264,7 +255,7 @@ impl Backends {
                     catalog: Arc::new(PgCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
-                    bus: RedisBus::start(client, conn.clone(), prefix, shutdown.clone()),
+                    bus: RedisBus::start(&redis, prefix, shutdown.clone()),
                     chat: Arc::new(RedisChat::new(conn.clone(), prefix, settings.chat_rate)),
                     presence: Arc::new(RedisPresence::new(conn.clone(), prefix, Uuid::new_v4())),
                     figures: Arc::new(RedisFigures::new(conn, prefix)),

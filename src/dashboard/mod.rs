@@ -13,13 +13,12 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::Clock;
-use crate::inventory::redis::Keys;
+use crate::kv::{Keys, Kv};
 
 /// Upper bounds (ms) of the buy latency buckets; the last is unbounded.
 pub const LATENCY_BOUNDS_MS: [f64; 20] = [
@@ -118,12 +117,12 @@ pub trait FiguresStore: Send + Sync + 'static {
 }
 
 pub struct RedisFigures {
-    conn: ConnectionManager,
+    conn: Kv,
     keys: Keys,
 }
 
 impl RedisFigures {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: Kv, prefix: &str) -> Self {
         RedisFigures {
             conn,
             keys: Keys::new(prefix),

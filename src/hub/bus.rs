@@ -1,21 +1,20 @@
 //! The event bus: in process for the embedded mode, Redis pub/sub between nodes.
 //!
-//! Production uses one pub/sub connection per node, subscribed to the stock
-//! channel of the deployment (the sold-out fast path needs every sale's) and
-//! to the channel of each sale that has viewers on this node, no other.
+//! Production uses one subscriber per node (see `kv::pubsub`), subscribed to
+//! the stock partitions of the deployment (the sold-out fast path needs every
+//! sale's levels) and to the channel of each sale that has viewers on this
+//! node, no other.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use redis::aio::PubSubSink;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Envelope, SaleEvent};
+use crate::kv::pubsub::{Heard, Subscriber};
+use crate::kv::{Keys, Kv, Redis};
 
 /// Room for bursts; a subscriber that falls further behind is told it lagged.
 const LOCAL_CAPACITY: usize = 8192;
@@ -46,7 +45,7 @@ pub struct LocalBus {
     node: Uuid,
     tx: broadcast::Sender<Arc<Envelope>>,
     /// In process nothing is lost in transit; the Redis bus moves it.
-    gaps: tokio::sync::watch::Sender<u64>,
+    gaps: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl LocalBus {
@@ -54,7 +53,7 @@ impl LocalBus {
         LocalBus {
             node: Uuid::new_v4(),
             tx: broadcast::channel(LOCAL_CAPACITY).0,
-            gaps: tokio::sync::watch::channel(0).0,
+            gaps: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -97,78 +96,65 @@ impl EventBus for LocalBus {
     }
 }
 
-/// Channel names of one deployment.
-#[derive(Debug, Clone)]
-pub struct Channels {
-    prefix: String,
-}
-
-impl Channels {
-    pub fn new(prefix: &str) -> Self {
-        Channels {
-            prefix: prefix.to_owned(),
-        }
-    }
-    pub fn stock(&self) -> String {
-        format!("{}:stock", self.prefix)
-    }
-    pub fn sale(&self, sale_id: Uuid) -> String {
-        format!("{}:ev:{sale_id}", self.prefix)
-    }
-    fn for_event(&self, sale_id: Uuid, event: &SaleEvent) -> String {
-        match event {
-            SaleEvent::Stock(_) => self.stock(),
-            _ => self.sale(sale_id),
-        }
-    }
-}
-
 /// Between nodes: local delivery at once, and Redis channels to the others.
 pub struct RedisBus {
     local: LocalBus,
-    channels: Channels,
+    keys: Keys,
     outbox: mpsc::Sender<(String, Arc<Envelope>)>,
-    /// The live subscription's command side; `None` while reconnecting.
-    sink: tokio::sync::Mutex<Option<PubSubSink>>,
-    /// Sales to be subscribed, also after a reconnect.
-    watched: Mutex<HashSet<Uuid>>,
+    subscriber: Arc<Subscriber>,
 }
 
 impl RedisBus {
     /// Starts the publisher and subscriber tasks; both stop on `shutdown`.
-    pub fn start(
-        client: redis::Client,
-        conn: redis::aio::ConnectionManager,
-        prefix: &str,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    pub fn start(redis: &Redis, prefix: &str, shutdown: CancellationToken) -> Arc<Self> {
         let (outbox, rx) = mpsc::channel(LOCAL_CAPACITY);
-        let bus = Arc::new(RedisBus {
-            local: LocalBus::new(),
-            channels: Channels::new(prefix),
-            outbox,
-            sink: tokio::sync::Mutex::new(None),
-            watched: Mutex::new(HashSet::new()),
+        let local = LocalBus::new();
+        let keys = Keys::new(prefix);
+        let (node, tx, gaps) = (local.node, local.tx.clone(), local.gaps.clone());
+        let handler = Box::new(move |heard: Heard<'_>| match heard {
+            Heard::Message(payload) => match serde_json::from_slice::<Envelope>(payload) {
+                Ok(env) if env.origin != node => {
+                    let _ = tx.send(Arc::new(env));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "undecodable event on the bus"),
+            },
+            Heard::Up { again: true } => {
+                // Subscribed again after a loss: what was published while
+                // down is gone; the rooms catch up from Redis.
+                gaps.send_modify(|n| *n += 1);
+                metrics::counter!("lychee_bus_gaps_total").increment(1);
+            }
+            Heard::Up { again: false } => tracing::debug!("event subscription up"),
+            Heard::Down => tracing::warn!("event subscription down; rooms catch up when back"),
         });
-        tokio::spawn(publish_loop(conn, rx, shutdown.clone()));
-        tokio::spawn(subscribe_loop(client, Arc::downgrade(&bus), shutdown));
-        bus
+        let subscriber = Subscriber::start(
+            redis.source.clone(),
+            keys.stock_channels(),
+            handler,
+            shutdown.clone(),
+        );
+        tokio::spawn(publish_loop(redis.conn.clone(), rx, shutdown));
+        Arc::new(RedisBus {
+            local,
+            keys,
+            outbox,
+            subscriber,
+        })
     }
 
-    pub fn channels(&self) -> &Channels {
-        &self.channels
-    }
-
-    fn watched(&self) -> Vec<String> {
-        let watched = self.watched.lock().unwrap_or_else(|e| e.into_inner());
-        watched.iter().map(|s| self.channels.sale(*s)).collect()
+    fn channel_for(&self, sale_id: Uuid, event: &SaleEvent) -> String {
+        match event {
+            SaleEvent::Stock(_) => self.keys.stock_channel(sale_id),
+            _ => self.keys.sale_channel(sale_id),
+        }
     }
 }
 
 #[async_trait]
 impl EventBus for RedisBus {
     fn publish(&self, sale_id: Uuid, event: SaleEvent) {
-        let channel = self.channels.for_event(sale_id, &event);
+        let channel = self.channel_for(sale_id, &event);
         let env = Arc::new(Envelope {
             sale_id,
             origin: self.local.node,
@@ -185,25 +171,14 @@ impl EventBus for RedisBus {
     }
 
     async fn watch(&self, sale_id: Uuid) -> Result<(), BusError> {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(sale_id);
-        if let Some(sink) = self.sink.lock().await.as_mut() {
-            sink.subscribe(self.channels.sale(sale_id)).await?;
-        }
-        Ok(())
+        Ok(self.subscriber.add(self.keys.sale_channel(sale_id)).await?)
     }
 
     async fn unwatch(&self, sale_id: Uuid) -> Result<(), BusError> {
-        self.watched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&sale_id);
-        if let Some(sink) = self.sink.lock().await.as_mut() {
-            sink.unsubscribe(self.channels.sale(sale_id)).await?;
-        }
-        Ok(())
+        Ok(self
+            .subscriber
+            .remove(&self.keys.sale_channel(sale_id))
+            .await?)
     }
 
     fn gaps(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -212,7 +187,7 @@ impl EventBus for RedisBus {
 }
 
 async fn publish_loop(
-    mut conn: redis::aio::ConnectionManager,
+    kv: Kv,
     mut rx: mpsc::Receiver<(String, Arc<Envelope>)>,
     shutdown: CancellationToken,
 ) {
@@ -225,80 +200,16 @@ async fn publish_loop(
         if n == 0 {
             return;
         }
-        // What queued meanwhile goes in one pipeline: one round trip.
-        let mut pipe = redis::pipe();
+        // What queued meanwhile goes in one round trip per slot.
+        let mut messages = Vec::with_capacity(n);
         for (channel, env) in queued.drain(..) {
             match serde_json::to_string(&*env) {
-                Ok(json) => {
-                    pipe.publish(channel, json).ignore();
-                }
+                Ok(json) => messages.push((channel, json)),
                 Err(e) => tracing::error!(error = %e, "event not serializable"),
             }
         }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        if let Err(e) = kv.publish_all(messages).await {
             tracing::warn!(error = %e, "publishing events to Redis failed");
         }
-    }
-}
-
-async fn subscribe_loop(
-    client: redis::Client,
-    bus: std::sync::Weak<RedisBus>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(100);
-    let mut first = true;
-    loop {
-        let run = async {
-            let Some(b) = bus.upgrade() else {
-                return Ok(());
-            };
-            let (mut sink, mut stream) = client.get_async_pubsub().await?.split();
-            // Published first, so a sale watched meanwhile is not missed.
-            *b.sink.lock().await = Some(sink.clone());
-            sink.subscribe(b.channels.stock()).await?;
-            let watched = b.watched();
-            if !watched.is_empty() {
-                sink.subscribe(watched).await?;
-            }
-            let (node, tx) = (b.local.node, b.local.tx.clone());
-            if !std::mem::take(&mut first) {
-                // Subscribed again after a loss: what was published while
-                // down is gone; the rooms catch up from Redis.
-                b.local.gaps.send_modify(|n| *n += 1);
-                metrics::counter!("lychee_bus_gaps_total").increment(1);
-            }
-            drop(b);
-            tracing::debug!("event subscription up");
-            while let Some(msg) = stream.next().await {
-                let Ok(payload) = msg.get_payload::<String>() else {
-                    continue;
-                };
-                match serde_json::from_str::<Envelope>(&payload) {
-                    Ok(env) if env.origin != node => {
-                        let _ = tx.send(Arc::new(env));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "undecodable event on the bus"),
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            res = run => {
-                if let Err(e) = res {
-                    tracing::warn!(error = %e, "event subscription lost; reconnecting");
-                }
-            }
-            _ = shutdown.cancelled() => return,
-        }
-        let Some(b) = bus.upgrade() else { return };
-        *b.sink.lock().await = None;
-        drop(b);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }

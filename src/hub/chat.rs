@@ -10,14 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::bus::Channels;
 use super::{EventBus, SaleEvent};
-use crate::inventory::redis::Keys;
+use crate::kv::{Keys, Kv, Lua};
 
 /// At least this many messages stay in a sale's history.
 pub const HISTORY: usize = 1000;
@@ -157,21 +155,19 @@ fn frame_parts(post: &Post) -> (String, String) {
 
 /// In Redis, shared by every node.
 pub struct RedisChat {
-    conn: ConnectionManager,
+    conn: Kv,
     keys: Keys,
-    channels: Channels,
     rate: ChatRate,
-    post: Script,
+    post: Lua,
 }
 
 impl RedisChat {
-    pub fn new(conn: ConnectionManager, prefix: &str, rate: ChatRate) -> Self {
+    pub fn new(conn: Kv, prefix: &str, rate: ChatRate) -> Self {
         RedisChat {
             conn,
             keys: Keys::new(prefix),
-            channels: Channels::new(prefix),
             rate,
-            post: Script::new(include_str!("lua/chat.lua")),
+            post: Lua::new(include_str!("lua/chat.lua")),
         }
     }
 }
@@ -205,6 +201,7 @@ impl ChatStore for RedisChat {
             .key(k.chat_settings(p.sale_id))
             .key(k.chat_user(p.sale_id, "rate", &p.user_id))
             .key(k.sale(p.sale_id))
+            .key(k.sale_channel(p.sale_id))
             .arg(&p.user_id)
             .arg(p.ts)
             .arg(if p.moderator { "1" } else { "0" })
@@ -214,7 +211,7 @@ impl ChatStore for RedisChat {
             .arg(suffix)
             .arg(env_prefix)
             .arg("}")
-            .arg(self.channels.sale(p.sale_id))
+            .arg(self.conn.publish_command())
             .arg(HISTORY)
             .invoke_async(&mut self.conn.clone())
             .await?;

@@ -5,11 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
-use redis::Script;
 use uuid::Uuid;
 
-use crate::inventory::redis::Keys;
+use crate::kv::{Keys, Kv, Lua};
 
 /// A node that stops reporting (killed) drops out of the sum after this.
 pub const REPORT_TTL_MS: i64 = 5_000;
@@ -50,19 +48,19 @@ impl Presence for LocalPresence {
 
 /// A hash per sale: field = node, value = `count:expires_ms`.
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: Kv,
     keys: Keys,
     node: Uuid,
-    script: Script,
+    script: Lua,
 }
 
 impl RedisPresence {
-    pub fn new(conn: ConnectionManager, prefix: &str, node: Uuid) -> Self {
+    pub fn new(conn: Kv, prefix: &str, node: Uuid) -> Self {
         RedisPresence {
             conn,
             keys: Keys::new(prefix),
             node,
-            script: Script::new(include_str!("lua/presence.lua")),
+            script: Lua::new(include_str!("lua/presence.lua")),
         }
     }
 }

@@ -2,8 +2,7 @@
 //! `{sale_id}` so they stay on one slot (Redis Cluster included).
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::{
@@ -11,6 +10,7 @@ use super::{
     ProductSeed, Rejection, ReleaseFrom, Released, SaleSeed, ShipToSet, StockLevel, Stored,
 };
 use crate::catalog::{ProductStatus, SaleStatus};
+use crate::kv::{Keys, Kv, Lua};
 use crate::orders::{Order, OrderStatus};
 
 /// Idempotent answers, order records and the user's order list live this long.
@@ -23,125 +23,46 @@ pub const SETTLED_KEEP_SECS: u64 = 600;
 /// The per-user list keeps the newest orders only.
 const USER_ORDERS_KEPT: isize = 200;
 
-/// Key names. The prefix separates deployments and tests sharing one Redis.
-#[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Self {
-        Keys {
-            prefix: prefix.to_owned(),
-        }
-    }
-    fn tag(&self, sale: Uuid) -> String {
-        format!("{}:{{{sale}}}", self.prefix)
-    }
-    pub fn sale(&self, sale: Uuid) -> String {
-        format!("{}:sale", self.tag(sale))
-    }
-    fn product(&self, sale: Uuid, sku: &str) -> String {
-        format!("{}:p:{sku}", self.tag(sale))
-    }
-    fn holdings(&self, sale: Uuid, sku: &str) -> String {
-        format!("{}:h:{sku}", self.tag(sale))
-    }
-    /// The user id's length keeps `a:b` + `c` apart from `a` + `b:c`.
-    fn idem(&self, sale: Uuid, user: &str, key: &str) -> String {
-        format!("{}:i:{}:{user}:{key}", self.tag(sale), user.len())
-    }
-    /// The user's idempotency keys in the sale, oldest first.
-    fn user_keys(&self, sale: Uuid, user: &str) -> String {
-        format!("{}:ik:{}:{user}", self.tag(sale), user.len())
-    }
-    fn deadlines(&self, sale: Uuid) -> String {
-        format!("{}:dl", self.tag(sale))
-    }
-    fn order(&self, sale: Uuid, id: Uuid) -> String {
-        format!("{}:o:{id}", self.tag(sale))
-    }
-    pub fn bans(&self, sale: Uuid) -> String {
-        format!("{}:bans", self.tag(sale))
-    }
-    pub fn chat_seq(&self, sale: Uuid) -> String {
-        format!("{}:chat:seq", self.tag(sale))
-    }
-    pub fn chat_stream(&self, sale: Uuid) -> String {
-        format!("{}:chat:log", self.tag(sale))
-    }
-    pub fn chat_settings(&self, sale: Uuid) -> String {
-        format!("{}:chat:settings", self.tag(sale))
-    }
-    /// Per-user chat state (`mute`, `slow`, `rate`).
-    pub fn chat_user(&self, sale: Uuid, kind: &str, user: &str) -> String {
-        format!("{}:chat:{kind}:{user}", self.tag(sale))
-    }
-    pub fn presence(&self, sale: Uuid) -> String {
-        format!("{}:presence", self.tag(sale))
-    }
-    /// The dashboard's figures of one sale and second, summed over nodes.
-    pub fn figures(&self, sale: Uuid, second: i64) -> String {
-        format!("{}:fig:{second}", self.tag(sale))
-    }
-    fn lock(&self, sale: Uuid) -> String {
-        format!("{}:lock", self.tag(sale))
-    }
-    fn locator(&self, id: Uuid) -> String {
-        format!("{}:loc:{id}", self.prefix)
-    }
-    fn user_orders(&self, user: &str) -> String {
-        format!("{}:uo:{user}", self.prefix)
-    }
-    fn reap(&self) -> String {
-        format!("{}:reap", self.prefix)
-    }
-    /// User ids seen signing in as operators (see `ChatStore::note_operator`).
-    pub fn operators(&self) -> String {
-        format!("{}:operators", self.prefix)
-    }
-}
-
 struct Scripts {
-    admit: Script,
-    confirm: Script,
-    confirm_batch: Script,
-    release: Script,
-    pay: Script,
-    unpay: Script,
-    claim: Script,
-    product: Script,
-    unlock: Script,
-    ship: Script,
+    admit: Lua,
+    confirm: Lua,
+    confirm_batch: Lua,
+    release: Lua,
+    pay: Lua,
+    unpay: Lua,
+    claim: Lua,
+    product: Lua,
+    unlock: Lua,
+    ship: Lua,
 }
 
 pub struct RedisInventory {
-    conn: ConnectionManager,
+    conn: Kv,
     keys: Keys,
     scripts: Scripts,
 }
 
 impl RedisInventory {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: Kv, prefix: &str) -> Self {
         RedisInventory {
             conn,
             keys: Keys::new(prefix),
             scripts: Scripts {
-                admit: Script::new(include_str!("lua/admit.lua")),
-                confirm: Script::new(include_str!("lua/confirm.lua")),
-                confirm_batch: Script::new(include_str!("lua/confirm_batch.lua")),
-                release: Script::new(include_str!("lua/release.lua")),
-                pay: Script::new(include_str!("lua/pay.lua")),
-                unpay: Script::new(include_str!("lua/unpay.lua")),
-                claim: Script::new(include_str!("lua/claim.lua")),
-                product: Script::new(include_str!("lua/product.lua")),
-                unlock: Script::new(include_str!("lua/unlock.lua")),
-                ship: Script::new(include_str!("lua/ship.lua")),
+                admit: Lua::new(include_str!("lua/admit.lua")),
+                confirm: Lua::new(include_str!("lua/confirm.lua")),
+                confirm_batch: Lua::new(include_str!("lua/confirm_batch.lua")),
+                release: Lua::new(include_str!("lua/release.lua")),
+                pay: Lua::new(include_str!("lua/pay.lua")),
+                unpay: Lua::new(include_str!("lua/unpay.lua")),
+                claim: Lua::new(include_str!("lua/claim.lua")),
+                product: Lua::new(include_str!("lua/product.lua")),
+                unlock: Lua::new(include_str!("lua/unlock.lua")),
+                ship: Lua::new(include_str!("lua/ship.lua")),
             },
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Kv {
         self.conn.clone()
     }
 }
@@ -299,6 +220,12 @@ impl Inventory for RedisInventory {
         // Levels continue from it too (epochs are microsecond times), so a
         // viewer never drops the rebuilt values as older than what it saw.
         let epoch = seed.epoch;
+        // The reaper's set is another slot: named first, so a crash between
+        // the two leaves a sale the reaper looks at for nothing, never one
+        // with holds it does not know of.
+        self.conn()
+            .sadd::<_, _, ()>(k.reap(), s.to_string())
+            .await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.del(k.deadlines(s)).ignore();
@@ -320,7 +247,6 @@ impl Inventory for RedisInventory {
             ],
         )
         .ignore();
-        pipe.sadd(k.reap(), s.to_string()).ignore();
         // Kept when present (a forced rebuild); set only after a loss.
         pipe.cmd("SET")
             .arg(k.chat_seq(s))
@@ -601,23 +527,31 @@ impl Inventory for RedisInventory {
     async fn index_order(&self, order: &Order) -> Result<(), InventoryError> {
         let k = &self.keys;
         let list = k.user_orders(&order.user_id);
-        redis::pipe()
+        // Three slots (the locator, the user's list, the reaper's set): a
+        // call each, at once.
+        let mut locator = redis::pipe();
+        locator
             .set_ex(k.locator(order.id), order.sale_id.to_string(), KEEP_SECS)
-            .ignore()
-            .zadd(
-                &list,
-                format!("{}/{}", order.sale_id, order.id),
-                order.created_at.timestamp_millis(),
-            )
-            .ignore()
-            .zremrangebyrank(&list, 0, -(USER_ORDERS_KEPT + 1))
-            .ignore()
-            .expire(&list, KEEP_SECS as i64)
-            .ignore()
-            .sadd(k.reap(), order.sale_id.to_string())
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await?;
+            .ignore();
+        let mut user = redis::pipe();
+        user.zadd(
+            &list,
+            format!("{}/{}", order.sale_id, order.id),
+            order.created_at.timestamp_millis(),
+        )
+        .ignore()
+        .zremrangebyrank(&list, 0, -(USER_ORDERS_KEPT + 1))
+        .ignore()
+        .expire(&list, KEEP_SECS as i64)
+        .ignore();
+        let mut reap = redis::pipe();
+        reap.sadd(k.reap(), order.sale_id.to_string()).ignore();
+        let (mut a, mut b, mut c) = (self.conn(), self.conn(), self.conn());
+        tokio::try_join!(
+            locator.query_async::<()>(&mut a),
+            user.query_async::<()>(&mut b),
+            reap.query_async::<()>(&mut c),
+        )?;
         Ok(())
     }
 
@@ -636,13 +570,35 @@ impl Inventory for RedisInventory {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (s, o) in &ids {
-            pipe.hmget(self.keys.order(*s, *o), &ORDER_FIELDS);
+        // A pipeline per sale (each one slot), the sales at once; the answer
+        // keeps the list's order, newest first.
+        let mut sales: Vec<(Uuid, Vec<usize>)> = Vec::new();
+        for (i, (s, _)) in ids.iter().enumerate() {
+            match sales.iter_mut().find(|(sale, _)| sale == s) {
+                Some((_, at)) => at.push(i),
+                None => sales.push((*s, vec![i])),
+            }
         }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn()).await?;
+        let reads = sales.iter().map(|(sale, at)| {
+            let mut pipe = redis::pipe();
+            for i in at {
+                pipe.hmget(self.keys.order(*sale, ids[*i].1), &ORDER_FIELDS);
+            }
+            let mut conn = self.conn();
+            async move {
+                pipe.query_async::<Vec<Vec<Option<String>>>>(&mut conn)
+                    .await
+            }
+        });
+        let read = futures_util::future::try_join_all(reads).await?;
+        let mut rows: Vec<Option<Vec<Option<String>>>> = vec![None; ids.len()];
+        for ((_, at), got) in sales.iter().zip(read) {
+            for (i, row) in at.iter().zip(got) {
+                rows[*i] = Some(row);
+            }
+        }
         let mut out = Vec::new();
-        for row in rows {
+        for row in rows.into_iter().flatten() {
             if let Some(o) = live_order(&row, None)? {
                 out.push(o);
             }
@@ -873,12 +829,5 @@ mod tests {
             assert_eq!(fp, "A1:2");
             assert_eq!(back, s);
         }
-    }
-
-    #[test]
-    fn idempotency_keys_do_not_collide() {
-        let k = Keys::new("t");
-        let s = Uuid::nil();
-        assert_ne!(k.idem(s, "a:b", "c"), k.idem(s, "a", "b:c"));
     }
 }

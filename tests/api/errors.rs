@@ -482,8 +482,10 @@ async fn redis_outage_is_503_not_a_hang_and_heals() {
     let mut env = TestEnv::production().await;
     let switch = Switch::start(host_port(&crate::helpers::redis_url(), 6379)).await;
     let mut settings = env.settings();
-    if let lychee_live::config::Mode::Production { redis_url, .. } = &mut settings.mode {
-        *redis_url = format!("redis://{}/", switch.addr);
+    // One node behind a cuttable proxy, in a cluster run too (a cluster's
+    // topology names its nodes' own addresses, past any proxy).
+    if let lychee_live::config::Mode::Production { redis, .. } = &mut settings.mode {
+        *redis = lychee_live::config::RedisTarget::Node(format!("redis://{}/", switch.addr));
     }
     let app = env.node_with(settings).await;
     let host = env.token(Role::Host, "alice");

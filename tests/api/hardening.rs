@@ -351,9 +351,7 @@ async fn a_slow_rebuild_cannot_free_the_next_rebuilders_lock() {
     use lychee_live::inventory::redis::RedisInventory;
     use lychee_live::inventory::Inventory;
     let env = TestEnv::production().await;
-    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
-        .await
-        .unwrap();
+    let conn = crate::helpers::kv().await;
     let inv = RedisInventory::new(conn, env.prefix().unwrap());
     let sale = Uuid::now_v7();
     assert!(inv.lock_rebuild(sale, "slow", 100).await.unwrap());
@@ -377,14 +375,8 @@ struct RedisUser {
     name: String,
 }
 
-async fn redis_cmd(args: &[&str]) -> redis::Value {
-    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query_async(&mut conn).await.unwrap()
+async fn redis_cmd(args: &[&str]) {
+    crate::helpers::on_every_node(args).await;
 }
 
 impl RedisUser {
@@ -393,11 +385,21 @@ impl RedisUser {
         redis_cmd(&["ACL", "SETUSER", &name, "on", "nopass", "~*", "&*", "+@all"]).await;
         RedisUser { name }
     }
-    fn url(&self) -> String {
-        let mut url = url::Url::parse(&crate::helpers::redis_url()).unwrap();
+    fn url(&self, base: &str) -> String {
+        let mut url = url::Url::parse(base).unwrap();
         url.set_username(&self.name).unwrap();
         url.set_password(Some("x")).unwrap();
         url.to_string()
+    }
+    /// The suite's Redis, reached as this user.
+    fn target(&self) -> lychee_live::config::RedisTarget {
+        use lychee_live::config::RedisTarget;
+        match crate::helpers::redis_target() {
+            RedisTarget::Node(url) => RedisTarget::Node(self.url(&url)),
+            RedisTarget::Cluster(seeds) => {
+                RedisTarget::Cluster(seeds.iter().map(|s| self.url(s)).collect())
+            }
+        }
     }
 }
 
@@ -405,11 +407,11 @@ impl Drop for RedisUser {
     fn drop(&mut self) {
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
-            if let Ok(mut c) = client.get_connection() {
-                let _: redis::RedisResult<()> =
-                    redis::cmd("ACL").arg("DELUSER").arg(&name).query(&mut c);
-            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(redis_cmd(&["ACL", "DELUSER", &name]));
         })
         .join();
     }
@@ -422,8 +424,8 @@ async fn a_lost_subscription_is_caught_up_with_stock_and_chat() {
     let user = RedisUser::new().await;
     // Node a (the viewer's) reaches Redis as its own user; node b takes the buys.
     let mut settings = env.settings();
-    if let Mode::Production { redis_url, .. } = &mut settings.mode {
-        *redis_url = user.url();
+    if let Mode::Production { redis, .. } = &mut settings.mode {
+        *redis = user.target();
     }
     let a = env.node_with(settings).await;
     let b = env.node().await;
@@ -647,13 +649,12 @@ async fn a_loop_of_fresh_keys_keeps_a_bounded_number_of_answers() {
         let r = app.buy(&looper, &sale, &format!("k{i}"), "FZX", 6).await;
         assert_eq!(r.expect(409).code(), "limit_exceeded");
     }
-    let client = redis::Client::open(crate::helpers::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:{{{sale}}}:i:6:looper:*", env.prefix().unwrap()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = crate::helpers::kv().await;
+    let keys = crate::helpers::keys_matching(&format!(
+        "{}:{{{sale}}}:i:6:looper:*",
+        env.prefix().unwrap()
+    ))
+    .await;
     assert_eq!(
         keys.len(),
         KEYS_PER_USER,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lychee_live::clock::Clock;
-use lychee_live::config::{Mode, Secret};
+use lychee_live::config::{Mode, RedisTarget, Secret};
 use lychee_live::identity::{Identity, Role, TokenKeys};
 use lychee_live::{Node, Settings};
 use reqwest::{Response, StatusCode};
@@ -23,8 +23,104 @@ fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The single Redis node; also there in a cluster run, for the tests of one
+/// node's failures (a proxy cut, a killed connection).
 pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// The Redis the suite runs on: `TEST_REDIS_CLUSTER_NODES` (seed URLs,
+/// comma-separated) when set, the single node otherwise.
+pub fn redis_target() -> RedisTarget {
+    match std::env::var("TEST_REDIS_CLUSTER_NODES") {
+        Ok(seeds) if !seeds.trim().is_empty() => RedisTarget::Cluster(
+            seeds
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+        _ => RedisTarget::Node(redis_url()),
+    }
+}
+
+pub fn on_cluster() -> bool {
+    matches!(redis_target(), RedisTarget::Cluster(_))
+}
+
+/// A command connection to the suite's Redis, as a node makes it.
+pub async fn kv() -> lychee_live::kv::Kv {
+    lychee_live::kv::Redis::connect(&redis_target())
+        .await
+        .expect("redis")
+        .conn
+}
+
+/// Every node's URL: the single one, or each node of the cluster (`primaries`
+/// only: the ones holding keys).
+pub async fn redis_nodes(primaries: bool) -> Vec<String> {
+    let seeds = match redis_target() {
+        RedisTarget::Node(url) => return vec![url],
+        RedisTarget::Cluster(seeds) => seeds,
+    };
+    let client = redis::Client::open(seeds[0].as_str()).expect("seed url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("seed");
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .expect("cluster nodes");
+    // `<id> <ip:port@cport[,host]> <flags> ...`
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split(' ');
+            let (_, addr, flags) = (f.next()?, f.next()?, f.next()?);
+            let wanted = !flags.contains("fail") && (!primaries || flags.contains("master"));
+            let addr = addr.split('@').next()?;
+            wanted.then(|| format!("redis://{addr}/"))
+        })
+        .collect()
+}
+
+/// Runs a command on every node (ACL users must exist on each).
+pub async fn on_every_node(args: &[&str]) {
+    for url in redis_nodes(false).await {
+        let client = redis::Client::open(url.as_str()).expect("node url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("node");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query_async::<redis::Value>(&mut conn)
+            .await
+            .expect("command on a node");
+    }
+}
+
+/// The keys matching `pattern` on every primary (a test's look inside).
+pub async fn keys_matching(pattern: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    for url in redis_nodes(true).await {
+        let client = redis::Client::open(url.as_str()).expect("node url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("node");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        all.extend(keys);
+    }
+    all
 }
 
 enum Backing {
@@ -97,7 +193,7 @@ impl TestEnv {
             Backing::Production { prefix, .. } => (
                 Mode::Production {
                     database_url: self.database_url().expect("url"),
-                    redis_url: redis_url(),
+                    redis: redis_target(),
                 },
                 prefix.clone(),
             ),
@@ -168,7 +264,7 @@ impl TestEnv {
         let Some(prefix) = self.prefix() else {
             return 0;
         };
-        delete_prefix(&redis_url(), prefix).await
+        delete_prefix(prefix).await
     }
 
     pub async fn pg(&self) -> sqlx::PgPool {
@@ -178,37 +274,47 @@ impl TestEnv {
     }
 }
 
-async fn delete_prefix(url: &str, prefix: &str) -> usize {
-    let client = redis::Client::open(url).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let mut cursor: u64 = 0;
+/// Deletes the prefix's keys on every primary, and on the single node too in
+/// a cluster run (the tests of one node's failures write there). One key per
+/// DEL: several could be several slots.
+async fn delete_prefix(prefix: &str) -> usize {
+    let mut nodes = redis_nodes(true).await;
+    if on_cluster() {
+        nodes.push(redis_url());
+    }
     let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
+    for url in nodes {
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
             .await
-            .expect("scan");
-        if !keys.is_empty() {
-            n += keys.len();
-            let _: () = redis::cmd("DEL")
-                .arg(&keys)
+            .expect("redis");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(1000)
                 .query_async(&mut conn)
                 .await
-                .expect("del");
+                .expect("scan");
+            if !keys.is_empty() {
+                n += keys.len();
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.del(k).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await.expect("del");
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return n;
-        }
-        cursor = next;
     }
+    n
 }
 
 impl Drop for TestEnv {
@@ -230,7 +336,7 @@ impl Drop for TestEnv {
                         .build()
                         .expect("runtime");
                     rt.block_on(async move {
-                        delete_prefix(&redis_url(), &prefix).await;
+                        delete_prefix(&prefix).await;
                         if let Ok(admin) = sqlx::PgPool::connect(&admin_url()).await {
                             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                                 "DROP DATABASE IF EXISTS {db} WITH (FORCE)"

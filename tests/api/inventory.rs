@@ -143,9 +143,7 @@ async fn batch_confirmation(inv: Arc<dyn Inventory>) {
 #[tokio::test]
 async fn a_batch_is_confirmed_in_one_step_on_redis() {
     let env = TestEnv::production().await;
-    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
-        .await
-        .unwrap();
+    let conn = crate::helpers::kv().await;
     batch_confirmation(Arc::new(RedisInventory::new(conn, env.prefix().unwrap()))).await;
 }
 
@@ -159,9 +157,7 @@ async fn a_batch_is_confirmed_in_one_step_in_memory() {
 #[tokio::test]
 async fn every_holder_is_found_in_a_big_sale() {
     let env = TestEnv::production().await;
-    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
-        .await
-        .unwrap();
+    let conn = crate::helpers::kv().await;
     let inv = RedisInventory::new(conn, env.prefix().unwrap());
     // Some bought before a rebuild, as PostgreSQL remembers them.
     let old = (0..2500).map(|i| ("A".to_owned(), format!("old-{i}"), 1));
@@ -196,9 +192,7 @@ async fn a_committed_order_whose_confirmation_was_lost_is_confirmed_by_the_reape
     let host = env.token(Role::Host, "alice");
     let sale = app.live_sale(&host, "instant", "FZX", 5, 5).await;
     let sale_id: Uuid = sale.parse().unwrap();
-    let (_, conn) = lychee_live::connect_redis(&crate::helpers::redis_url())
-        .await
-        .unwrap();
+    let conn = crate::helpers::kv().await;
     let inv = RedisInventory::new(conn, env.prefix().unwrap());
 
     let mut r = request(sale_id, "mei", 1, "lost");

@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted};
 use crate::catalog::StoreError;
+use crate::kv::pubsub::{Heard, Subscriber};
+use crate::kv::{Keys, Kv, Redis};
 
 /// Past this many users the map is emptied rather than scanned for the old.
 const MAX_USERS: usize = 200_000;
@@ -46,11 +47,7 @@ pub enum Peers {
     /// One process: nobody else to tell.
     Alone,
     /// Notices on a Redis channel of the deployment.
-    Redis {
-        client: redis::Client,
-        conn: redis::aio::ConnectionManager,
-        prefix: String,
-    },
+    Redis { redis: Redis, prefix: String },
 }
 
 /// A user's book as read, and when.
@@ -72,6 +69,8 @@ pub struct AddressCache {
     outbox: Option<mpsc::Sender<String>>,
     /// Books not kept are read through here, many users per query.
     loads: mpsc::Sender<Load>,
+    /// The other nodes' notices, for as long as the cache lives.
+    listener: std::sync::OnceLock<Arc<Subscriber>>,
 }
 
 /// A user whose book is wanted, and where it goes (`None`: the batch's
@@ -105,24 +104,34 @@ impl AddressCache {
             node: Uuid::new_v4(),
             outbox,
             loads,
+            listener: std::sync::OnceLock::new(),
         });
-        if let (
-            Peers::Redis {
-                client,
-                conn,
-                prefix,
-            },
-            Some(rx),
-        ) = (peers, rx)
-        {
-            let channel = channel(&prefix);
-            tokio::spawn(publish_loop(conn, channel.clone(), rx, shutdown.clone()));
-            tokio::spawn(listen_loop(
-                client,
-                channel,
-                Arc::downgrade(&cache),
-                shutdown,
+        if let (Peers::Redis { redis, prefix }, Some(rx)) = (peers, rx) {
+            let channel = Keys::new(&prefix).address_channel();
+            tokio::spawn(publish_loop(
+                redis.conn.clone(),
+                channel.clone(),
+                rx,
+                shutdown.clone(),
             ));
+            let weak = Arc::downgrade(&cache);
+            let handler = Box::new(move |heard: Heard<'_>| {
+                let Some(c) = weak.upgrade() else { return };
+                match heard {
+                    Heard::Message(notice) => match std::str::from_utf8(notice) {
+                        Ok(notice) => c.heard(notice),
+                        Err(_) => tracing::warn!("undecodable address notice"),
+                    },
+                    Heard::Up { .. } => {
+                        // Whatever was said before this subscription is not known.
+                        c.forget_all();
+                        c.hearing.store(true, Ordering::Release);
+                    }
+                    Heard::Down => c.hearing.store(false, Ordering::Release),
+                }
+            });
+            let listener = Subscriber::start(redis.source, vec![channel], handler, shutdown);
+            let _ = cache.listener.set(listener);
         }
         cache
     }
@@ -201,10 +210,6 @@ impl AddressCache {
             None => tracing::warn!("malformed address notice ignored"),
         }
     }
-}
-
-fn channel(prefix: &str) -> String {
-    format!("{prefix}:addresses")
 }
 
 #[async_trait]
@@ -291,7 +296,7 @@ async fn load_loop(inner: Arc<dyn AddressStore>, mut pending: mpsc::Receiver<Loa
 }
 
 async fn publish_loop(
-    mut conn: redis::aio::ConnectionManager,
+    kv: Kv,
     channel: String,
     mut rx: mpsc::Receiver<String>,
     shutdown: CancellationToken,
@@ -305,63 +310,10 @@ async fn publish_loop(
         if n == 0 {
             return;
         }
-        let mut pipe = redis::pipe();
-        for notice in queued.drain(..) {
-            pipe.publish(&channel, notice).ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        let notices = queued.drain(..).map(|n| (channel.clone(), n)).collect();
+        if let Err(e) = kv.publish_all(notices).await {
             tracing::warn!(error = %e, "publishing address notices failed");
         }
-    }
-}
-
-async fn listen_loop(
-    client: redis::Client,
-    channel: String,
-    cache: std::sync::Weak<AddressCache>,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let run = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            {
-                let Some(c) = cache.upgrade() else {
-                    return Ok(());
-                };
-                // Whatever was said before this subscription is not known.
-                c.forget_all();
-                c.hearing.store(true, Ordering::Release);
-            }
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                let Some(c) = cache.upgrade() else {
-                    return Ok(());
-                };
-                match msg.get_payload::<String>() {
-                    Ok(notice) => c.heard(&notice),
-                    Err(e) => tracing::warn!(error = %e, "undecodable address notice"),
-                }
-            }
-            Ok::<(), redis::RedisError>(())
-        };
-        tokio::select! {
-            res = run => {
-                if let Err(e) = res {
-                    tracing::warn!(error = %e, "address notices lost; reconnecting");
-                }
-            }
-            _ = shutdown.cancelled() => return,
-        }
-        let Some(c) = cache.upgrade() else { return };
-        c.hearing.store(false, Ordering::Release);
-        drop(c);
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -1,13 +1,14 @@
 -- Post a chat message: ban, mute, slow mode and rate checks, then number it,
 -- keep it in the sale's capped stream and publish it, all in one step, so
 -- every node receives a sale's messages in seq order.
--- KEYS: 1 seq, 2 stream, 3 bans, 4 mute(user), 5 slow(user), 6 settings, 7 rate(user), 8 sale
+-- KEYS: 1 seq, 2 stream, 3 bans, 4 mute(user), 5 slow(user), 6 settings, 7 rate(user), 8 sale,
+--       9 the sale's event channel (a key, so a cluster runs this on its slot)
 -- A sale without live state (Redis lost it) is rebuilt first: the rebuild
 -- puts the seq counter above every seq given before.
 if redis.call('EXISTS', KEYS[8]) == 0 then return {'missing'} end
 -- ARGV: 1 user, 2 now ms, 3 moderator '1'/'0', 4 rate per s, 5 burst,
 --       6 frame prefix, 7 frame suffix, 8 envelope prefix, 9 envelope suffix,
---       10 channel, 11 history length
+--       10 PUBLISH or SPUBLISH (a cluster's sharded channel), 11 history length
 -- A ban never locks out whoever may manage the sale.
 if ARGV[3] ~= '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'banned'} end
 local now = tonumber(ARGV[2])
@@ -35,5 +36,5 @@ end
 local n = string.format('%.0f', redis.call('INCR', KEYS[1]))
 local frame = ARGV[6] .. n .. ARGV[7]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[11], n .. '-0', 'f', frame)
-redis.call('PUBLISH', ARGV[10], ARGV[8] .. frame .. ARGV[9])
+redis.call(ARGV[10], KEYS[9], ARGV[8] .. frame .. ARGV[9])
 return {'ok', n}
