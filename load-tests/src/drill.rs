@@ -268,9 +268,11 @@ pub async fn run(a: DrillArgs) -> Result<Value, String> {
             .map(|s| s.lock().map(|v| v.len()).unwrap_or(0))
             .collect();
         if let Some(cmd) = &cmd {
+            // The sale's id, for faults aimed at where it lives.
             let status = tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
+                .env("DRILL_SALE", &sale)
                 .status()
                 .await
                 .map_err(|e| e.to_string())?;
