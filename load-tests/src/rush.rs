@@ -79,6 +79,10 @@ pub struct RushArgs {
     /// reported (its command statistics are reset at the start).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// `LO-HI`: sales are made until one's Redis Cluster slot is in the
+    /// range (a primary's), so concurrent rushes can each load another primary.
+    #[arg(long, value_parser = parse_slots)]
+    pub slots: Option<(u16, u16)>,
     /// A node's pid, for its CPU per completed order; repeat for several.
     #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
@@ -87,22 +91,45 @@ pub struct RushArgs {
     pub database_url: Option<String>,
 }
 
+fn parse_slots(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s.split_once('-').ok_or("LO-HI")?;
+    let lo: u16 = lo.parse().map_err(|e| format!("{e}"))?;
+    let hi: u16 = hi.parse().map_err(|e| format!("{e}"))?;
+    if lo > hi || hi >= lychee_live::kv::keys::SLOTS {
+        return Err(format!("not a slot range: {s}"));
+    }
+    Ok((lo, hi))
+}
+
 pub async fn run(a: RushArgs) -> Result<Value, String> {
     raise_open_files();
     let keys = TokenKeys::new(&Secret(a.jwt_secret.clone())).map_err(|e| e.to_string())?;
     // Set-up and checks only: buyers have their own connections.
     let http = reqwest::Client::new();
     let host = token(&keys, Role::Host, "load-host");
-    let sale = live_sale_with(
-        &http,
-        &a.nodes[0],
-        &host,
-        &a.checkout,
-        a.stock,
-        a.limit,
-        a.ships_to.as_deref(),
-    )
-    .await?;
+    let mut tries = 0;
+    let sale = loop {
+        let sale = live_sale_with(
+            &http,
+            &a.nodes[0],
+            &host,
+            &a.checkout,
+            a.stock,
+            a.limit,
+            a.ships_to.as_deref(),
+        )
+        .await?;
+        let Some((lo, hi)) = a.slots else { break sale };
+        let id: uuid::Uuid = sale.parse().map_err(|e| format!("sale id: {e}"))?;
+        if (lo..=hi).contains(&lychee_live::kv::keys::sale_slot(id)) {
+            break sale;
+        }
+        tries += 1;
+        // A range of a third of the slots takes a few tries on average.
+        if tries == 200 {
+            return Err(format!("no sale landed in slots {lo}-{hi}"));
+        }
+    };
     let buyers = a.buyers;
     let users = a.users.unwrap_or(buyers);
     if let Some(codes) = a.ships_to.as_deref().filter(|c| !c.is_empty()) {

@@ -13,6 +13,14 @@ use uuid::Uuid;
 /// number keeps that a few subscriptions however many sales there are.
 pub const STOCK_PARTITIONS: u32 = 8;
 
+/// Slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// The cluster slot of a sale's keys: the CRC16 of its hash tag.
+pub fn sale_slot(sale: Uuid) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(sale.to_string().as_bytes()) % SLOTS
+}
+
 /// Key names. The prefix separates deployments and tests sharing one Redis.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -165,6 +173,7 @@ mod tests {
                 }
                 // The tag is the sale alone, whatever the prefix holds.
                 assert_eq!(slot, Slot::for_key(format!("{{{s}}}")), "{prefix}");
+                assert_eq!(Slot::new(sale_slot(s)), Some(slot));
             }
         }
     }
