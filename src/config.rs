@@ -40,7 +40,8 @@ pub struct StoreArgs {
     /// Redis URL of one node; with --database-url, production mode.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Seed nodes of a Redis Cluster, comma-separated URLs (instead of --redis-url).
+    /// Seed nodes of a Redis Cluster, comma-separated `host:port` (or
+    /// `redis://` URLs, for a password or TLS), instead of --redis-url.
     #[arg(
         long,
         env = "LIVE_REDIS_CLUSTER_NODES",
@@ -280,8 +281,16 @@ impl StoreArgs {
         let seeds: Vec<String> = self
             .redis_cluster_nodes
             .iter()
-            .map(|n| n.trim().to_owned())
+            .map(|n| n.trim())
             .filter(|n| !n.is_empty())
+            // The contract names seeds `host:port`; the client wants URLs.
+            .map(|n| {
+                if n.contains("://") {
+                    n.to_owned()
+                } else {
+                    format!("redis://{n}")
+                }
+            })
             .collect();
         let redis = match (&self.redis_url, seeds.is_empty()) {
             (Some(_), false) => return Err(ConfigError::TwoRedises),
@@ -452,7 +461,7 @@ mod tests {
             "--database-url",
             "postgres://x",
             "--redis-cluster-nodes",
-            "redis://a:7000, redis://b:7000,",
+            "10.0.0.1:7000, redis://:pw@b:7000,",
         ])
         .unwrap();
         let mode = cli.serve.store.mode().unwrap();
@@ -461,7 +470,10 @@ mod tests {
         };
         assert_eq!(
             redis,
-            RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7000".into()])
+            RedisTarget::Cluster(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://:pw@b:7000".into()
+            ])
         );
         // A cluster without PostgreSQL is half a production.
         let mut half = store(None, None);

@@ -670,3 +670,72 @@ async fn a_loop_of_fresh_keys_keeps_a_bounded_number_of_answers() {
         .unwrap();
     assert!(ttl > 0 && ttl <= SETTLED_KEEP_SECS as i64, "ttl {ttl}");
 }
+
+/// A promoted replica (or a restarted Redis) has no scripts cached: every
+/// script falls back to sending its body, and nothing fails.
+#[tokio::test]
+async fn scripts_lost_by_redis_are_sent_again() {
+    let mut env = TestEnv::production().await;
+    let app = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let mei = env.token(Role::Viewer, "mei");
+    let sale = app.live_sale(&host, "instant", "FZX", 10, 5).await;
+    let (mut room, _) = app.join(&sale, &mei, None).await;
+    app.buy(&mei, &sale, "k1", "FZX", 1).await.expect(201);
+    crate::helpers::on_every_node(&["SCRIPT", "FLUSH"]).await;
+    app.buy(&mei, &sale, "k2", "FZX", 1).await.expect(201);
+    room.chat("still here").await;
+    let chats = room.chats_until(1).await;
+    assert_eq!(chats.last().unwrap()["text"], "still here");
+    let s = app.get(&format!("/sales/{sale}"), None).await.expect(200).json();
+    assert_eq!(s["products"][0]["sold"], 2);
+}
+
+/// On a cluster, a watched sale's slot moves to another primary: Redis
+/// unsubscribes its shard channel's clients, the nodes subscribe again where
+/// it lives now, and chat keeps reaching viewers on other nodes. (One Redis
+/// has no slots: the cluster run of the suite covers this.)
+#[tokio::test]
+async fn a_sales_slot_moving_keeps_chat_flowing_across_nodes() {
+    let lychee_live::config::RedisTarget::Cluster(seeds) = crate::helpers::redis_target() else {
+        eprintln!("single Redis: nothing to move");
+        return;
+    };
+    let base = url::Url::parse(&seeds[0]).unwrap().port().unwrap();
+    let mut env = TestEnv::production().await;
+    let a = env.node().await;
+    let b = env.node().await;
+    let host = env.token(Role::Host, "alice");
+    let sale = b.live_sale(&host, "instant", "FZX", 50, 50).await;
+    let mei = env.token(Role::Viewer, "mei");
+    let li = env.token(Role::Viewer, "li");
+    let (mut viewer, _) = a.join(&sale, &mei, None).await;
+    let (mut talker, _) = b.join(&sale, &li, None).await;
+    talker.chat("before").await;
+    assert_eq!(viewer.chats_until(1).await.last().unwrap()["text"], "before");
+
+    let key = format!("{}:{{{sale}}}:sale", env.prefix().unwrap());
+    // Off the runtime: the nodes keep running meanwhile.
+    let moved = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("scripts/redis-cluster")
+            .args(["migrate", &base.to_string(), &key])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(moved.status.success(), "{moved:?}");
+
+    // The re-subscription takes a moment; a message sent before it lands is
+    // in the history the room reads after the gap, so it still arrives.
+    talker.chat("after").await;
+    let chats = viewer.chats_until(2).await;
+    assert_eq!(chats.last().unwrap()["text"], "after");
+    // Buys go on where the sale lives now, and the viewer sees the stock.
+    b.buy(&li, &sale, "k1", "FZX", 3).await.expect(201);
+    loop {
+        if viewer.next_of("stock").await["remaining"] == 47 {
+            break;
+        }
+    }
+}
