@@ -687,7 +687,11 @@ async fn scripts_lost_by_redis_are_sent_again() {
     room.chat("still here").await;
     let chats = room.chats_until(1).await;
     assert_eq!(chats.last().unwrap()["text"], "still here");
-    let s = app.get(&format!("/sales/{sale}"), None).await.expect(200).json();
+    let s = app
+        .get(&format!("/sales/{sale}"), None)
+        .await
+        .expect(200)
+        .json();
     assert_eq!(s["products"][0]["sold"], 2);
 }
 
@@ -712,7 +716,10 @@ async fn a_sales_slot_moving_keeps_chat_flowing_across_nodes() {
     let (mut viewer, _) = a.join(&sale, &mei, None).await;
     let (mut talker, _) = b.join(&sale, &li, None).await;
     talker.chat("before").await;
-    assert_eq!(viewer.chats_until(1).await.last().unwrap()["text"], "before");
+    assert_eq!(
+        viewer.chats_until(1).await.last().unwrap()["text"],
+        "before"
+    );
 
     let key = format!("{}:{{{sale}}}:sale", env.prefix().unwrap());
     // Off the runtime: the nodes keep running meanwhile.
