@@ -207,7 +207,9 @@ pub trait Inventory: Send + Sync + 'static {
     /// The sale's live-state epoch; `None` when it has no live state.
     async fn epoch(&self, sale_id: Uuid) -> Result<Option<i64>, InventoryError>;
     /// Overwrites the sale's counters with the seed (reservations are dropped:
-    /// stock held by them comes back). The sale's marker is written last.
+    /// stock held by them comes back; a record may stay under its old epoch,
+    /// so a payment in flight still settles, and releasing it moves only its
+    /// status). The sale's marker is written last.
     async fn install(&self, seed: &SaleSeed) -> Result<(), InventoryError>;
     /// One rebuilder per sale across nodes, holding it under its own `token`;
     /// `false` when another holds it.

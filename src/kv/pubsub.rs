@@ -27,6 +27,9 @@ use super::Source;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long `add` waits for a subscriber that has just started to connect;
+/// inside the 3 s in which an outage must be answered.
+const FIRST_LINK_WAIT: Duration = Duration::from_millis(2500);
 
 /// What a subscriber's handler hears.
 pub enum Heard<'a> {
@@ -68,6 +71,9 @@ struct State {
     subscribed: HashSet<String>,
     up: bool,
     ever_up: bool,
+    /// A channel was added before the first connection and not confirmed in
+    /// time: the first `Up` is reported as `again`, so its watcher catches up.
+    gap_owed: bool,
 }
 
 pub struct Subscriber {
@@ -77,6 +83,8 @@ pub struct Subscriber {
     handler: Handler,
     /// Wakes the cluster's reconciler when a push says a channel was lost.
     lost: tokio::sync::Notify,
+    /// Whether `link` is set, for `add` to wait on at start.
+    linked: tokio::sync::watch::Sender<bool>,
 }
 
 impl Subscriber {
@@ -96,6 +104,7 @@ impl Subscriber {
             link: tokio::sync::Mutex::new(None),
             handler,
             lost: tokio::sync::Notify::new(),
+            linked: tokio::sync::watch::channel(false).0,
         });
         match source {
             Source::Node(client) => {
@@ -112,15 +121,35 @@ impl Subscriber {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Returns once subscribed (when connected), so nothing published
-    /// afterwards is missed; while disconnected it is subscribed on return.
+    /// Returns once subscribed, so nothing published afterwards is missed.
+    /// A subscriber that has just started is waited for; while reconnecting
+    /// after a loss the channel is subscribed with the rest, and the handler
+    /// hears `Up { again: true }`.
     pub async fn add(&self, channel: String) -> RedisResult<()> {
-        self.state().wanted.insert(channel.clone());
-        if let Some(link) = self.link.lock().await.as_mut() {
-            link.subscribe(&channel).await?;
-            self.state().subscribed.insert(channel);
+        let first = {
+            let mut st = self.state();
+            st.wanted.insert(channel.clone());
+            !st.ever_up
+        };
+        if first && !*self.linked.borrow() {
+            let mut linked = self.linked.subscribe();
+            let _ = tokio::time::timeout(FIRST_LINK_WAIT, linked.wait_for(|l| *l)).await;
+        }
+        match self.link.lock().await.as_mut() {
+            Some(link) => {
+                link.subscribe(&channel).await?;
+                self.state().subscribed.insert(channel);
+            }
+            None if first => self.state().gap_owed = true,
+            None => {}
         }
         Ok(())
+    }
+
+    async fn set_link(&self, link: Option<Link>) {
+        let linked = link.is_some();
+        *self.link.lock().await = link;
+        self.linked.send_replace(linked);
     }
 
     pub async fn remove(&self, channel: &str) -> RedisResult<()> {
@@ -147,7 +176,7 @@ impl Subscriber {
                 return;
             }
             st.up = true;
-            std::mem::replace(&mut st.ever_up, true)
+            std::mem::replace(&mut st.ever_up, true) || std::mem::take(&mut st.gap_owed)
         };
         (self.handler)(Heard::Up { again });
     }
@@ -186,7 +215,7 @@ async fn node_loop(client: redis::Client, sub: Weak<Subscriber>, shutdown: Cance
                     return Ok(());
                 };
                 // Published first, so a channel added meanwhile is not missed.
-                *s.link.lock().await = Some(Link::Node(sink.clone()));
+                s.set_link(Some(Link::Node(sink.clone()))).await;
                 let wanted: Vec<String> = s.state().wanted.iter().cloned().collect();
                 if !wanted.is_empty() {
                     sink.subscribe(wanted).await?;
@@ -212,7 +241,7 @@ async fn node_loop(client: redis::Client, sub: Weak<Subscriber>, shutdown: Cance
             _ = shutdown.cancelled() => return,
         }
         let Some(s) = sub.upgrade() else { return };
-        *s.link.lock().await = None;
+        s.set_link(None).await;
         s.went_down();
         drop(s);
         if !sleep_or_stop(backoff, &shutdown).await {
@@ -255,7 +284,7 @@ async fn cluster_loop(seeds: Vec<String>, sub: Weak<Subscriber>, shutdown: Cance
     };
     {
         let Some(s) = sub.upgrade() else { return };
-        *s.link.lock().await = Some(Link::Cluster(conn));
+        s.set_link(Some(Link::Cluster(conn))).await;
     }
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     loop {

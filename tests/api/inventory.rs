@@ -1,21 +1,16 @@
-//! The inventory's batch confirmation, the same on Redis and in memory:
-//! committed orders of one SKU move from reserved to sold in one step, each
-//! key gets its final answer, and a second pass changes nothing.
-
-use std::sync::Arc;
+//! The inventory within a running node (the reaper, PostgreSQL's word).
+//! What the inventory answers alone, on every backend, is in
+//! `conformance::inventory`.
 
 use chrono::Utc;
 use uuid::Uuid;
 
 use crate::helpers::TestEnv;
-use lychee_live::catalog::{ProductStatus, SaleStatus};
-use lychee_live::inventory::memory::MemoryInventory;
 use lychee_live::inventory::redis::RedisInventory;
-use lychee_live::inventory::{
-    Admission, AdmitRequest, Confirmation, Inventory, ProductSeed, SaleSeed, Stored,
-};
+use lychee_live::inventory::{Admission, AdmitRequest, Inventory};
 use lychee_live::orders::{Order, OrderStatus};
 
+/// An instant order's admission: the key is pending until confirmed.
 fn request(sale_id: Uuid, user: &str, qty: i64, key: &str) -> AdmitRequest {
     let now = Utc::now();
     AdmitRequest {
@@ -44,137 +39,9 @@ fn request(sale_id: Uuid, user: &str, qty: i64, key: &str) -> AdmitRequest {
             shipment: None,
             claims: Vec::new(),
         },
-        // Instant checkout: the key is pending until confirmed.
         final_answer: None,
         deadline_ms: now.timestamp_millis() + 60_000,
     }
-}
-
-fn confirmation(r: &AdmitRequest) -> Confirmation {
-    Confirmation {
-        order_id: r.order.id,
-        user_id: r.user_id.clone(),
-        key: r.key.clone(),
-        completed_at_ms: r.order.created_at.timestamp_millis(),
-        fingerprint: r.fingerprint.clone(),
-        answer: Stored::Order(format!("{{\"id\":\"{}\"}}", r.order.id)),
-    }
-}
-
-/// A live sale of one product `A` with `stock` units and these earlier buyers.
-async fn live_sale(inv: &dyn Inventory, stock: i64, holdings: Vec<(String, String, i64)>) -> Uuid {
-    let sale_id = Uuid::now_v7();
-    inv.install(&SaleSeed {
-        sale_id,
-        epoch: 1,
-        status: SaleStatus::Live,
-        products: vec![ProductSeed {
-            sku: "A".into(),
-            stock,
-            sold: 0,
-            per_user_limit: 5,
-            status: ProductStatus::OnSale,
-        }],
-        holdings,
-        chat_seq_floor: 0,
-    })
-    .await
-    .unwrap();
-    sale_id
-}
-
-async fn batch_confirmation(inv: Arc<dyn Inventory>) {
-    let sale_id = live_sale(&*inv, 10, Vec::new()).await;
-    let reqs = [
-        request(sale_id, "mei", 2, "k1"),
-        request(sale_id, "li", 1, "k2"),
-        request(sale_id, "mei", 3, "k3"),
-    ];
-    for r in &reqs {
-        assert!(matches!(
-            inv.admit(r).await.unwrap(),
-            Admission::Admitted { .. }
-        ));
-    }
-    assert_eq!(inv.held_count(sale_id).await.unwrap(), 3);
-    let mut batch: Vec<Confirmation> = reqs.iter().map(confirmation).collect();
-    // An order no node knows is skipped, not an error.
-    let mut unknown = confirmation(&request(sale_id, "wu", 1, "k9"));
-    unknown.order_id = Uuid::now_v7();
-    batch.push(unknown);
-
-    let level = inv
-        .confirm_batch(sale_id, "A", &batch)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (level.stock, level.remaining, level.reserved, level.sold),
-        (10, 4, 0, 6)
-    );
-    assert_eq!(
-        inv.held_count(sale_id).await.unwrap(),
-        0,
-        "no deadlines left"
-    );
-    for r in &reqs {
-        let live = inv.order(sale_id, r.order.id).await.unwrap().unwrap();
-        assert_eq!(live.order.status, OrderStatus::Completed);
-        let (fp, stored) = inv
-            .stored_answer(sale_id, &r.user_id, &r.key)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(fp, r.fingerprint);
-        assert_eq!(stored, confirmation(r).answer);
-    }
-    assert_eq!(inv.stored_answer(sale_id, "wu", "k9").await.unwrap(), None);
-
-    // Again (a retry after a lost reply): nothing counted twice.
-    let again = inv
-        .confirm_batch(sale_id, "A", &batch)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((again.remaining, again.reserved, again.sold), (4, 0, 6));
-    assert_eq!(inv.confirm_batch(sale_id, "A", &[]).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn a_batch_is_confirmed_in_one_step_on_redis() {
-    let env = TestEnv::production().await;
-    let conn = crate::helpers::kv().await;
-    batch_confirmation(Arc::new(RedisInventory::new(conn, env.prefix().unwrap()))).await;
-}
-
-#[tokio::test]
-async fn a_batch_is_confirmed_in_one_step_in_memory() {
-    batch_confirmation(Arc::new(MemoryInventory::new())).await;
-}
-
-/// Holders are read in pages: a hash past one page (and past Redis's
-/// compact encoding) still yields every holder.
-#[tokio::test]
-async fn every_holder_is_found_in_a_big_sale() {
-    let env = TestEnv::production().await;
-    let conn = crate::helpers::kv().await;
-    let inv = RedisInventory::new(conn, env.prefix().unwrap());
-    // Some bought before a rebuild, as PostgreSQL remembers them.
-    let old = (0..2500).map(|i| ("A".to_owned(), format!("old-{i}"), 1));
-    let sale_id = live_sale(&inv, 5000, old.collect()).await;
-    for i in 0..500 {
-        let r = request(sale_id, &format!("new-{i}"), 1, "k");
-        assert!(matches!(
-            inv.admit(&r).await.unwrap(),
-            Admission::Admitted { .. }
-        ));
-    }
-    let mut holders = inv.holders(sale_id, "A").await.unwrap();
-    holders.sort();
-    holders.dedup();
-    assert_eq!(holders.len(), 3000);
-    assert!(holders.iter().any(|h| h == "new-499"));
-    assert!(holders.iter().any(|h| h == "old-0"));
 }
 
 /// A node that committed an instant order and lost its confirmation (died,

@@ -7,6 +7,7 @@ mod buy;
 mod catalog;
 mod claims;
 mod cli;
+mod conformance;
 mod dashboard;
 mod delivery;
 mod errors;

@@ -17,8 +17,13 @@ if ARGV[3] ~= '1' then
   if muted > 0 then return {'muted', tostring(muted)} end
   local slow = tonumber(redis.call('HGET', KEYS[6], 'slow_mode') or '0')
   if slow > 0 then
-    local wait = redis.call('PTTL', KEYS[5])
-    if wait > 0 then return {'slow_mode', tostring(wait)} end
+    -- The mark holds the time of the user's last post in slow mode, so a
+    -- host who shortens slow mode shortens every wait at once.
+    local last = redis.call('GET', KEYS[5])
+    if last then
+      local wait = slow * 1000 - (now - tonumber(last))
+      if wait > 0 then return {'slow_mode', tostring(wait)} end
+    end
   end
   local rate, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
   local b = redis.call('HMGET', KEYS[7], 't', 'ts')
@@ -30,7 +35,7 @@ if ARGV[3] ~= '1' then
   end
   redis.call('HSET', KEYS[7], 't', tostring(tokens - 1), 'ts', tostring(now))
   redis.call('PEXPIRE', KEYS[7], math.ceil(burst / rate * 1000) + 1000)
-  if slow > 0 then redis.call('SET', KEYS[5], '1', 'PX', slow * 1000) end
+  if slow > 0 then redis.call('SET', KEYS[5], tostring(now), 'PX', slow * 1000) end
 end
 -- '%.0f': Lua 5.1 prints a large number (a rebuilt counter) in exponent form.
 local n = string.format('%.0f', redis.call('INCR', KEYS[1]))
