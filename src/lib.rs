@@ -19,6 +19,7 @@ pub mod payments;
 pub mod text;
 pub mod uploads;
 pub mod web;
+pub mod ws;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,8 +42,9 @@ use crate::fulfilment::address::postgres::PgAddresses;
 use crate::fulfilment::address::sqlite::SqliteAddresses;
 use crate::fulfilment::address::{AddressBook, AddressStore};
 use crate::http::ratelimit::RateLimiter;
-use crate::http::{AppState, Live};
+use crate::http::AppState;
 use crate::hub::chat::{ChatRate, ChatStore, MemoryChat, RedisChat};
+use crate::hub::live::Live;
 use crate::hub::presence::{LocalPresence, Presence, RedisPresence};
 use crate::hub::{EventBus, Hub, LocalBus, RedisBus, StockPublisher};
 use crate::identity::TokenKeys;
@@ -265,6 +267,7 @@ impl Backends {
             Mode::Embedded { data_dir } => {
                 let (pool, lock) = open_sqlite(data_dir).await?;
                 let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new());
+                let inventory = Arc::new(MemoryInventory::new());
                 let payments = Arc::new(SqlitePayments::new(pool.clone()));
                 Ok(Backends {
                     payments: payments.clone(),
@@ -279,8 +282,8 @@ impl Backends {
                     claims: Arc::new(claims::sqlite::SqliteClaims::new(pool.clone())),
                     catalog: Arc::new(SqliteCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
-                    inventory: Arc::new(MemoryInventory::new()),
-                    chat: Arc::new(MemoryChat::new(bus.clone(), settings.chat_rate)),
+                    inventory: inventory.clone(),
+                    chat: Arc::new(MemoryChat::new(bus.clone(), settings.chat_rate, inventory)),
                     presence: Arc::new(LocalPresence::default()),
                     figures: Arc::new(MemoryFigures::default()),
                     bus,
@@ -497,6 +500,9 @@ impl Node {
                 orders: orders.clone(),
                 bus: backends.bus.clone(),
             }),
+            catalog: catalog.clone(),
+            orders: orders.clone(),
+            clock: clock.clone(),
         });
         let dashboards = Feeds::new(
             Arc::new(LiveSource {

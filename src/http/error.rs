@@ -81,6 +81,9 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("{0}")]
     Unavailable(String),
+    /// A chat or announcement text the room's rules refuse.
+    #[error("{0}")]
+    InvalidMessage(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -88,7 +91,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::InvalidMessage(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::Banned => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -107,6 +110,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidMessage(_) => "invalid_message",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
@@ -263,6 +267,23 @@ impl From<crate::hub::moderation::ModerationError> for ApiError {
             M::Chat(e) => e.into(),
             M::Inventory(e) => e.into(),
             M::Orders(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::hub::live::LiveError> for ApiError {
+    fn from(e: crate::hub::live::LiveError) -> Self {
+        use crate::hub::live::LiveError as L;
+        match e {
+            L::NotFound(_) => ApiError::NotFound(e.to_string()),
+            L::Forbidden => ApiError::Forbidden(e.to_string()),
+            L::BadRequest(m) => ApiError::BadRequest(m),
+            L::InvalidText(why) => ApiError::InvalidMessage(why.to_owned()),
+            L::Rebuilding => ApiError::Unavailable("the sale is being rebuilt".into()),
+            L::Catalog(e) => e.into(),
+            L::Chat(e) => e.into(),
+            L::Moderation(e) => e.into(),
+            L::Rebuild(e) => e.into(),
         }
     }
 }

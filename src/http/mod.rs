@@ -30,10 +30,7 @@ use crate::catalog::validate::StreamHosts;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::dashboard::feed::Feeds;
-use crate::dashboard::Stats;
-use crate::hub::chat::ChatStore;
-use crate::hub::presence::Presence;
-use crate::hub::Hub;
+use crate::hub::live::Live;
 use crate::identity::signin::SigninCodes;
 use crate::identity::TokenKeys;
 use crate::orders::Orders;
@@ -103,28 +100,6 @@ pub struct Shared {
     pub uploads: Arc<crate::uploads::Uploads>,
     /// After-sales claims: opened by buyers, settled by hosts.
     pub claims: Arc<crate::claims::Claims>,
-}
-
-/// What the live room needs beyond the REST state.
-pub struct Live {
-    /// This node's rooms.
-    pub hub: Arc<Hub>,
-    /// Chat history, rules and moderation.
-    pub chat: Arc<dyn ChatStore>,
-    /// Lower-cased words a chat message may not contain.
-    pub blocked_words: Vec<String>,
-    /// Cancelled on SIGTERM: sockets close with 1001.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// Open sockets count as work: the node exits after they sent their 1001.
-    pub sockets: tokio_util::task::TaskTracker,
-    /// Per-second figures for the dashboard.
-    pub stats: Arc<Stats>,
-    /// Viewer counts over all nodes.
-    pub presence: Arc<dyn Presence>,
-    /// Rebuilds a sale's live state when chat finds it missing.
-    pub rebuild: Arc<crate::orders::rebuild::Rebuilder>,
-    /// Bans and unbans, over REST and the socket alike.
-    pub moderation: Arc<crate::hub::moderation::Moderation>,
 }
 
 pub fn app(state: AppState) -> Router {

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::{EventBus, SaleEvent};
 use crate::kv::{Keys, Kv, Lua};
+use crate::ws::protocol::chat_frame_parts;
 
 /// At least this many messages stay in a sale's history.
 pub const HISTORY: usize = 1000;
@@ -101,11 +102,6 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Removes a message from history; `false` if it was not there.
     async fn delete(&self, sale_id: Uuid, seq: u64) -> Result<bool, ChatError>;
     async fn mute(&self, sale_id: Uuid, user_id: &str, secs: u32) -> Result<(), ChatError>;
-    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError>;
-    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError>;
-    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError>;
-    /// The sale's banned user ids, sorted.
-    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, ChatError>;
     /// Remembers a user id that signed in as an operator: tokens carry the
     /// role, user ids do not, and an operator must never be banned.
     async fn note_operator(&self, user_id: &str) -> Result<(), ChatError>;
@@ -129,28 +125,6 @@ pub fn check_text(text: &str, blocked: &[String]) -> Result<String, &'static str
         return Err("this message contains a blocked word");
     }
     Ok(t.to_owned())
-}
-
-/// The chat event's JSON around its `seq`: the store inserts the number it
-/// assigns, so a message is serialized once, here.
-fn frame_parts(post: &Post) -> (String, String) {
-    #[derive(Serialize)]
-    struct Rest<'a> {
-        user_id: &'a str,
-        name: &'a str,
-        text: &'a str,
-        ts: i64,
-    }
-    let rest = serde_json::to_string(&Rest {
-        user_id: &post.user_id,
-        name: &post.name,
-        text: &post.text,
-        ts: post.ts,
-    })
-    .unwrap_or_else(|_| "{}".into());
-    // `{"user_id":...}` becomes `,"user_id":...}` after the seq.
-    let suffix = format!(",{}", &rest[1..]);
-    (r#"{"type":"chat","seq":"#.to_owned(), suffix)
 }
 
 /// In Redis, shared by every node.
@@ -185,7 +159,7 @@ fn parse_frame(entry: &redis::streams::StreamId) -> Option<ChatMessage> {
 impl ChatStore for RedisChat {
     async fn post(&self, p: &Post) -> Result<Posted, ChatError> {
         let k = &self.keys;
-        let (prefix, suffix) = frame_parts(p);
+        let (prefix, suffix) = chat_frame_parts(&p.user_id, &p.name, &p.text, p.ts);
         let env_prefix = format!(
             r#"{{"sale_id":"{}","origin":"{}","event":"#,
             p.sale_id,
@@ -275,36 +249,6 @@ impl ChatStore for RedisChat {
         Ok(())
     }
 
-    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
-        self.conn
-            .clone()
-            .sadd::<_, _, ()>(self.keys.bans(sale_id), user_id)
-            .await?;
-        Ok(())
-    }
-
-    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
-        self.conn
-            .clone()
-            .srem::<_, _, ()>(self.keys.bans(sale_id), user_id)
-            .await?;
-        Ok(())
-    }
-
-    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError> {
-        Ok(self
-            .conn
-            .clone()
-            .sismember(self.keys.bans(sale_id), user_id)
-            .await?)
-    }
-
-    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, ChatError> {
-        let mut bans: Vec<String> = self.conn.clone().smembers(self.keys.bans(sale_id)).await?;
-        bans.sort();
-        Ok(bans)
-    }
-
     async fn note_operator(&self, user_id: &str) -> Result<(), ChatError> {
         self.conn
             .clone()
@@ -342,6 +286,8 @@ impl ChatStore for RedisChat {
 /// In process: the embedded mode. Same rules, a mutex per store.
 pub struct MemoryChat {
     bus: Arc<dyn EventBus>,
+    /// Bans are the inventory's (one write refuses buys and chat alike).
+    bans: Arc<crate::inventory::memory::MemoryInventory>,
     rate: ChatRate,
     sales: Mutex<HashMap<Uuid, SaleChat>>,
     /// Short sections, no await: std mutex.
@@ -352,7 +298,6 @@ pub struct MemoryChat {
 struct SaleChat {
     seq: u64,
     history: BTreeMap<u64, ChatMessage>,
-    bans: HashSet<String>,
     muted_until: HashMap<String, Instant>,
     slow_mode: u32,
     last_post: HashMap<String, Instant>,
@@ -387,9 +332,14 @@ impl SaleChat {
 }
 
 impl MemoryChat {
-    pub fn new(bus: Arc<dyn EventBus>, rate: ChatRate) -> Self {
+    pub fn new(
+        bus: Arc<dyn EventBus>,
+        rate: ChatRate,
+        bans: Arc<crate::inventory::memory::MemoryInventory>,
+    ) -> Self {
         MemoryChat {
             bus,
+            bans,
             rate,
             sales: Mutex::new(HashMap::new()),
             operators: Mutex::default(),
@@ -412,12 +362,12 @@ impl ChatStore for MemoryChat {
     async fn post(&self, p: &Post) -> Result<Posted, ChatError> {
         let now = Instant::now();
         let rate = self.rate;
+        // A ban never locks out whoever may manage the sale.
+        if !p.moderator && self.bans.banned(p.sale_id, &p.user_id) {
+            return Ok(Posted::Banned);
+        }
         let posted = self.with(p.sale_id, |c| {
             c.sweep(now, rate);
-            // A ban never locks out whoever may manage the sale.
-            if !p.moderator && c.bans.contains(&p.user_id) {
-                return Posted::Banned;
-            }
             if !p.moderator {
                 if let Some(until) = c.muted_until.get(&p.user_id).filter(|u| **u > now) {
                     return Posted::Muted {
@@ -498,26 +448,6 @@ impl ChatStore for MemoryChat {
         Ok(())
     }
 
-    async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
-        self.with(sale_id, |c| c.bans.insert(user_id.to_owned()));
-        Ok(())
-    }
-
-    async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), ChatError> {
-        self.with(sale_id, |c| c.bans.remove(user_id));
-        Ok(())
-    }
-
-    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, ChatError> {
-        Ok(self.with(sale_id, |c| c.bans.contains(user_id)))
-    }
-
-    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, ChatError> {
-        let mut bans: Vec<String> = self.with(sale_id, |c| c.bans.iter().cloned().collect());
-        bans.sort();
-        Ok(bans)
-    }
-
     async fn note_operator(&self, user_id: &str) -> Result<(), ChatError> {
         self.operators
             .lock()
@@ -566,30 +496,6 @@ mod tests {
         let family = "👨\u{200D}👩\u{200D}👧 好吃";
         assert_eq!(check_text(family, &blocked).unwrap(), family);
         assert!(check_text("buy SPAM here", &blocked).is_err());
-    }
-
-    #[test]
-    fn frame_parts_make_a_chat_event() {
-        let p = Post {
-            sale_id: Uuid::nil(),
-            user_id: "u\"1".into(),
-            name: "Mei".into(),
-            text: "</script> \u{1F600}".into(),
-            ts: 7,
-            moderator: false,
-        };
-        let (a, b) = frame_parts(&p);
-        let ev: SaleEvent = serde_json::from_str(&format!("{a}42{b}")).unwrap();
-        assert_eq!(
-            ev,
-            SaleEvent::Chat(ChatMessage {
-                seq: 42,
-                user_id: "u\"1".into(),
-                name: "Mei".into(),
-                text: "</script> \u{1F600}".into(),
-                ts: 7
-            })
-        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod chat;
+pub mod live;
 pub mod moderation;
 pub mod presence;
 pub mod room;

@@ -71,7 +71,6 @@ impl Moderation {
                 "someone who may manage the sale cannot be banned",
             ));
         }
-        self.chat.ban(sale_id, user_id).await?;
         self.inventory.ban(sale_id, user_id).await?;
         self.bus.publish(
             sale_id,
@@ -94,7 +93,6 @@ impl Moderation {
     ) -> Result<(), ModerationError> {
         self.managed(who, sale_id).await?;
         check_subject(user_id).map_err(|_| ModerationError::BadUser)?;
-        self.chat.unban(sale_id, user_id).await?;
         self.inventory.unban(sale_id, user_id).await?;
         Ok(())
     }
@@ -105,6 +103,6 @@ impl Moderation {
         sale_id: Uuid,
     ) -> Result<Vec<String>, ModerationError> {
         self.managed(who, sale_id).await?;
-        Ok(self.chat.bans(sale_id).await?)
+        Ok(self.inventory.bans(sale_id).await?)
     }
 }

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -18,6 +16,7 @@ use super::{EventBus, SaleEvent};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::inventory::StockLevel;
+use crate::ws::protocol::Frame;
 
 /// Room frames a socket may fall behind by, once its TCP buffers are full,
 /// before it loses chat (and is told): a frame per `FANOUT_WINDOW` at most,
@@ -38,74 +37,6 @@ const PRESENCE_EVERY: u32 = 10;
 /// publications: at most 10 frames a second per SKU, the latest value at
 /// most one window (plus the publisher's 50 ms) late.
 pub const FANOUT_WINDOW: Duration = Duration::from_millis(100);
-
-/// One serialized event (or a batch of them), shared by every socket that
-/// sends it.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub text: Utf8Bytes,
-    /// The first and last chat seq inside, so a socket can skip what its
-    /// welcome history already held.
-    pub seqs: Option<(u64, u64)>,
-    /// A batch's events, for the rare socket that must skip some of them.
-    pub parts: Option<Arc<[Frame]>>,
-    /// Events the room published before this frame (0 for personal frames):
-    /// a socket that lagged tells how many events it lost.
-    pub at: u64,
-}
-
-impl Frame {
-    pub fn text(text: impl Into<Utf8Bytes>) -> Frame {
-        Frame {
-            text: text.into(),
-            seqs: None,
-            parts: None,
-            at: 0,
-        }
-    }
-
-    pub fn of<T: Serialize>(value: &T) -> Option<Frame> {
-        match serde_json::to_string(value) {
-            Ok(s) => Some(Frame::text(s)),
-            Err(e) => {
-                tracing::error!(error = %e, "event not serializable");
-                None
-            }
-        }
-    }
-
-    /// One frame for several: `{"type":"batch","events":[...]}`.
-    pub fn batch(mut frames: Vec<Frame>) -> Option<Frame> {
-        if frames.len() <= 1 {
-            return frames.pop();
-        }
-        let len = frames.iter().map(|f| f.text.len() + 1).sum::<usize>() + 32;
-        let mut text = String::with_capacity(len);
-        text.push_str(r#"{"type":"batch","events":["#);
-        for (i, f) in frames.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
-            text.push_str(f.text.as_str());
-        }
-        text.push_str("]}");
-        let seqs = frames
-            .iter()
-            .filter_map(|f| f.seqs)
-            .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
-        Some(Frame {
-            text: text.into(),
-            seqs,
-            parts: Some(frames.into()),
-            at: 0,
-        })
-    }
-
-    /// Events inside: a batch's parts, or one.
-    pub fn events(&self) -> u64 {
-        self.parts.as_ref().map_or(1, |p| p.len() as u64)
-    }
-}
 
 /// What only one socket gets.
 #[derive(Debug, Clone)]
@@ -301,7 +232,7 @@ impl Room {
         stock
             .levels
             .values()
-            .filter_map(|l| Frame::of(&SaleEvent::Stock(l.clone())))
+            .filter_map(|l| Frame::event(&SaleEvent::Stock(l.clone())))
             .collect()
     }
 
@@ -312,7 +243,7 @@ impl Room {
         dirty
             .iter()
             .filter_map(|sku| stock.levels.get(sku))
-            .filter_map(|l| Frame::of(&SaleEvent::Stock(l.clone())))
+            .filter_map(|l| Frame::event(&SaleEvent::Stock(l.clone())))
             .collect()
     }
 
@@ -322,8 +253,7 @@ impl Room {
         if self.last_chat.fetch_max(seq, Ordering::Relaxed) >= seq {
             return;
         }
-        if let Some(mut f) = Frame::of(event) {
-            f.seqs = Some((seq, seq));
+        if let Some(f) = Frame::event(event) {
             self.broadcast(f);
         }
     }
@@ -332,7 +262,7 @@ impl Room {
         match event {
             SaleEvent::Stock(level) => self.stock_changed(level.clone()),
             SaleEvent::Order { order } => {
-                if let Some(f) = Frame::of(event) {
+                if let Some(f) = Frame::event(event) {
                     self.to_user(&order.user_id, Personal::Frame(f));
                 }
             }
@@ -346,18 +276,12 @@ impl Room {
             | SaleEvent::ChatDeleted { .. }
             | SaleEvent::Announcement { .. }
             | SaleEvent::SlowMode { .. } => {
-                if let Some(f) = Frame::of(event) {
+                if let Some(f) = Frame::event(event) {
                     self.broadcast(f);
                 }
             }
         }
     }
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename = "viewers")]
-struct Viewers {
-    count: u64,
 }
 
 /// This node's rooms, fed from the bus.
@@ -473,9 +397,7 @@ impl Hub {
             {
                 Ok(total) if total != room.viewers() => {
                     room.viewers.store(total, Ordering::Relaxed);
-                    if let Some(f) = Frame::of(&Viewers { count: total }) {
-                        room.broadcast(f);
-                    }
+                    room.broadcast(Frame::viewers(total));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "presence report failed"),
@@ -570,28 +492,14 @@ mod tests {
     use super::*;
 
     fn chat(seq: u64) -> Frame {
-        let mut f = Frame::text(format!(r#"{{"type":"chat","seq":{seq}}}"#));
-        f.seqs = Some((seq, seq));
-        f
-    }
-
-    #[test]
-    fn a_batch_is_one_frame_with_its_parts_and_seq_range() {
-        assert!(Frame::batch(Vec::new()).is_none());
-        let one = Frame::batch(vec![chat(7)]).unwrap();
-        assert_eq!(one.text.as_str(), r#"{"type":"chat","seq":7}"#);
-        assert_eq!(one.events(), 1);
-
-        let stock = Frame::text(r#"{"type":"stock"}"#);
-        let b = Frame::batch(vec![chat(3), stock, chat(4)]).unwrap();
-        let v: serde_json::Value = serde_json::from_str(b.text.as_str()).unwrap();
-        assert_eq!(v["type"], "batch");
-        assert_eq!(v["events"].as_array().unwrap().len(), 3);
-        assert_eq!(v["events"][2]["seq"], 4);
-        assert_eq!(b.seqs, Some((3, 4)));
-        assert_eq!(b.events(), 3);
-        let only_state = Frame::batch(vec![Frame::text("{}"), Frame::text("{}")]).unwrap();
-        assert_eq!(only_state.seqs, None);
+        Frame::event(&SaleEvent::Chat(super::super::chat::ChatMessage {
+            seq,
+            user_id: "mei".into(),
+            name: "Mei".into(),
+            text: "hi".into(),
+            ts: 1,
+        }))
+        .unwrap()
     }
 
     #[tokio::test]

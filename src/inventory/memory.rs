@@ -311,6 +311,13 @@ pub struct MemoryInventory {
 }
 
 impl MemoryInventory {
+    /// For the in-memory chat, which refuses banned users as Redis's chat
+    /// script does by reading the inventory's set.
+    pub fn banned(&self, sale_id: Uuid, user_id: &str) -> bool {
+        self.sale(sale_id)
+            .is_some_and(|s| lock(&s).bans.contains(user_id))
+    }
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -532,6 +539,19 @@ impl Inventory for MemoryInventory {
             lock(&sale).bans.remove(user_id);
         }
         Ok(())
+    }
+
+    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, InventoryError> {
+        Ok(self.banned(sale_id, user_id))
+    }
+
+    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, InventoryError> {
+        let mut bans: Vec<String> = self
+            .sale(sale_id)
+            .map(|s| lock(&s).bans.iter().cloned().collect())
+            .unwrap_or_default();
+        bans.sort();
+        Ok(bans)
     }
 
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError> {

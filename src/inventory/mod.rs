@@ -258,8 +258,13 @@ pub trait Inventory: Send + Sync + 'static {
     ) -> Result<Vec<Option<StockLevel>>, InventoryError>;
     /// Users holding (reserved or completed) some of the SKU.
     async fn holders(&self, sale_id: Uuid, sku: &str) -> Result<Vec<String>, InventoryError>;
+    /// Bans live here alone: admission and chat (whose Redis script reads
+    /// the same set) both refuse a banned user, so a ban is one write.
     async fn ban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError>;
     async fn unban(&self, sale_id: Uuid, user_id: &str) -> Result<(), InventoryError>;
+    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, InventoryError>;
+    /// The sale's banned user ids, sorted.
+    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, InventoryError>;
 
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError>;
     /// Writes the final answer of a key that is pending for `order_id`.

@@ -414,6 +414,19 @@ impl Inventory for RedisInventory {
         Ok(())
     }
 
+    async fn is_banned(&self, sale_id: Uuid, user_id: &str) -> Result<bool, InventoryError> {
+        Ok(self
+            .conn()
+            .sismember(self.keys.bans(sale_id), user_id)
+            .await?)
+    }
+
+    async fn bans(&self, sale_id: Uuid) -> Result<Vec<String>, InventoryError> {
+        let mut bans: Vec<String> = self.conn().smembers(self.keys.bans(sale_id)).await?;
+        bans.sort();
+        Ok(bans)
+    }
+
     async fn admit(&self, req: &AdmitRequest) -> Result<Admission, InventoryError> {
         let k = &self.keys;
         let s = req.sale_id;

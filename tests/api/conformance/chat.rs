@@ -30,7 +30,8 @@ pub struct Chat {
     store: Arc<dyn ChatStore>,
     /// Another node's store of the same deployment (one process: the same).
     other: Arc<dyn ChatStore>,
-    /// Makes a sale's live state: Redis's chat refuses a sale without it.
+    /// Makes a sale's live state (Redis's chat refuses a sale without it)
+    /// and holds its bans.
     inventory: Arc<dyn Inventory>,
     /// Where posted messages reach the viewers.
     bus: Arc<dyn EventBus>,
@@ -57,11 +58,12 @@ impl Chat {
 
 async fn memory() -> (Chat, Keep) {
     let bus = Arc::new(LocalBus::new());
-    let store: Arc<dyn ChatStore> = Arc::new(MemoryChat::new(bus.clone(), RATE));
+    let inventory = Arc::new(MemoryInventory::new());
+    let store: Arc<dyn ChatStore> = Arc::new(MemoryChat::new(bus.clone(), RATE, inventory.clone()));
     let chat = Chat {
         other: store.clone(),
         store,
-        inventory: Arc::new(MemoryInventory::new()),
+        inventory,
         bus,
     };
     (chat, Keep::memory())
@@ -240,8 +242,8 @@ async fn a_new_sale_has_an_empty_chat(chat: Chat) {
             .await
             .unwrap()
             .is_empty());
-        assert!(chat.store.bans(sale).await.unwrap().is_empty());
-        assert!(!chat.store.is_banned(sale, "mei").await.unwrap());
+        assert!(chat.inventory.bans(sale).await.unwrap().is_empty());
+        assert!(!chat.inventory.is_banned(sale, "mei").await.unwrap());
         assert_eq!(chat.store.slow_mode(sale).await.unwrap(), 0);
     }
 }
@@ -287,7 +289,7 @@ async fn posts_reach_the_sale_s_viewers_in_seq_order(chat: Chat) {
     chat.bus.watch(sale).await.unwrap();
     let mut rx = chat.bus.subscribe();
     host_posts(&*chat.store, sale, 2).await;
-    chat.store.ban(sale, "{x}").await.unwrap();
+    chat.inventory.ban(sale, "{x}").await.unwrap();
     assert_eq!(
         chat.store
             .post(&post(sale, "{x}", "refused", false))
@@ -314,16 +316,22 @@ async fn bans_are_per_sale_and_sorted(chat: Chat) {
     let sale = chat.live_sale().await;
     let other = chat.live_sale().await;
     for user in HOSTILE_USERS.iter().chain(&["zed", "zed"]) {
-        chat.store.ban(sale, user).await.unwrap();
+        chat.inventory.ban(sale, user).await.unwrap();
     }
     let mut expected: Vec<String> = HOSTILE_USERS.iter().map(|u| u.to_string()).collect();
     expected.push("zed".into());
     expected.sort();
-    assert_eq!(chat.store.bans(sale).await.unwrap(), expected);
-    assert!(chat.store.bans(other).await.unwrap().is_empty());
+    assert_eq!(chat.inventory.bans(sale).await.unwrap(), expected);
+    assert!(chat.inventory.bans(other).await.unwrap().is_empty());
     for user in HOSTILE_USERS {
-        assert!(chat.store.is_banned(sale, user).await.unwrap(), "{user}");
-        assert!(!chat.store.is_banned(other, user).await.unwrap(), "{user}");
+        assert!(
+            chat.inventory.is_banned(sale, user).await.unwrap(),
+            "{user}"
+        );
+        assert!(
+            !chat.inventory.is_banned(other, user).await.unwrap(),
+            "{user}"
+        );
         assert_eq!(
             chat.store
                 .post(&post(sale, user, "hi", false))
@@ -333,9 +341,9 @@ async fn bans_are_per_sale_and_sorted(chat: Chat) {
         );
     }
     // Not a prefix or pattern match.
-    assert!(!chat.store.is_banned(sale, "a").await.unwrap());
-    assert!(!chat.store.is_banned(sale, "x").await.unwrap());
-    assert!(!chat.store.is_banned(sale, "*").await.unwrap());
+    assert!(!chat.inventory.is_banned(sale, "a").await.unwrap());
+    assert!(!chat.inventory.is_banned(sale, "x").await.unwrap());
+    assert!(!chat.inventory.is_banned(sale, "*").await.unwrap());
     // A ban never locks out whoever may manage the sale.
     assert_eq!(
         chat.store
@@ -352,11 +360,11 @@ async fn bans_are_per_sale_and_sorted(chat: Chat) {
         Posted::Sent(1)
     );
 
-    chat.store.unban(sale, "{x}").await.unwrap();
-    chat.store.unban(sale, "never-banned").await.unwrap();
-    assert!(!chat.store.is_banned(sale, "{x}").await.unwrap());
+    chat.inventory.unban(sale, "{x}").await.unwrap();
+    chat.inventory.unban(sale, "never-banned").await.unwrap();
+    assert!(!chat.inventory.is_banned(sale, "{x}").await.unwrap());
     expected.retain(|u| u != "{x}");
-    assert_eq!(chat.store.bans(sale).await.unwrap(), expected);
+    assert_eq!(chat.inventory.bans(sale).await.unwrap(), expected);
     assert_eq!(
         chat.store
             .post(&post(sale, "{x}", "back", false))
@@ -588,12 +596,14 @@ async fn the_rules_hold_across_nodes(chat: Chat) {
         two.post(&post(sale, "mei", "hi", false)).await.unwrap(),
         Posted::RateLimited { .. }
     ));
-    one.ban(sale, "li").await.unwrap();
-    assert!(two.is_banned(sale, "li").await.unwrap());
-    assert_eq!(
-        two.post(&post(sale, "li", "hi", false)).await.unwrap(),
-        Posted::Banned
-    );
+    // The inventory's ban (one write) refuses chat on every node.
+    chat.inventory.ban(sale, "li").await.unwrap();
+    for node in [one, two] {
+        assert_eq!(
+            node.post(&post(sale, "li", "hi", false)).await.unwrap(),
+            Posted::Banned
+        );
+    }
     two.mute(sale, "wu", 60).await.unwrap();
     assert!(matches!(
         one.post(&post(sale, "wu", "hi", false)).await.unwrap(),
