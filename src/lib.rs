@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod kv;
 pub mod orders;
 pub mod payments;
+pub mod store;
 pub mod text;
 pub mod uploads;
 pub mod web;

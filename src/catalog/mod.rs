@@ -12,6 +12,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::store::StoreError;
+
 pub use service::Catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,44 +192,6 @@ pub struct NewProduct {
     pub ships_by: Option<NaiveDate>,
     pub ships_to: Option<ShipsTo>,
     pub claim_window_hours: i32,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-    #[error("unexpected value in the database: {0}")]
-    Corrupt(String),
-    #[error("duplicate")]
-    Duplicate,
-    /// A deadlock or serialization failure: the transaction was rolled back
-    /// and may simply be tried again.
-    #[error("transaction conflict: {0}")]
-    Conflict(#[source] sqlx::Error),
-    /// The database refused a value (SQLSTATE class 22 or 23 other than a
-    /// duplicate: a NUL in text, an out-of-range date, a failed check).
-    #[error("value refused by the database: {0}")]
-    Refused(#[source] sqlx::Error),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
-            sqlx::Error::Database(db) => match db.code().as_deref() {
-                Some("40001" | "40P01") => StoreError::Conflict(e),
-                Some(c) if c.starts_with("22") || c.starts_with("23") => StoreError::Refused(e),
-                _ => StoreError::Database(e),
-            },
-            _ => StoreError::Database(e),
-        }
-    }
 }
 
 /// Transition a sale's status only from an allowed one; `None` when it was not.

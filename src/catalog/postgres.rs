@@ -6,9 +6,9 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    CatalogStore, NewProduct, ProductRecord, ProductStatus, SaleRecord, SaleStatus, StoreError,
-    Transition,
+    CatalogStore, NewProduct, ProductRecord, ProductStatus, SaleRecord, SaleStatus, Transition,
 };
+use crate::store::StoreError;
 
 pub struct PgCatalog {
     pool: PgPool,

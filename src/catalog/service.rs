@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::lists::{Lists, SaleList};
 use super::{
     CatalogStore, Checkout, NewProduct, NewSale, Product, ProductRecord, ProductStatus, Sale,
-    SaleRecord, SaleStatus, ShipsTo, StoreError, Transition,
+    SaleRecord, SaleStatus, ShipsTo, Transition,
 };
 use crate::clock::Clock;
 use crate::hub::{EventBus, SaleEvent, StockPublisher};
@@ -18,6 +18,7 @@ use crate::identity::Identity;
 use crate::inventory::sold_out::SoldOut;
 use crate::inventory::{Inventory, InventoryError, ProductSeed, StockLevel};
 use crate::orders::rebuild::{RebuildError, Rebuilder};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

@@ -7,9 +7,9 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    CatalogStore, NewProduct, ProductRecord, ProductStatus, SaleRecord, SaleStatus, StoreError,
-    Transition,
+    CatalogStore, NewProduct, ProductRecord, ProductStatus, SaleRecord, SaleStatus, Transition,
 };
+use crate::store::StoreError;
 
 pub struct SqliteCatalog {
     pool: SqlitePool,

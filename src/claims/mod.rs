@@ -12,12 +12,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::{CatalogStore, StoreError};
+use crate::catalog::CatalogStore;
 use crate::clock::Clock;
 use crate::fulfilment::Fulfilment;
 use crate::identity::Identity;
 use crate::orders::{Order, OrderError, OrderStatus, Orders};
 use crate::payments::{PaymentError, Payments, RefundStatus};
+use crate::store::StoreError;
 use crate::uploads::{UploadError, Uploads};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

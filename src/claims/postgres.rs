@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{
     kind_text, parse_kind, parse_status, status_text, Claim, ClaimStatus, ClaimStore, Resolution,
 };
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct PgClaims {
     pool: PgPool,

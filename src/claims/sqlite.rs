@@ -11,7 +11,7 @@ use super::{
     kind_text, parse_kind, parse_status, status_text, Claim, ClaimStatus, ClaimStore, Resolution,
 };
 use crate::catalog::sqlite::{get_opt_time, get_time, get_uuid, time_text};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct SqliteClaims {
     pool: SqlitePool,

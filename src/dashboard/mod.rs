@@ -110,10 +110,21 @@ fn bucket(ms: f64) -> usize {
 }
 
 /// Where the per-second figures of all nodes meet.
+/// Figures could not be added or read (the backend's words, for the log).
+#[derive(Debug, thiserror::Error)]
+#[error("figures unavailable: {0}")]
+pub struct FiguresError(String);
+
+impl From<redis::RedisError> for FiguresError {
+    fn from(e: redis::RedisError) -> Self {
+        FiguresError(e.to_string())
+    }
+}
+
 #[async_trait]
 pub trait FiguresStore: Send + Sync + 'static {
-    async fn add(&self, sale_id: Uuid, second: i64, f: &Figures) -> Result<(), redis::RedisError>;
-    async fn read(&self, sale_id: Uuid, second: i64) -> Result<Figures, redis::RedisError>;
+    async fn add(&self, sale_id: Uuid, second: i64, f: &Figures) -> Result<(), FiguresError>;
+    async fn read(&self, sale_id: Uuid, second: i64) -> Result<Figures, FiguresError>;
 }
 
 pub struct RedisFigures {
@@ -132,17 +143,17 @@ impl RedisFigures {
 
 #[async_trait]
 impl FiguresStore for RedisFigures {
-    async fn add(&self, sale_id: Uuid, second: i64, f: &Figures) -> Result<(), redis::RedisError> {
+    async fn add(&self, sale_id: Uuid, second: i64, f: &Figures) -> Result<(), FiguresError> {
         let key = self.keys.figures(sale_id, second);
         let mut pipe = redis::pipe();
         for (field, n) in f.fields() {
             pipe.hincr(&key, field, n).ignore();
         }
         pipe.expire(&key, KEEP_SECS).ignore();
-        pipe.query_async::<()>(&mut self.conn.clone()).await
+        Ok(pipe.query_async::<()>(&mut self.conn.clone()).await?)
     }
 
-    async fn read(&self, sale_id: Uuid, second: i64) -> Result<Figures, redis::RedisError> {
+    async fn read(&self, sale_id: Uuid, second: i64) -> Result<Figures, FiguresError> {
         let map: HashMap<String, u64> = redis::cmd("HGETALL")
             .arg(self.keys.figures(sale_id, second))
             .query_async(&mut self.conn.clone())
@@ -159,7 +170,7 @@ pub struct MemoryFigures {
 
 #[async_trait]
 impl FiguresStore for MemoryFigures {
-    async fn add(&self, sale_id: Uuid, second: i64, f: &Figures) -> Result<(), redis::RedisError> {
+    async fn add(&self, sale_id: Uuid, second: i64, f: &Figures) -> Result<(), FiguresError> {
         // Short section, no await: std mutex.
         let mut s = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
         s.retain(|(_, sec), _| *sec > second - KEEP_SECS);
@@ -167,7 +178,7 @@ impl FiguresStore for MemoryFigures {
         Ok(())
     }
 
-    async fn read(&self, sale_id: Uuid, second: i64) -> Result<Figures, redis::RedisError> {
+    async fn read(&self, sale_id: Uuid, second: i64) -> Result<Figures, FiguresError> {
         let s = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
         Ok(s.get(&(sale_id, second)).cloned().unwrap_or_default())
     }

@@ -8,7 +8,7 @@ pub mod service;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 /// Where a completed order's box is (contract section 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

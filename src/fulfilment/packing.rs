@@ -12,9 +12,9 @@ use futures_util::Stream;
 use uuid::Uuid;
 
 use super::address::provinces::province;
-use crate::catalog::StoreError;
 use crate::orders::export::cell;
 use crate::orders::{Order, OrderStore};
+use crate::store::StoreError;
 
 pub const HEADER: [&str; COLUMNS] = [
     "order_id",

@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use crate::catalog::service::CatalogError;
-use crate::catalog::StoreError;
 use crate::claims::ClaimError;
 use crate::fulfilment::address::AddressError;
 use crate::identity::IdentityError;
@@ -14,6 +13,7 @@ use crate::inventory::{InventoryError, Rejection};
 use crate::orders::rebuild::RebuildError;
 use crate::orders::OrderError;
 use crate::payments::PaymentError;
+use crate::store::StoreError;
 use crate::uploads::UploadError;
 
 /// Every `code` a client may see, REST and WebSocket (contract sections 2
@@ -234,7 +234,7 @@ impl From<StoreError> for ApiError {
 impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> Self {
         match e {
-            InventoryError::Redis(_) => {
+            InventoryError::Unavailable(_) => {
                 metrics::counter!("lychee_redis_errors_total").increment(1);
                 tracing::warn!(error = %e, "inventory unavailable");
                 ApiError::Unavailable("live stock is unavailable; try again".into())
@@ -247,7 +247,7 @@ impl From<InventoryError> for ApiError {
 impl From<crate::hub::chat::ChatError> for ApiError {
     fn from(e: crate::hub::chat::ChatError) -> Self {
         match e {
-            crate::hub::chat::ChatError::Redis(_) => {
+            crate::hub::chat::ChatError::Unavailable(_) => {
                 metrics::counter!("lychee_redis_errors_total").increment(1);
                 tracing::warn!(error = %e, "chat unavailable");
                 ApiError::Unavailable("chat is unavailable; try again".into())

@@ -20,8 +20,14 @@ use crate::kv::{Keys, Kv, Redis};
 const LOCAL_CAPACITY: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
-#[error("event bus: {0}")]
-pub struct BusError(#[from] redis::RedisError);
+#[error("event bus unavailable: {0}")]
+pub struct BusError(String);
+
+impl From<redis::RedisError> for BusError {
+    fn from(e: redis::RedisError) -> Self {
+        BusError(e.to_string())
+    }
+}
 
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {

@@ -81,10 +81,18 @@ pub enum Posted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    /// The store could not be reached or answered with an error (the
+    /// backend's words, for the log).
+    #[error("chat store unavailable: {0}")]
+    Unavailable(String),
     #[error("unexpected reply from the chat store: {0}")]
     Protocol(String),
+}
+
+impl From<redis::RedisError> for ChatError {
+    fn from(e: redis::RedisError) -> Self {
+        ChatError::Unavailable(e.to_string())
+    }
 }
 
 #[async_trait]

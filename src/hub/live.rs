@@ -242,3 +242,29 @@ impl Live {
         self.orders.buy(who, req).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chat refusals answer with the contract's codes, from its one list.
+    #[test]
+    fn refusals_use_the_contracts_codes() {
+        for r in [
+            Refusal::Banned,
+            Refusal::Muted { ms: 1 },
+            Refusal::SlowMode { ms: 1500 },
+            Refusal::RateLimited { ms: 999 },
+        ] {
+            assert!(
+                crate::http::error::ERROR_CODES.contains(&r.code()),
+                "{}",
+                r.code()
+            );
+        }
+        assert_eq!(
+            Refusal::SlowMode { ms: 1500 }.message(),
+            "slow mode: wait 2 s"
+        );
+    }
+}

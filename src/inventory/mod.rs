@@ -195,10 +195,18 @@ pub enum Released {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    /// Live state could not be reached or answered with an error (the
+    /// backend's words, for the log).
+    #[error("inventory unavailable: {0}")]
+    Unavailable(String),
     #[error("unexpected reply from the inventory: {0}")]
     Protocol(String),
+}
+
+impl From<::redis::RedisError> for InventoryError {
+    fn from(e: ::redis::RedisError) -> Self {
+        InventoryError::Unavailable(e.to_string())
+    }
 }
 
 /// The inventory port. Every method touching one sale is atomic for that sale.

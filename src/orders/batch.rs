@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Commit, CompletedOrder, OrderStore};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 /// Large enough to absorb a rush in one transaction, small enough to keep the
 /// UNNEST arrays and the commit short.

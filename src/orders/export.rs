@@ -8,7 +8,7 @@ use futures_util::Stream;
 use uuid::Uuid;
 
 use super::{Order, OrderStore};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 /// The contract's ten columns, then the `payment` object's (added fields).
 pub const HEADER: [&str; COLUMNS] = [

@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::StoreError;
 use crate::fulfilment::address::Address;
 use crate::fulfilment::{Fulfilment, Shipment};
+use crate::store::StoreError;
 
 pub use service::{OrderError, Orders, Paid};
 

@@ -11,9 +11,9 @@ use super::{
     commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order,
     OrderStatus, OrderStore, SoldIncrements,
 };
-use crate::catalog::StoreError;
 use crate::fulfilment::address::Address;
 use crate::fulfilment::Fulfilment;
+use crate::store::StoreError;
 
 pub struct PgOrders {
     pool: PgPool,

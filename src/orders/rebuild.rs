@@ -7,8 +7,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::OrderStore;
-use crate::catalog::{CatalogStore, SaleStatus, StoreError};
+use crate::catalog::{CatalogStore, SaleStatus};
 use crate::inventory::{Inventory, InventoryError, ProductSeed, SaleSeed};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {

@@ -12,7 +12,7 @@ use super::confirm::Confirmer;
 use super::rebuild::{RebuildError, Rebuilder};
 use super::{Commit, CompletedOrder, Order, OrderPayment, OrderStatus, OrderStore};
 use crate::catalog::service::CatalogError;
-use crate::catalog::{validate, Catalog, Checkout, StoreError};
+use crate::catalog::{validate, Catalog, Checkout};
 use crate::clock::Clock;
 use crate::dashboard::{BuyOutcome, Stats};
 use crate::fulfilment::address::{Address, AddressStore};
@@ -24,6 +24,7 @@ use crate::inventory::{
     Admission, AdmitRequest, Confirmation, Inventory, InventoryError, LiveOrder, PayStart,
     Rejection, ReleaseFrom, Released, ShipToSet, StockLevel, Stored,
 };
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {

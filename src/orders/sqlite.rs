@@ -13,9 +13,9 @@ use super::{
     OrderStatus, OrderStore, SoldIncrements,
 };
 use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
-use crate::catalog::StoreError;
 use crate::fulfilment::address::Address;
 use crate::fulfilment::Fulfilment;
+use crate::store::StoreError;
 
 pub struct SqliteOrders {
     pool: SqlitePool,

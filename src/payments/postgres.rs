@@ -11,7 +11,7 @@ use super::store::{
     RefundStatus, SandboxLedger, TxnRecord,
 };
 use super::Checkout;
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct PgPayments {
     pool: PgPool,

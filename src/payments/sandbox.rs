@@ -141,7 +141,7 @@ impl Sandbox {
     }
 }
 
-fn store_err(e: crate::catalog::StoreError) -> ProviderError {
+fn store_err(e: crate::store::StoreError) -> ProviderError {
     ProviderError::Unavailable(format!("sandbox ledger: {e}"))
 }
 

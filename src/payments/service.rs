@@ -15,10 +15,10 @@ use super::{
     Callback, Checkout, PayOutcome, PaymentReport, Provider, ProviderError, Reply, Scene,
     StartRequest,
 };
-use crate::catalog::StoreError;
 use crate::clock::Clock;
 use crate::identity::Identity;
 use crate::orders::{Order, OrderError, OrderPayment, OrderStatus, Orders, Paid};
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {

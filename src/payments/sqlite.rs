@@ -14,7 +14,7 @@ use super::store::{
 };
 use super::Checkout;
 use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct SqlitePayments {
     pool: SqlitePool,

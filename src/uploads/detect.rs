@@ -10,7 +10,7 @@
 use serde::{Serialize, Serializer};
 
 use super::UploadError;
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 /// The contract's cap on one photo (section 11).
 pub const MAX_BYTES: usize = 2 * 1024 * 1024;

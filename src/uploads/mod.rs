@@ -15,10 +15,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::catalog::StoreError;
 use crate::clock::Clock;
 use crate::identity::{Identity, Role};
 use crate::orders::{OrderError, Orders};
+use crate::store::StoreError;
 pub use detect::{ImageKind, MAX_BYTES};
 
 /// Uploads one user may make in `WINDOW`, attached or not: the bound on

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{Attach, ImageKind, Put, Quota, Upload, UploadMeta, UploadStore};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct PgUploads {
     pool: PgPool,

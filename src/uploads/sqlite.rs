@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Attach, ImageKind, Put, Quota, Upload, UploadMeta, UploadStore};
 use crate::catalog::sqlite::{get_opt_uuid, get_time, get_uuid, parse_time, time_text};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct SqliteUploads {
     pool: SqlitePool,

@@ -620,17 +620,6 @@ async fn a_ban_releases_the_users_reservations_in_the_sale() {
 }
 
 #[tokio::test]
-async fn a_socket_closes_with_4001_when_its_token_expires() {
-    let mut env = TestEnv::production().await;
-    let app = env.node().await;
-    let host = env.token(Role::Host, "alice");
-    let sale = app.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    let short = env.token_for(Role::Viewer, "mei", Duration::from_secs(2));
-    let (mut v, _) = app.join(&sale, &short, None).await;
-    assert_eq!(v.ended().await, crate::live_helpers::Ended::Closed(4001));
-}
-
-#[tokio::test]
 async fn a_loop_of_fresh_keys_keeps_a_bounded_number_of_answers() {
     use lychee_live::inventory::redis::{KEYS_PER_USER, SETTLED_KEEP_SECS};
     let mut env = TestEnv::production().await;

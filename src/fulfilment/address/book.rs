@@ -5,9 +5,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{Address, AddressError, AddressStore, Inserted, NewAddress};
-use crate::catalog::StoreError;
 use crate::clock::Clock;
 use crate::identity::Identity;
+use crate::store::StoreError;
 
 pub struct AddressBook {
     store: Arc<dyn AddressStore>,

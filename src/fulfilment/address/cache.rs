@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted};
-use crate::catalog::StoreError;
 use crate::kv::pubsub::{Heard, Subscriber};
 use crate::kv::{Keys, Kv, Redis};
+use crate::store::StoreError;
 
 /// Past this many users the map is emptied rather than scanned for the old.
 const MAX_USERS: usize = 200_000;

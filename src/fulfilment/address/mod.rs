@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub use book::AddressBook;
 pub use provinces::{province, Province, PROVINCES};

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted, MAX_ADDRESSES};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct PgAddresses {
     pool: PgPool,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted, MAX_ADDRESSES};
 use crate::catalog::sqlite::{get_uuid, time_text};
-use crate::catalog::StoreError;
+use crate::store::StoreError;
 
 pub struct SqliteAddresses {
     pool: SqlitePool,
