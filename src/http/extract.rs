@@ -101,6 +101,7 @@ impl FromRequestParts<AppState> for AuthUntil {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer_header(&parts.headers).ok_or(IdentityError::Missing)?;
         let (who, until) = state.keys.verify_until(token)?;
+        tracing::Span::current().record("user", who.user_id.as_str());
         Ok(AuthUntil(who, until))
     }
 }

@@ -125,6 +125,8 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::web::router(crate::web::Policy::new(
             &state.stream_hosts,
         )))
+        // After routing, so the span is named by the matched route.
+        .route_layer(axum::middleware::from_fn(request_span))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -133,6 +135,41 @@ pub fn app(state: AppState) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// Every request's span: its matched route (never the raw path, which may
+/// carry a query with a token), the route's ids and, once authenticated,
+/// the user (`extract::AuthUntil` records it). A log line inside a handler,
+/// an internal error's included, carries them.
+async fn request_span(
+    params: axum::extract::RawPathParams,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("", |p| p.as_str())
+        .to_owned();
+    let id = params
+        .iter()
+        .find(|(k, _)| *k == "id")
+        .map(|(_, v)| v.to_owned());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = %route,
+        id = tracing::field::Empty,
+        user = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    if let Some(id) = &id {
+        span.record("id", id.as_str());
+    }
+    let res = next.run(req).instrument(span.clone()).await;
+    span.record("status", res.status().as_u16());
+    res
 }
 
 /// CORS for an explicit list of origins, off when the list is empty.

@@ -67,7 +67,7 @@ async fn run(
         }
         let (orders, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let started = Instant::now();
-        let outcome = store.commit(&orders).await;
+        let outcome = commit_batch(&*store, &orders).await;
         metrics::histogram!("lychee_batch_size").record(n as f64);
         metrics::histogram!("lychee_batch_commit_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
@@ -86,6 +86,14 @@ async fn run(
             }
         }
     }
+}
+
+#[tracing::instrument(level = "debug", skip_all, fields(n = orders.len()))]
+async fn commit_batch(
+    store: &dyn OrderStore,
+    orders: &[CompletedOrder],
+) -> Result<Vec<Commit>, StoreError> {
+    store.commit(orders).await
 }
 
 fn fail(replies: Vec<Reply>, e: WriteError) {

@@ -220,6 +220,7 @@ impl Orders {
     }
 
     /// Buys as `who`. `Ok` carries the order JSON to send with 201.
+    #[tracing::instrument(level = "debug", skip_all, fields(sale_id = %req.sale_id, user = %who.user_id))]
     pub async fn buy(&self, who: &Identity, req: BuyRequest) -> BuyAnswer {
         let started = Instant::now();
         let sale_id = req.sale_id;

@@ -100,6 +100,7 @@ struct Socket {
 }
 
 /// Serves one socket until it closes, the node shuts down or the token expires.
+#[tracing::instrument(skip_all, fields(sale_id = %opened.sale_id, user = %opened.who.user_id))]
 pub async fn run<S, R, E>(mut sink: S, mut stream: R, opened: Opened)
 where
     S: Sink<Message> + Unpin,

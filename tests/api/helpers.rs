@@ -128,6 +128,20 @@ enum Backing {
     Embedded { dir: PathBuf },
 }
 
+/// `TEST_LOG=<filter>` (e.g. `TEST_LOG=lychee_live=debug`) shows the
+/// nodes' logs beside each test's output.
+fn show_logs_if_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 pub struct TestEnv {
     backing: Backing,
     pub clock: Arc<Clock>,
@@ -162,6 +176,7 @@ impl TestEnv {
 
     fn with(backing: Backing) -> TestEnv {
         lychee_live::payments::install_crypto();
+        show_logs_if_asked();
         TestEnv {
             backing,
             clock: Arc::new(Clock::default()),
