@@ -5,10 +5,11 @@
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::conformance::inventory::order_at;
 use crate::helpers::TestEnv;
 use lychee_live::inventory::redis::RedisInventory;
 use lychee_live::inventory::{Admission, AdmitRequest, Inventory};
-use lychee_live::orders::{Order, OrderStatus};
+use lychee_live::orders::OrderStatus;
 
 /// An instant order's admission: the key is pending until confirmed.
 fn request(sale_id: Uuid, user: &str, qty: i64, key: &str) -> AdmitRequest {
@@ -19,26 +20,7 @@ fn request(sale_id: Uuid, user: &str, qty: i64, key: &str) -> AdmitRequest {
         user_id: user.into(),
         key: key.into(),
         fingerprint: format!("A:{qty}"),
-        order: Order {
-            id: Uuid::now_v7(),
-            sale_id,
-            sku: "A".into(),
-            qty,
-            unit_price_cents: 1000,
-            total_cents: 1000 * qty,
-            currency: "CNY".into(),
-            user_id: user.into(),
-            status: OrderStatus::Reserved,
-            created_at: now,
-            expires_at: None,
-            completed_at: None,
-            payment_ref: None,
-            payment: None,
-            ship_to: None,
-            fulfilment: Default::default(),
-            shipment: None,
-            claims: Vec::new(),
-        },
+        order: order_at(sale_id, "A", user, qty, now, None),
         final_answer: None,
         deadline_ms: now.timestamp_millis() + 60_000,
     }

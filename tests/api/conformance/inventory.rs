@@ -91,6 +91,18 @@ fn at(ms: i64) -> DateTime<Utc> {
 }
 
 fn order(sale_id: Uuid, sku: &str, user: &str, qty: i64) -> Order {
+    order_at(sale_id, sku, user, qty, at(NOW), Some(at(NOW + TTL)))
+}
+
+/// A reserved order of `qty` boxes at 5 CNY, created and expiring when said.
+pub fn order_at(
+    sale_id: Uuid,
+    sku: &str,
+    user: &str,
+    qty: i64,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Order {
     Order {
         id: Uuid::new_v4(),
         sale_id,
@@ -101,8 +113,8 @@ fn order(sale_id: Uuid, sku: &str, user: &str, qty: i64) -> Order {
         currency: "CNY".to_owned(),
         user_id: user.to_owned(),
         status: OrderStatus::Reserved,
-        created_at: at(NOW),
-        expires_at: Some(at(NOW + TTL)),
+        created_at,
+        expires_at,
         completed_at: None,
         payment_ref: None,
         payment: None,
