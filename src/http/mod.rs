@@ -147,26 +147,20 @@ async fn request_span(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use tracing::Instrument;
+    // Borrowed and shared, not copied: this runs on every buy.
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("", |p| p.as_str())
-        .to_owned();
-    let id = params
-        .iter()
-        .find(|(k, _)| *k == "id")
-        .map(|(_, v)| v.to_owned());
+        .cloned();
+    let id = params.iter().find(|(k, _)| *k == "id").map(|(_, v)| v);
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
-        route = %route,
-        id = tracing::field::Empty,
+        route = route.as_ref().map_or("", |r| r.as_str()),
+        id = id.unwrap_or(""),
         user = tracing::field::Empty,
         status = tracing::field::Empty,
     );
-    if let Some(id) = &id {
-        span.record("id", id.as_str());
-    }
     let res = next.run(req).instrument(span.clone()).await;
     span.record("status", res.status().as_u16());
     res

@@ -38,13 +38,8 @@ pub async fn live(
         .ok_or(IdentityError::Missing)?;
     let (who, expires_at) = state.keys.verify_until(token)?;
     let upgrade = upgrade.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let facts = state
-        .catalog
-        .facts(sale_id, None)
-        .await?
-        .ok_or(ApiError::NotFound("sale not found".into()))?;
-    // A ban never keeps out whoever may manage the sale.
-    if !who.may_manage(&facts.host_id)
+    // A ban never keeps out whoever may manage the sale (404 for no sale).
+    if !state.live.may_manage(sale_id, &who).await?
         && state
             .live
             .moderation
