@@ -67,6 +67,7 @@ impl Room {
             "ws".into(),
         );
         settings.limits.chat_per_ip = 0.0;
+        settings.blocked_words = vec!["counterfeit".into()];
         let shutdown = CancellationToken::new();
         let node = Node::start(settings, Arc::new(Clock::default()), shutdown.clone())
             .await
@@ -194,45 +195,157 @@ async fn the_first_frame_is_the_welcome_and_pings_are_answered() {
     );
 }
 
+fn host() -> Identity {
+    Identity {
+        user_id: "demo-host".into(),
+        name: Some("Chen".into()),
+        role: Role::Host,
+    }
+}
+
+impl Client {
+    /// The next `error`'s code and body.
+    async fn error(&mut self) -> (String, Value) {
+        let e = self.next_of("error").await;
+        assert!(e["message"].is_string(), "no message in {e}");
+        (e["code"].as_str().unwrap_or_default().to_owned(), e)
+    }
+
+    /// A ping round trip: the socket is open and has handled all sent before.
+    async fn ping(&mut self, reference: &str) {
+        self.text(json!({ "type": "ping", "ref": reference })).await;
+        assert_eq!(self.next_of("pong").await["ref"], reference);
+    }
+}
+
 #[tokio::test]
 async fn hostile_frames_get_errors_and_keep_the_socket() {
     let room = Room::new().await;
     let mut c = room.open(viewer("mei"), 3600);
     c.json().await;
-    c.send(Ok(Message::Binary(vec![1, 2, 3].into()))).await;
-    assert_eq!(c.next_of("error").await["code"], "bad_request");
-    c.send(Ok(Message::Text("{not json".into()))).await;
-    assert_eq!(c.next_of("error").await["code"], "bad_request");
-    c.text(json!({ "type": "nope", "ref": "r7" })).await;
-    let e = c.next_of("error").await;
+    let bad: Vec<(&str, Message)> = vec![
+        ("binary", Message::Binary(vec![0x7b, 0x7d].into())),
+        ("not JSON", Message::Text("hello there".into())),
+        ("a JSON array", Message::Text("[1, 2]".into())),
+        ("no type", Message::Text(r#"{"text":"hi"}"#.into())),
+        (
+            "chat without text",
+            Message::Text(r#"{"type":"chat"}"#.into()),
+        ),
+        (
+            "chat text a number",
+            Message::Text(r#"{"type":"chat","text":5}"#.into()),
+        ),
+        (
+            "mute without secs",
+            Message::Text(r#"{"type":"mute","user_id":"li"}"#.into()),
+        ),
+    ];
+    for (what, msg) in bad {
+        c.send(Ok(msg)).await;
+        let (code, e) = c.error().await;
+        assert_eq!(code, "bad_request", "{what}: {e}");
+        c.ping(what).await;
+    }
+    // Seventeen bad messages in all: under the abuse limit of twenty.
+    c.text(json!({ "type": "teleport", "ref": "r7" })).await;
+    let e = c.error().await.1;
     assert_eq!(
         (e["code"].as_str(), e["ref"].as_str()),
         (Some("bad_request"), Some("r7"))
     );
-    c.text(json!({ "type": "buy", "sku": "X", "qty": "two", "ref": "b1" }))
+    // A malformed buy names its ref.
+    c.text(json!({ "type": "buy", "sku": "FZX-5KG", "ref": "b1" }))
         .await;
-    assert_eq!(c.next_of("error").await["ref"], "b1");
+    assert_eq!(c.error().await.1["ref"], "b1");
+    c.text(json!({ "type": "buy", "sku": "FZX-5KG", "qty": 0, "ref": "b2" }))
+        .await;
+    let (code, e) = c.error().await;
+    assert_eq!((code.as_str(), &e["ref"]), ("bad_request", &json!("b2")));
     // A viewer's host tool: refused, no effect, still open.
     c.text(json!({ "type": "slow_mode", "secs": 60 })).await;
-    assert_eq!(c.next_of("error").await["code"], "forbidden");
-    c.text(json!({ "type": "chat", "text": "\u{202E}gnp.exe" }))
+    assert_eq!(c.error().await.0, "forbidden");
+
+    // Chat text rules: invalid_message, and nothing is sent.
+    for text in [
+        "buy Counterfeit boxes here",
+        "two\nlines",
+        "bell\u{7}",
+        "\u{202E}gnp.exe",
+        "   ",
+        &"x".repeat(281),
+    ] {
+        c.text(json!({ "type": "chat", "text": text })).await;
+        let (code, e) = c.error().await;
+        assert_eq!(code, "invalid_message", "{text:?}: {e}");
+    }
+    let longest = "荔".repeat(280);
+    c.text(json!({ "type": "chat", "text": format!("  {longest}  ") }))
         .await;
-    assert_eq!(c.next_of("error").await["code"], "invalid_message");
-    c.text(json!({ "type": "ping" })).await;
-    c.next_of("pong").await;
+    let chat = c.next_of("chat").await;
+    assert_eq!((&chat["seq"], &chat["text"]), (&json!(1), &json!(longest)));
+    c.ping("still open").await;
 }
 
 #[tokio::test]
-async fn too_many_bad_messages_close_with_1008() {
+async fn twenty_bad_messages_close_with_1008_nineteen_do_not() {
     let room = Room::new().await;
     let mut c = room.open(viewer("mei"), 3600);
     c.json().await;
-    for _ in 0..25 {
-        if c.tx.send(Ok(Message::Text("nope".into()))).await.is_err() {
-            break;
+    for i in 0..19 {
+        if i % 2 == 0 {
+            c.send(Ok(Message::Text("nonsense".into()))).await;
+        } else {
+            c.text(json!({ "type": "chat", "text": "counterfeit" }))
+                .await;
         }
+        c.error().await;
     }
+    c.ping("19 is tolerated").await;
+    c.send(Ok(Message::Text("nonsense".into()))).await;
     assert_eq!(c.closed_with().await, 1008);
+}
+
+#[tokio::test]
+async fn a_hosts_bad_requests_count_toward_the_abuse_limit() {
+    let room = Room::new().await;
+    let mut h = room.open(host(), 3600);
+    h.json().await;
+    for _ in 0..19 {
+        h.text(json!({ "type": "slow_mode", "secs": 999_999 }))
+            .await;
+        assert_eq!(h.error().await.0, "bad_request");
+    }
+    h.text(json!({ "type": "slow_mode", "secs": 999_999 }))
+        .await;
+    assert_eq!(h.closed_with().await, 1008);
+}
+
+#[tokio::test]
+async fn a_message_of_4096_bytes_is_read_and_4097_closes_with_1009() {
+    let room = Room::new().await;
+    let ping_of = |len: usize| {
+        let empty = json!({ "type": "ping", "ref": "" }).to_string().len();
+        let r = "r".repeat(len - empty);
+        let text = json!({ "type": "ping", "ref": r }).to_string();
+        assert_eq!(text.len(), len);
+        (text, r)
+    };
+    let mut c = room.open(viewer("mei"), 3600);
+    c.json().await;
+    let (text, r) = ping_of(4096);
+    c.send(Ok(Message::Text(text.into()))).await;
+    assert_eq!(c.next_of("pong").await["ref"], json!(r));
+    let (text, _) = ping_of(4097);
+    c.send(Ok(Message::Text(text.into()))).await;
+    assert_eq!(c.closed_with().await, 1009);
+
+    let mut binary = room.open(viewer("li"), 3600);
+    binary.json().await;
+    binary
+        .send(Ok(Message::Binary(vec![b'x'; 5000].into())))
+        .await;
+    assert_eq!(binary.closed_with().await, 1009);
 }
 
 #[tokio::test]
@@ -275,12 +388,7 @@ async fn shutdown_closes_with_1001() {
 #[tokio::test]
 async fn chat_comes_back_through_the_room_and_host_tools_reach_viewers() {
     let room = Room::new().await;
-    let host = Identity {
-        user_id: "demo-host".into(),
-        name: Some("Chen".into()),
-        role: Role::Host,
-    };
-    let mut h = room.open(host, 3600);
+    let mut h = room.open(host(), 3600);
     let mut v = room.open(viewer("mei"), 3600);
     h.json().await;
     v.json().await;

@@ -1119,95 +1119,11 @@ async fn websocket_and_rest_buys_racing_never_oversell() {
 // ---------------------------------------------------------------------------
 // 7. Hostile frames
 
-#[tokio::test]
-async fn hostile_frames_get_an_error_and_the_socket_stays_open() {
-    let mut env = TestEnv::production().await;
-    let a = env.node().await;
-    let host = env.token(Role::Host, "alice");
-    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    let (mut v, _) = a.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
-
-    let bad: Vec<(&str, Message)> = vec![
-        ("binary", Message::Binary(vec![0x7b, 0x7d].into())),
-        ("not JSON", Message::Text("hello there".into())),
-        ("a JSON array", Message::Text("[1, 2]".into())),
-        ("no type", Message::Text(r#"{"text":"hi"}"#.into())),
-        (
-            "unknown type",
-            Message::Text(r#"{"type":"teleport"}"#.into()),
-        ),
-        (
-            "chat without text",
-            Message::Text(r#"{"type":"chat"}"#.into()),
-        ),
-        (
-            "chat text a number",
-            Message::Text(r#"{"type":"chat","text":5}"#.into()),
-        ),
-        (
-            "mute without secs",
-            Message::Text(r#"{"type":"mute","user_id":"li"}"#.into()),
-        ),
-    ];
-    for (what, msg) in bad {
-        v.send_raw(msg).await;
-        let (code, e) = v.error().await;
-        assert_eq!(code, "bad_request", "{what}: {e}");
-        v.ping(what).await;
-    }
-    // A malformed buy names its ref.
-    v.send(json!({ "type": "buy", "sku": "FZX", "ref": "b1" }))
-        .await;
-    let (code, e) = v.error().await;
-    assert_eq!((code.as_str(), &e["ref"]), ("bad_request", &json!("b1")));
-    v.buy("FZX", 0, "b2").await;
-    let (code, e) = v.error().await;
-    assert_eq!((code.as_str(), &e["ref"]), ("bad_request", &json!("b2")));
-
-    // Chat text rules: invalid_message, and nothing is sent.
-    for text in [
-        "buy Counterfeit boxes here",
-        "two\nlines",
-        "bell\u{7}",
-        "   ",
-        &"x".repeat(281),
-    ] {
-        v.chat(text).await;
-        let (code, e) = v.error().await;
-        assert_eq!(code, "invalid_message", "{text:?}: {e}");
-    }
-    let longest = "荔".repeat(280);
-    v.chat(&format!("  {longest}  ")).await;
-    let c = v.next_of("chat").await;
-    assert_eq!((&c["seq"], &c["text"]), (&json!(1), &json!(longest)));
-    v.ping("still open").await;
-}
+// The frame rules themselves are unit tests in src/ws/tests.rs; these two
+// check that the real transport's own refusals reach the same close codes.
 
 #[tokio::test]
-async fn a_message_over_4096_bytes_closes_with_1009() {
-    let mut env = TestEnv::production().await;
-    let a = env.node().await;
-    let host = env.token(Role::Host, "alice");
-    let mei = env.token(Role::Viewer, "mei");
-    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    let (mut v, _) = a.join(&sale, &mei, None).await;
-    let ping_of = |len: usize| {
-        let empty = json!({ "type": "ping", "ref": "" }).to_string().len();
-        let r = "r".repeat(len - empty);
-        let text = json!({ "type": "ping", "ref": r }).to_string();
-        assert_eq!(text.len(), len);
-        (text, r)
-    };
-    let (text, r) = ping_of(4096);
-    v.send_raw(Message::Text(text.into())).await;
-    assert_eq!(v.next_of("pong").await["ref"], json!(r));
-    let (text, _) = ping_of(4097);
-    v.send_raw(Message::Text(text.into())).await;
-    assert_eq!(v.ended().await, Ended::Closed(1009));
-}
-
-#[tokio::test]
-async fn a_message_over_64_kib_also_closes_with_1009() {
+async fn a_message_over_64_kib_closes_with_1009() {
     let mut env = TestEnv::production().await;
     let a = env.node().await;
     let host = env.token(Role::Host, "alice");
@@ -1216,56 +1132,6 @@ async fn a_message_over_64_kib_also_closes_with_1009() {
     let text = json!({ "type": "chat", "text": "x".repeat(100 * 1024) }).to_string();
     v.send_raw(Message::Text(text.into())).await;
     assert_eq!(v.ended().await, Ended::Closed(1009));
-}
-
-#[tokio::test]
-async fn a_binary_message_over_4096_bytes_closes_with_1009() {
-    let mut env = TestEnv::production().await;
-    let a = env.node().await;
-    let host = env.token(Role::Host, "alice");
-    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    let (mut v, _) = a.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
-    v.send_raw(Message::Binary(vec![b'x'; 5000].into())).await;
-    assert_eq!(v.ended().await, Ended::Closed(1009));
-}
-
-#[tokio::test]
-async fn twenty_bad_messages_within_ten_seconds_close_with_1008() {
-    let mut env = TestEnv::production().await;
-    let a = env.node().await;
-    let host = env.token(Role::Host, "alice");
-    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    let (mut v, _) = a.join(&sale, &env.token(Role::Viewer, "mei"), None).await;
-    for i in 0..19 {
-        if i % 2 == 0 {
-            v.send_raw(Message::Text("nonsense".into())).await;
-        } else {
-            v.chat("counterfeit").await;
-        }
-        v.error().await;
-    }
-    v.ping("19 is tolerated").await;
-    v.send_raw(Message::Text("nonsense".into())).await;
-    let (events, end) = v.rest().await;
-    assert_eq!(end, Ended::Closed(1008), "after {events:?}");
-}
-
-#[tokio::test]
-async fn bad_requests_from_a_host_count_toward_the_abuse_limit() {
-    let mut env = TestEnv::production().await;
-    let a = env.node().await;
-    let host = env.token(Role::Host, "alice");
-    let sale = a.live_sale(&host, "reserve", "FZX", 10, 5).await;
-    let (mut h, _) = a.join(&sale, &host, None).await;
-    for _ in 0..19 {
-        h.send(json!({ "type": "slow_mode", "secs": 999_999 }))
-            .await;
-        assert_eq!(h.error().await.0, "bad_request");
-    }
-    h.send(json!({ "type": "slow_mode", "secs": 999_999 }))
-        .await;
-    let (events, end) = h.rest().await;
-    assert_eq!(end, Ended::Closed(1008), "after {events:?}");
 }
 
 /// The contract wants the socket kept open, but RFC 6455 fails the connection
@@ -1285,12 +1151,8 @@ async fn invalid_utf8_in_a_text_frame_gets_an_error_then_close_1007() {
         true,
     )))
     .await;
-    let e = v.next().await;
-    assert!(
-        e.as_ref()
-            .is_some_and(|e| e["type"] == "error" && e["code"] == "bad_request"),
-        "expected an error event, got {e:?}"
-    );
+    // A stock push may come first; the error is the next error.
+    assert_eq!(v.error().await.0, "bad_request");
     assert_eq!(v.ended().await, Ended::Closed(1007));
 }
 
