@@ -1,7 +1,7 @@
 //! The catalog in SQLite, for the embedded mode: the PostgreSQL store's twin.
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
@@ -21,69 +21,23 @@ impl SqliteCatalog {
     }
 }
 
-/// A time as stored: fixed precision, so that text order is time order.
-pub(crate) fn time_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("time {s:?}: {e}")))
-}
-
-pub(crate) fn get_uuid(row: &SqliteRow, col: &str) -> Result<Uuid, StoreError> {
-    let s: &str = row.try_get(col)?;
-    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("uuid {s:?}: {e}")))
-}
-
-pub(crate) fn get_opt_uuid(row: &SqliteRow, col: &str) -> Result<Option<Uuid>, StoreError> {
-    row.try_get::<Option<&str>, _>(col)?
-        .map(|s| Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("uuid {s:?}: {e}"))))
-        .transpose()
-}
-
-pub(crate) fn get_time(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>, StoreError> {
-    parse_time(row.try_get(col)?)
-}
-
-pub(crate) fn get_opt_time(
-    row: &SqliteRow,
-    col: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    row.try_get::<Option<&str>, _>(col)?
-        .map(parse_time)
-        .transpose()
-}
-
-const DATE_FORMAT: &str = "%Y-%m-%d";
-
-fn get_opt_date(row: &SqliteRow, col: &str) -> Result<Option<NaiveDate>, StoreError> {
-    row.try_get::<Option<&str>, _>(col)?
-        .map(|s| {
-            NaiveDate::parse_from_str(s, DATE_FORMAT)
-                .map_err(|e| StoreError::Corrupt(format!("date {s:?}: {e}")))
-        })
-        .transpose()
-}
-
 const SALE_COLUMNS: &str =
     "id, title, description, host_id, status, checkout, reservation_ttl_secs, \
      scheduled_at, created_at, started_at, ended_at, pinned_sku, stream_url";
 
 fn sale_from_row(row: &SqliteRow) -> Result<SaleRecord, StoreError> {
     Ok(SaleRecord {
-        id: get_uuid(row, "id")?,
+        id: row.try_get("id")?,
         title: row.try_get("title")?,
         description: row.try_get("description")?,
         host_id: row.try_get("host_id")?,
         status: row.try_get::<&str, _>("status")?.parse()?,
         checkout: row.try_get::<&str, _>("checkout")?.parse()?,
         reservation_ttl_secs: row.try_get("reservation_ttl_secs")?,
-        scheduled_at: get_opt_time(row, "scheduled_at")?,
-        created_at: get_time(row, "created_at")?,
-        started_at: get_opt_time(row, "started_at")?,
-        ended_at: get_opt_time(row, "ended_at")?,
+        scheduled_at: row.try_get("scheduled_at")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
         pinned_sku: row.try_get("pinned_sku")?,
         stream_url: row.try_get("stream_url")?,
     })
@@ -101,7 +55,7 @@ fn product_from_row(row: &SqliteRow) -> Result<ProductRecord, StoreError> {
         currency: row.try_get("currency")?,
         stock: row.try_get("stock")?,
         per_user_limit: row.try_get("per_user_limit")?,
-        ships_by: get_opt_date(row, "ships_by")?,
+        ships_by: row.try_get("ships_by")?,
         status: row.try_get::<&str, _>("status")?.parse()?,
         sold: row.try_get("sold")?,
         ships_to: super::ships_to_from_text(row.try_get("ships_to")?)?,
@@ -117,15 +71,15 @@ impl CatalogStore for SqliteCatalog {
              reservation_ttl_secs, scheduled_at, created_at, stream_url) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(s.id.hyphenated())
+        .bind(s.id)
         .bind(&s.title)
         .bind(&s.description)
         .bind(&s.host_id)
         .bind(s.status.as_str())
         .bind(s.checkout.as_str())
         .bind(s.reservation_ttl_secs)
-        .bind(s.scheduled_at.map(time_text))
-        .bind(time_text(s.created_at))
+        .bind(s.scheduled_at)
+        .bind(s.created_at)
         .bind(&s.stream_url)
         .execute(&self.pool)
         .await?;
@@ -135,7 +89,7 @@ impl CatalogStore for SqliteCatalog {
     async fn sale(&self, id: Uuid) -> Result<Option<SaleRecord>, StoreError> {
         let sql = format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -176,10 +130,10 @@ impl CatalogStore for SqliteCatalog {
              WHERE id = $1 AND status = $2 RETURNING {SALE_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .bind(t.from.as_str())
             .bind(t.to.as_str())
-            .bind(time_text(at))
+            .bind(at)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
@@ -187,7 +141,7 @@ impl CatalogStore for SqliteCatalog {
         };
         if t.to == SaleStatus::Ended {
             sqlx::query("UPDATE products SET status = 'closed' WHERE sale_id = $1")
-                .bind(id.hyphenated())
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -197,7 +151,7 @@ impl CatalogStore for SqliteCatalog {
 
     async fn set_pinned(&self, id: Uuid, sku: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE sales SET pinned_sku = $2 WHERE id = $1")
-            .bind(id.hyphenated())
+            .bind(id)
             .bind(sku)
             .execute(&self.pool)
             .await?;
@@ -218,14 +172,14 @@ impl CatalogStore for SqliteCatalog {
              VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1), \
              $3, $4, $5, $6, $7, $8, 'scheduled', $9, $10, $11)",
         )
-        .bind(sale_id.hyphenated())
+        .bind(sale_id)
         .bind(&p.sku)
         .bind(&p.name)
         .bind(p.price_cents)
         .bind(&p.currency)
         .bind(p.stock)
         .bind(p.per_user_limit)
-        .bind(p.ships_by.map(|d| d.format(DATE_FORMAT).to_string()))
+        .bind(p.ships_by)
         .bind(epoch)
         .bind(super::ships_to_text(p.ships_to.as_ref())?)
         .bind(p.claim_window_hours)
@@ -240,7 +194,7 @@ impl CatalogStore for SqliteCatalog {
             "UPDATE products SET epoch = $2 WHERE sale_id = $1 RETURNING {PRODUCT_COLUMNS}"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sale_id.hyphenated())
+            .bind(sale_id)
             .bind(epoch)
             .fetch_all(&self.pool)
             .await?
@@ -253,7 +207,7 @@ impl CatalogStore for SqliteCatalog {
         let sql =
             format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sale_id = $1 ORDER BY position");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sale_id.hyphenated())
+            .bind(sale_id)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -264,7 +218,7 @@ impl CatalogStore for SqliteCatalog {
     async fn product(&self, sale_id: Uuid, sku: &str) -> Result<Option<ProductRecord>, StoreError> {
         let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sale_id = $1 AND sku = $2");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sale_id.hyphenated())
+            .bind(sale_id)
             .bind(sku)
             .fetch_optional(&self.pool)
             .await?
@@ -280,7 +234,7 @@ impl CatalogStore for SqliteCatalog {
         status: ProductStatus,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE products SET status = $3 WHERE sale_id = $1 AND sku = $2")
-            .bind(sale_id.hyphenated())
+            .bind(sale_id)
             .bind(sku)
             .bind(status.as_str())
             .execute(&self.pool)
@@ -292,7 +246,7 @@ impl CatalogStore for SqliteCatalog {
         let stock: Option<i64> = sqlx::query_scalar(
             "UPDATE products SET stock = stock + $3 WHERE sale_id = $1 AND sku = $2 RETURNING stock",
         )
-        .bind(sale_id.hyphenated())
+        .bind(sale_id)
         .bind(sku)
         .bind(add)
         .fetch_optional(&self.pool)
@@ -308,7 +262,7 @@ impl CatalogStore for SqliteCatalog {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use chrono::TimeZone;
+    use chrono::{NaiveDate, TimeZone};
     use sqlx::sqlite::SqlitePoolOptions;
 
     use super::*;
@@ -536,5 +490,97 @@ pub(crate) mod tests {
         for p in store.products(sale.id).await.unwrap() {
             assert_eq!(p.status, ProductStatus::Closed);
         }
+    }
+
+    /// A database written before ids were native BLOBs: the migration turns
+    /// its text ids into BLOBs and the stores read its old times as written.
+    #[tokio::test]
+    async fn a_database_from_before_native_ids_reads_back_after_migrating() {
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        let older = std::env::temp_dir().join(format!("lychee-mig-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&older).unwrap();
+        for entry in std::fs::read_dir(&source).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.as_str() < "20261207000001" {
+                std::fs::copy(&path, older.join(&name)).unwrap();
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(older.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&older).unwrap();
+
+        let sale = Uuid::new_v4();
+        let order = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO sales (id, title, host_id, status, checkout, reservation_ttl_secs, \
+               created_at, started_at) \
+             VALUES ($1, 'Old', 'host-1', 'live', 'instant', 300, \
+               '2026-11-30T10:00:00.123456Z', '2026-11-30T10:05:00.000000Z')",
+        )
+        .bind(sale.hyphenated())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO products (sale_id, sku, position, name, price_cents, currency, stock, \
+               sold, per_user_limit, ships_by, status) \
+             VALUES ($1, 'A', 1, 'Box', 1299, 'CNY', 10, 1, 5, '2026-12-24', 'on_sale')",
+        )
+        .bind(sale.hyphenated())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
+               currency, idempotency_key, created_at, completed_at) \
+             VALUES ($1, $2, 'A', 'mei', 1, 1299, 1299, 'CNY', 'k1', \
+               '2026-11-30T10:06:00.000001Z', '2026-11-30T10:06:00.000001Z')",
+        )
+        .bind(order.hyphenated())
+        .bind(sale.hyphenated())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        crate::migrations::SQLITE.run(&pool).await.unwrap();
+        let store = SqliteCatalog::new(pool.clone());
+        let read = store.sale(sale).await.unwrap().expect("the old sale");
+        assert_eq!(
+            (read.created_at, read.started_at),
+            (
+                Utc.timestamp_opt(1_796_032_800, 123_456_000).unwrap(),
+                Some(Utc.timestamp_opt(1_796_033_100, 0).unwrap())
+            )
+        );
+        let products = store.products(sale).await.unwrap();
+        assert_eq!(
+            products
+                .iter()
+                .map(|p| (p.sku.as_str(), p.sold, p.ships_by))
+                .collect::<Vec<_>>(),
+            [("A", 1, NaiveDate::from_ymd_opt(2026, 12, 24))]
+        );
+        let orders = crate::orders::sqlite::SqliteOrders::new(pool);
+        let o = crate::orders::OrderStore::order(&orders, order)
+            .await
+            .unwrap()
+            .expect("the old order");
+        assert_eq!((o.id, o.sale_id, o.user_id.as_str()), (order, sale, "mei"));
+        // New rows beside the old ones: the same sale takes a second product.
+        store
+            .insert_product(sale, &new_product("B", 3), 0)
+            .await
+            .unwrap();
+        assert_eq!(store.products(sale).await.unwrap().len(), 2);
     }
 }

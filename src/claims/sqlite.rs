@@ -10,7 +10,6 @@ use uuid::Uuid;
 use super::{
     kind_text, parse_kind, parse_status, status_text, Claim, ClaimStatus, ClaimStore, Resolution,
 };
-use crate::catalog::sqlite::{get_opt_time, get_time, get_uuid, time_text};
 use crate::store::StoreError;
 
 pub struct SqliteClaims {
@@ -34,9 +33,9 @@ fn claim_from_row(row: &SqliteRow) -> Result<Claim, StoreError> {
     let photos: String = row.try_get("photos")?;
     let resolution: Option<String> = row.try_get("resolution")?;
     Ok(Claim {
-        id: get_uuid(row, "id")?,
-        order_id: get_uuid(row, "order_id")?,
-        sale_id: get_uuid(row, "sale_id")?,
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        sale_id: row.try_get("sale_id")?,
         user_id: row.try_get("user_id")?,
         kind: parse_kind(row.try_get("kind")?)?,
         qty_affected: row.try_get("qty_affected")?,
@@ -46,8 +45,8 @@ fn claim_from_row(row: &SqliteRow) -> Result<Claim, StoreError> {
         resolution: resolution
             .map(|r| serde_json::from_str(&r).map_err(json_err))
             .transpose()?,
-        created_at: get_time(row, "created_at")?,
-        resolved_at: get_opt_time(row, "resolved_at")?,
+        created_at: row.try_get("created_at")?,
+        resolved_at: row.try_get("resolved_at")?,
     })
 }
 
@@ -59,15 +58,15 @@ impl ClaimStore for SqliteClaims {
                photos, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9) \
              ON CONFLICT (order_id) WHERE status = 'open' DO NOTHING",
         )
-        .bind(c.id.hyphenated())
-        .bind(c.order_id.hyphenated())
-        .bind(c.sale_id.hyphenated())
+        .bind(c.id)
+        .bind(c.order_id)
+        .bind(c.sale_id)
         .bind(&c.user_id)
         .bind(kind_text(c.kind))
         .bind(c.qty_affected)
         .bind(&c.description)
         .bind(serde_json::to_string(&c.photos).map_err(json_err)?)
-        .bind(time_text(c.created_at))
+        .bind(c.created_at)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -77,7 +76,7 @@ impl ClaimStore for SqliteClaims {
     async fn claim(&self, id: Uuid) -> Result<Option<Claim>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM claims WHERE id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -87,7 +86,7 @@ impl ClaimStore for SqliteClaims {
 
     async fn remove(&self, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM claims WHERE id = $1")
-            .bind(id.hyphenated())
+            .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -97,7 +96,7 @@ impl ClaimStore for SqliteClaims {
         let sql =
             format!("SELECT {COLUMNS} FROM claims WHERE order_id = $1 ORDER BY created_at, id");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(order_id.hyphenated())
+            .bind(order_id)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -110,7 +109,7 @@ impl ClaimStore for SqliteClaims {
             "SELECT {COLUMNS} FROM claims WHERE sale_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sale_id.hyphenated())
+            .bind(sale_id)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?
@@ -131,10 +130,10 @@ impl ClaimStore for SqliteClaims {
              WHERE id = $1 AND status = 'open' RETURNING {COLUMNS}"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .bind(status_text(status))
             .bind(serde_json::to_string(resolution).map_err(json_err)?)
-            .bind(time_text(at))
+            .bind(at)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -147,7 +146,7 @@ impl ClaimStore for SqliteClaims {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM claims WHERE sale_id = $1 AND status = 'open'",
             )
-            .bind(sale_id.hyphenated())
+            .bind(sale_id)
             .fetch_one(&self.pool)
             .await?,
         )

@@ -12,7 +12,6 @@ use super::{
     commit_batch, payment_from_row, sold_increments, Commit, CompletedOrder, GuardedInsert, Order,
     OrderStatus, OrderStore, SoldIncrements,
 };
-use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
 use crate::fulfilment::address::Address;
 use crate::fulfilment::Fulfilment;
 use crate::store::StoreError;
@@ -37,8 +36,8 @@ const IDS_PER_QUERY: usize = 500;
 
 fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
     Ok(Order {
-        id: get_uuid(row, "id")?,
-        sale_id: get_uuid(row, "sale_id")?,
+        id: row.try_get("id")?,
+        sale_id: row.try_get("sale_id")?,
         sku: row.try_get("sku")?,
         qty: row.try_get("qty")?,
         unit_price_cents: row.try_get("unit_price_cents")?,
@@ -46,13 +45,13 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
         currency: row.try_get("currency")?,
         user_id: row.try_get("user_id")?,
         status: OrderStatus::Completed,
-        created_at: get_time(row, "created_at")?,
-        expires_at: get_opt_time(row, "expires_at")?,
-        completed_at: get_opt_time(row, "completed_at")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        completed_at: row.try_get("completed_at")?,
         payment_ref: row.try_get("payment_ref")?,
         payment: payment_from_row(
             row.try_get("payment_method")?,
-            get_opt_uuid(row, "payment_id")?,
+            row.try_get("payment_id")?,
             row.try_get("paid_cents")?,
             row.try_get("refunded_cents")?,
             row.try_get("payment_note")?,
@@ -62,8 +61,8 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
         shipment: super::shipment_from_row(
             row.try_get("courier")?,
             row.try_get("waybill")?,
-            get_opt_time(row, "shipped_at")?,
-            get_opt_time(row, "delivered_at")?,
+            row.try_get("shipped_at")?,
+            row.try_get("delivered_at")?,
         ),
         claims: Vec::new(),
     })
@@ -85,8 +84,8 @@ async fn insert_new(
                $18) \
              ON CONFLICT DO NOTHING",
         )
-        .bind(o.id.hyphenated())
-        .bind(o.sale_id.hyphenated())
+        .bind(o.id)
+        .bind(o.sale_id)
         .bind(&o.sku)
         .bind(&o.user_id)
         .bind(o.qty)
@@ -94,17 +93,12 @@ async fn insert_new(
         .bind(o.total_cents)
         .bind(&o.currency)
         .bind(&c.key)
-        .bind(time_text(o.created_at))
-        .bind(o.expires_at.map(time_text))
-        .bind(time_text(o.completed_at.unwrap_or(o.created_at)))
+        .bind(o.created_at)
+        .bind(o.expires_at)
+        .bind(o.completed_at.unwrap_or(o.created_at))
         .bind(o.payment_ref.as_deref())
         .bind(o.payment.as_ref().map(|p| p.method.as_str()))
-        .bind(
-            o.payment
-                .as_ref()
-                .and_then(|p| p.payment_id)
-                .map(|id| id.hyphenated().to_string()),
-        )
+        .bind(o.payment.as_ref().and_then(|p| p.payment_id))
         .bind(o.payment.as_ref().map(|p| p.paid_cents))
         .bind(o.payment.as_ref().and_then(|p| p.note.as_deref()))
         .bind(super::ship_to_text(o.ship_to.as_ref())?)
@@ -128,7 +122,7 @@ async fn raise_sold(
             "UPDATE products SET sold = sold + $3 \
              WHERE sale_id = $1 AND sku = $2 AND sold + $3 <= stock AND epoch = $4",
         )
-        .bind(sale_id.hyphenated())
+        .bind(sale_id)
         .bind(sku)
         .bind(n)
         .bind(epoch)
@@ -163,7 +157,7 @@ impl GuardedInsert for SqliteOrders {
     async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT epoch FROM products WHERE sale_id = $1 AND sku = $2")
-                .bind(c.order.sale_id.hyphenated())
+                .bind(c.order.sale_id)
                 .bind(&c.order.sku)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -178,8 +172,8 @@ impl GuardedInsert for SqliteOrders {
              OR (sale_id = $2 AND user_id = $3 AND idempotency_key = $4) LIMIT 1"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(c.order.id.hyphenated())
-            .bind(c.order.sale_id.hyphenated())
+            .bind(c.order.id)
+            .bind(c.order.sale_id)
             .bind(&c.order.user_id)
             .bind(&c.key)
             .fetch_optional(&self.pool)
@@ -199,7 +193,7 @@ impl OrderStore for SqliteOrders {
     async fn order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -214,10 +208,10 @@ impl OrderStore for SqliteOrders {
             let sql = format!("SELECT id FROM orders WHERE id IN ({placeholders})");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
-                query = query.bind(id.hyphenated());
+                query = query.bind(id);
             }
             for row in query.fetch_all(&self.pool).await? {
-                found.push(get_uuid(&row, "id")?);
+                found.push(row.try_get("id")?);
             }
         }
         Ok(found)
@@ -243,7 +237,7 @@ impl OrderStore for SqliteOrders {
             "SELECT sku, user_id, SUM(qty) AS qty FROM orders \
              WHERE sale_id = $1 GROUP BY sku, user_id",
         )
-        .bind(sale_id.hyphenated())
+        .bind(sale_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -265,9 +259,9 @@ impl OrderStore for SqliteOrders {
              ORDER BY created_at, id LIMIT $4"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sale_id.hyphenated())
-            .bind(after.map(|a| time_text(a.0)))
-            .bind(after.map(|a| a.1).unwrap_or_default().hyphenated())
+            .bind(sale_id)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1).unwrap_or_default())
             .bind(limit)
             .fetch_all(&self.pool)
             .await?
@@ -299,12 +293,12 @@ impl OrderStore for SqliteOrders {
              RETURNING {ORDER_COLUMNS}"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(order_id.hyphenated())
+            .bind(order_id)
             .bind(from)
             .bind(to.as_str())
             .bind(shipment.map(|s| s.0))
             .bind(shipment.map(|s| s.1))
-            .bind(time_text(at))
+            .bind(at)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -329,8 +323,8 @@ impl OrderStore for SqliteOrders {
              FROM orders o JOIN products p ON p.sale_id = o.sale_id AND p.sku = o.sku \
              WHERE o.sale_id = $1",
         )
-        .bind(sale_id.hyphenated())
-        .bind(time_text(now))
+        .bind(sale_id)
+        .bind(now)
         .bind(super::LATE_AFTER_HOURS)
         .fetch_one(&self.pool)
         .await?;
@@ -355,9 +349,9 @@ impl OrderStore for SqliteOrders {
              ORDER BY created_at, id LIMIT $4"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(sale_id.hyphenated())
-            .bind(after.map(|a| time_text(a.0)))
-            .bind(after.map(|a| a.1).unwrap_or_default().hyphenated())
+            .bind(sale_id)
+            .bind(after.map(|a| a.0))
+            .bind(after.map(|a| a.1).unwrap_or_default())
             .bind(limit)
             .bind(with_address)
             .fetch_all(&self.pool)
@@ -371,7 +365,7 @@ impl OrderStore for SqliteOrders {
         let n = sqlx::query(
             "UPDATE orders SET ship_to = $2 WHERE id = $1 AND fulfilment = 'unfulfilled'",
         )
-        .bind(order_id.hyphenated())
+        .bind(order_id)
         .bind(super::ship_to_text(Some(ship_to))?)
         .execute(&self.pool)
         .await?
@@ -383,7 +377,7 @@ impl OrderStore for SqliteOrders {
         Ok(sqlx::query_scalar(
             "SELECT COALESCE(SUM(total_cents), 0) FROM orders WHERE sale_id = $1",
         )
-        .bind(sale_id.hyphenated())
+        .bind(sale_id)
         .fetch_one(&self.pool)
         .await?)
     }

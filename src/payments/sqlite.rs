@@ -13,7 +13,6 @@ use super::store::{
     RefundStatus, SandboxLedger, TxnRecord,
 };
 use super::Checkout;
-use crate::catalog::sqlite::{get_opt_time, get_opt_uuid, get_time, get_uuid, time_text};
 use crate::store::StoreError;
 
 pub struct SqlitePayments {
@@ -32,9 +31,9 @@ const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, user_id, provider, amount_
 fn payment_from_row(row: &SqliteRow) -> Result<Payment, StoreError> {
     let checkout: String = row.try_get("checkout")?;
     Ok(Payment {
-        id: get_uuid(row, "id")?,
-        order_id: get_uuid(row, "order_id")?,
-        sale_id: get_uuid(row, "sale_id")?,
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        sale_id: row.try_get("sale_id")?,
         user_id: row.try_get("user_id")?,
         provider: row.try_get("provider")?,
         amount_cents: row.try_get("amount_cents")?,
@@ -43,9 +42,9 @@ fn payment_from_row(row: &SqliteRow) -> Result<Payment, StoreError> {
         checkout: serde_json::from_str::<Checkout>(&checkout)
             .map_err(|e| StoreError::Corrupt(format!("checkout: {e}")))?,
         provider_txn_id: row.try_get("provider_txn_id")?,
-        created_at: get_time(row, "created_at")?,
-        expires_at: get_time(row, "expires_at")?,
-        paid_at: get_opt_time(row, "paid_at")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        paid_at: row.try_get("paid_at")?,
     })
 }
 
@@ -54,9 +53,9 @@ const REFUND_COLUMNS: &str = "id, order_id, payment_id, provider, amount_cents, 
 
 fn refund_from_row(row: &SqliteRow) -> Result<Refund, StoreError> {
     Ok(Refund {
-        id: get_uuid(row, "id")?,
-        order_id: get_uuid(row, "order_id")?,
-        payment_id: get_opt_uuid(row, "payment_id")?,
+        id: row.try_get("id")?,
+        order_id: row.try_get("order_id")?,
+        payment_id: row.try_get("payment_id")?,
         provider: row.try_get("provider")?,
         amount_cents: row.try_get("amount_cents")?,
         currency: row.try_get("currency")?,
@@ -66,8 +65,8 @@ fn refund_from_row(row: &SqliteRow) -> Result<Refund, StoreError> {
         requested_by: row.try_get("requested_by")?,
         idempotency_key: row.try_get("idempotency_key")?,
         fingerprint: row.try_get("fingerprint")?,
-        created_at: get_time(row, "created_at")?,
-        updated_at: get_time(row, "updated_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 
@@ -92,17 +91,17 @@ impl PaymentStore for SqlitePayments {
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $11) \
              ON CONFLICT (order_id) WHERE status = 'pending' DO NOTHING",
         )
-        .bind(p.id.hyphenated())
-        .bind(p.order_id.hyphenated())
-        .bind(p.sale_id.hyphenated())
+        .bind(p.id)
+        .bind(p.order_id)
+        .bind(p.sale_id)
         .bind(&p.user_id)
         .bind(&p.provider)
         .bind(p.amount_cents)
         .bind(&p.currency)
         .bind(checkout_json(&p.checkout)?)
-        .bind(time_text(p.created_at))
-        .bind(time_text(p.expires_at))
-        .bind(time_text(next_check))
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .bind(next_check)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -116,7 +115,7 @@ impl PaymentStore for SqlitePayments {
 
     async fn set_checkout(&self, id: Uuid, checkout: &Checkout) -> Result<(), StoreError> {
         sqlx::query("UPDATE payments SET checkout = $2 WHERE id = $1")
-            .bind(id.hyphenated())
+            .bind(id)
             .bind(checkout_json(checkout)?)
             .execute(&self.pool)
             .await?;
@@ -126,7 +125,7 @@ impl PaymentStore for SqlitePayments {
     async fn payment(&self, id: Uuid) -> Result<Option<Payment>, StoreError> {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -139,7 +138,7 @@ impl PaymentStore for SqlitePayments {
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 AND status = 'pending'"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(order_id.hyphenated())
+            .bind(order_id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -152,7 +151,7 @@ impl PaymentStore for SqlitePayments {
             "UPDATE payments SET provider_txn_id = $2 \
              WHERE id = $1 AND (provider_txn_id IS NULL OR provider_txn_id = $2)",
         )
-        .bind(id.hyphenated())
+        .bind(id)
         .bind(txn)
         .execute(&self.pool)
         .await;
@@ -161,7 +160,7 @@ impl PaymentStore for SqlitePayments {
             Ok(_) => {
                 let other: Option<Option<String>> =
                     sqlx::query_scalar("SELECT provider_txn_id FROM payments WHERE id = $1")
-                        .bind(id.hyphenated())
+                        .bind(id)
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(TxnRecord::Other(other.flatten().unwrap_or_default()))
@@ -191,12 +190,12 @@ impl PaymentStore for SqlitePayments {
                paid_at = CASE WHEN $5 THEN COALESCE(paid_at, $6) ELSE paid_at END \
              WHERE id = $1 AND instr(',' || $2 || ',', ',' || status || ',') > 0",
         )
-        .bind(id.hyphenated())
+        .bind(id)
         .bind(from)
         .bind(to.as_str())
-        .bind(next_check.map(time_text))
+        .bind(next_check)
         .bind(paid)
-        .bind(time_text(at))
+        .bind(at)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -217,8 +216,8 @@ impl PaymentStore for SqlitePayments {
              RETURNING {PAYMENT_COLUMNS}"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(time_text(now))
-            .bind(time_text(now + lease))
+            .bind(now)
+            .bind(now + lease)
             .bind(max)
             .fetch_all(&self.pool)
             .await?
@@ -233,8 +232,8 @@ impl PaymentStore for SqlitePayments {
         next: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE payments SET next_check_at = $2 WHERE id = $1")
-            .bind(id.hyphenated())
-            .bind(next.map(time_text))
+            .bind(id)
+            .bind(next)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -261,9 +260,9 @@ impl PaymentStore for SqlitePayments {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14) \
              ON CONFLICT (order_id, requested_by, idempotency_key) DO NOTHING",
         )
-        .bind(r.id.hyphenated())
-        .bind(r.order_id.hyphenated())
-        .bind(r.payment_id.map(|u| u.hyphenated()))
+        .bind(r.id)
+        .bind(r.order_id)
+        .bind(r.payment_id)
         .bind(&r.provider)
         .bind(r.amount_cents)
         .bind(&r.currency)
@@ -273,8 +272,8 @@ impl PaymentStore for SqlitePayments {
         .bind(&r.requested_by)
         .bind(&r.idempotency_key)
         .bind(&r.fingerprint)
-        .bind(time_text(r.created_at))
-        .bind(time_text(next_check))
+        .bind(r.created_at)
+        .bind(next_check)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -283,7 +282,7 @@ impl PaymentStore for SqlitePayments {
             // refund stands.
             tx.rollback().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(r.order_id.hyphenated())
+                .bind(r.order_id)
                 .bind(&r.requested_by)
                 .bind(&r.idempotency_key)
                 .fetch_one(&self.pool)
@@ -295,7 +294,7 @@ impl PaymentStore for SqlitePayments {
                 "UPDATE orders SET refund_held_cents = refund_held_cents + $2 \
                  WHERE id = $1 AND refund_held_cents + $2 <= COALESCE(paid_cents, 0)",
             )
-            .bind(r.order_id.hyphenated())
+            .bind(r.order_id)
             .bind(r.amount_cents)
             .execute(&mut *tx)
             .await?
@@ -312,7 +311,7 @@ impl PaymentStore for SqlitePayments {
     async fn refund(&self, id: Uuid) -> Result<Option<Refund>, StoreError> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -325,7 +324,7 @@ impl PaymentStore for SqlitePayments {
             "SELECT {REFUND_COLUMNS} FROM refunds WHERE order_id = $1 ORDER BY created_at, id"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(order_id.hyphenated())
+            .bind(order_id)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -337,7 +336,7 @@ impl PaymentStore for SqlitePayments {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM payments WHERE sale_id = $1 AND status = 'failed'",
         )
-        .bind(sale_id.hyphenated())
+        .bind(sale_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(n)
@@ -357,9 +356,9 @@ impl PaymentStore for SqlitePayments {
              WHERE id = $1 AND status = 'pending' RETURNING {REFUND_COLUMNS}"
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .bind(to.as_str())
-            .bind(time_text(at))
+            .bind(at)
             .bind(provider_refund_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -373,7 +372,7 @@ impl PaymentStore for SqlitePayments {
                     "UPDATE orders SET refunded_cents = refunded_cents + $2 \
                      WHERE id = $1 AND refunded_cents + $2 <= refund_held_cents",
                 )
-                .bind(refund.order_id.hyphenated())
+                .bind(refund.order_id)
                 .bind(refund.amount_cents)
                 .execute(&mut *tx)
                 .await?;
@@ -386,7 +385,7 @@ impl PaymentStore for SqlitePayments {
                            THEN 'refunded' ELSE 'partially_refunded' END \
                          WHERE id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded')",
                     )
-                    .bind(payment_id.hyphenated())
+                    .bind(payment_id)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -396,7 +395,7 @@ impl PaymentStore for SqlitePayments {
                     "UPDATE orders SET refund_held_cents = refund_held_cents - $2 \
                      WHERE id = $1 AND refund_held_cents - $2 >= refunded_cents",
                 )
-                .bind(refund.order_id.hyphenated())
+                .bind(refund.order_id)
                 .bind(refund.amount_cents)
                 .execute(&mut *tx)
                 .await?;
@@ -420,8 +419,8 @@ impl PaymentStore for SqlitePayments {
              RETURNING {REFUND_COLUMNS}"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(time_text(now))
-            .bind(time_text(now + lease))
+            .bind(now)
+            .bind(now + lease)
             .bind(max)
             .fetch_all(&self.pool)
             .await?
@@ -436,8 +435,8 @@ impl PaymentStore for SqlitePayments {
         next: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE refunds SET next_check_at = $2 WHERE id = $1")
-            .bind(id.hyphenated())
-            .bind(next.map(time_text))
+            .bind(id)
+            .bind(next)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -446,13 +445,13 @@ impl PaymentStore for SqlitePayments {
 
 fn charge_from_row(row: &SqliteRow) -> Result<Charge, StoreError> {
     Ok(Charge {
-        payment_id: get_uuid(row, "payment_id")?,
+        payment_id: row.try_get("payment_id")?,
         state: ChargeState::parse(row.try_get("state")?)?,
         txn_id: row.try_get("txn_id")?,
         amount_cents: row.try_get("amount_cents")?,
         currency: row.try_get("currency")?,
         refunds_fail: row.try_get("refunds_fail")?,
-        at: get_time(row, "at")?,
+        at: row.try_get("at")?,
     })
 }
 
@@ -464,13 +463,13 @@ impl SandboxLedger for SqlitePayments {
                refunds_fail, at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (payment_id) DO NOTHING",
         )
-        .bind(c.payment_id.hyphenated())
+        .bind(c.payment_id)
         .bind(c.state.as_str())
         .bind(&c.txn_id)
         .bind(c.amount_cents)
         .bind(&c.currency)
         .bind(c.refunds_fail)
-        .bind(time_text(c.at))
+        .bind(c.at)
         .execute(&self.pool)
         .await?;
         self.charge_of(c.payment_id)
@@ -483,7 +482,7 @@ impl SandboxLedger for SqlitePayments {
             "SELECT payment_id, state, txn_id, amount_cents, currency, refunds_fail, at \
              FROM sandbox_charges WHERE payment_id = $1",
         )
-        .bind(payment_id.hyphenated())
+        .bind(payment_id)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -503,16 +502,16 @@ impl SandboxLedger for SqlitePayments {
             "INSERT INTO sandbox_refunds (refund_id, payment_id, amount_cents, succeeded, at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (refund_id) DO NOTHING",
         )
-        .bind(refund_id.hyphenated())
-        .bind(payment_id.hyphenated())
+        .bind(refund_id)
+        .bind(payment_id)
         .bind(amount_cents)
         .bind(succeeded)
-        .bind(time_text(at))
+        .bind(at)
         .execute(&self.pool)
         .await?;
         Ok(
             sqlx::query_scalar("SELECT succeeded FROM sandbox_refunds WHERE refund_id = $1")
-                .bind(refund_id.hyphenated())
+                .bind(refund_id)
                 .fetch_one(&self.pool)
                 .await?,
         )
@@ -522,7 +521,7 @@ impl SandboxLedger for SqlitePayments {
         Ok(sqlx::query_as(
             "SELECT amount_cents, succeeded FROM sandbox_refunds WHERE refund_id = $1",
         )
-        .bind(refund_id.hyphenated())
+        .bind(refund_id)
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -532,7 +531,7 @@ impl SandboxLedger for SqlitePayments {
             "SELECT COALESCE(SUM(amount_cents), 0) FROM sandbox_refunds \
              WHERE payment_id = $1 AND succeeded",
         )
-        .bind(payment_id.hyphenated())
+        .bind(payment_id)
         .fetch_one(&self.pool)
         .await?)
     }

@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use super::{Attach, ImageKind, Put, Quota, Upload, UploadMeta, UploadStore};
-use crate::catalog::sqlite::{get_opt_uuid, get_time, get_uuid, parse_time, time_text};
 use crate::store::StoreError;
 
 pub struct SqliteUploads {
@@ -32,24 +32,24 @@ fn meta_from_row(row: &SqliteRow) -> Result<UploadMeta, StoreError> {
         u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("upload {col} {v}")))
     };
     Ok(UploadMeta {
-        id: get_uuid(row, "id")?,
+        id: row.try_get("id")?,
         owner: row.try_get("owner")?,
         content_type: ImageKind::parse(row.try_get("content_type")?)?,
         bytes: u32_col("bytes")?,
         width: u32_col("width")?,
         height: u32_col("height")?,
-        created_at: get_time(row, "created_at")?,
-        claim_id: get_opt_uuid(row, "claim_id")?,
-        sale_id: get_opt_uuid(row, "sale_id")?,
+        created_at: row.try_get("created_at")?,
+        claim_id: row.try_get("claim_id")?,
+        sale_id: row.try_get("sale_id")?,
     })
 }
 
-/// The ids as a JSON array, for `IN (SELECT value FROM json_each(?))`: one
+/// The ids as a JSON array of hex, for `IN (SELECT unhex(value) FROM json_each(?))`: one
 /// statement whatever their number.
 fn id_list(ids: &[Uuid]) -> String {
     let quoted: Vec<String> = ids
         .iter()
-        .map(|id| format!("\"{}\"", id.hyphenated()))
+        .map(|id| format!("\"{}\"", id.simple()))
         .collect();
     format!("[{}]", quoted.join(","))
 }
@@ -57,7 +57,6 @@ fn id_list(ids: &[Uuid]) -> String {
 #[async_trait]
 impl UploadStore for SqliteUploads {
     async fn put(&self, meta: &UploadMeta, data: &[u8], quota: Quota) -> Result<Put, StoreError> {
-        let since = time_text(quota.since);
         // One statement: SQLite takes the write lock before it counts, so
         // no other upload can slip in between the count and the insert.
         let stored = sqlx::query(
@@ -66,16 +65,16 @@ impl UploadStore for SqliteUploads {
              WHERE (SELECT count(*) FROM uploads WHERE owner = $2 AND claim_id IS NULL) < $9 \
                AND (SELECT count(*) FROM uploads WHERE owner = $2 AND created_at > $10) < $11",
         )
-        .bind(meta.id.hyphenated())
+        .bind(meta.id)
         .bind(&meta.owner)
         .bind(meta.content_type.mime())
         .bind(i64::from(meta.bytes))
         .bind(i64::from(meta.width))
         .bind(i64::from(meta.height))
         .bind(data)
-        .bind(time_text(meta.created_at))
+        .bind(meta.created_at)
         .bind(i64::from(quota.max_unattached))
-        .bind(&since)
+        .bind(quota.since)
         .bind(i64::from(quota.max_recent))
         .execute(&self.pool)
         .await?
@@ -91,26 +90,23 @@ impl UploadStore for SqliteUploads {
                       AS oldest",
         )
         .bind(&meta.owner)
-        .bind(&since)
+        .bind(quota.since)
         .fetch_one(&self.pool)
         .await?;
         let unattached: i64 = row.try_get("unattached")?;
         if unattached >= i64::from(quota.max_unattached) {
             return Ok(Put::TooManyUnattached);
         }
-        let oldest: Option<&str> = row.try_get("oldest")?;
+        let oldest: Option<DateTime<Utc>> = row.try_get("oldest")?;
         Ok(Put::TooManyRecent {
-            oldest: oldest
-                .map(parse_time)
-                .transpose()?
-                .unwrap_or(meta.created_at),
+            oldest: oldest.unwrap_or(meta.created_at),
         })
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Upload>, StoreError> {
         let sql = format!("SELECT {META_COLUMNS}, data FROM uploads WHERE id = $1");
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
         else {
@@ -126,7 +122,7 @@ impl UploadStore for SqliteUploads {
     async fn meta(&self, id: Uuid) -> Result<Option<UploadMeta>, StoreError> {
         let sql = format!("SELECT {META_COLUMNS} FROM uploads WHERE id = $1");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
@@ -147,13 +143,13 @@ impl UploadStore for SqliteUploads {
         let mut tx = self.pool.begin().await?;
         let attached = sqlx::query(
             "UPDATE uploads SET claim_id = $3, sale_id = $4 \
-             WHERE id IN (SELECT value FROM json_each($1)) AND owner = $2 \
+             WHERE id IN (SELECT unhex(value) FROM json_each($1)) AND owner = $2 \
                AND (claim_id IS NULL OR (claim_id = $3 AND sale_id = $4))",
         )
         .bind(&list)
         .bind(owner)
-        .bind(claim_id.hyphenated())
-        .bind(sale_id.hyphenated())
+        .bind(claim_id)
+        .bind(sale_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -164,7 +160,7 @@ impl UploadStore for SqliteUploads {
         tx.rollback().await?;
         let mine: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM uploads \
-             WHERE id IN (SELECT value FROM json_each($1)) AND owner = $2",
+             WHERE id IN (SELECT unhex(value) FROM json_each($1)) AND owner = $2",
         )
         .bind(&list)
         .bind(owner)

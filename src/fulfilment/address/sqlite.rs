@@ -10,7 +10,6 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted, MAX_ADDRESSES};
-use crate::catalog::sqlite::{get_uuid, time_text};
 use crate::store::StoreError;
 
 pub struct SqliteAddresses {
@@ -27,7 +26,7 @@ const COLUMNS: &str = "id, name, phone, province, city, district, line, postcode
 
 fn from_row(row: &SqliteRow) -> Result<Address, StoreError> {
     Ok(Address {
-        id: get_uuid(row, "id")?,
+        id: row.try_get("id")?,
         name: row.try_get("name")?,
         phone: row.try_get("phone")?,
         province: row.try_get("province")?,
@@ -50,7 +49,7 @@ async fn lock_book(
          ON CONFLICT (user_id) DO UPDATE SET changed_at = excluded.changed_at",
     )
     .bind(user_id)
-    .bind(time_text(at))
+    .bind(at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -61,7 +60,7 @@ impl AddressStore for SqliteAddresses {
     async fn address(&self, user_id: &str, id: Uuid) -> Result<Option<Address>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM addresses WHERE id = $1 AND user_id = $2");
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.hyphenated())
+            .bind(id)
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?
@@ -109,7 +108,7 @@ impl AddressStore for SqliteAddresses {
                postcode, is_default, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(address.id.hyphenated())
+        .bind(address.id)
         .bind(user_id)
         .bind(&address.name)
         .bind(&address.phone)
@@ -119,7 +118,7 @@ impl AddressStore for SqliteAddresses {
         .bind(&address.line)
         .bind(address.postcode.as_deref())
         .bind(is_default)
-        .bind(time_text(at))
+        .bind(at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -148,7 +147,7 @@ impl AddressStore for SqliteAddresses {
         // A write first, for the lock; only a book that exists is touched.
         let book = sqlx::query("UPDATE address_books SET changed_at = $2 WHERE user_id = $1")
             .bind(user_id)
-            .bind(time_text(at))
+            .bind(at)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -158,7 +157,7 @@ impl AddressStore for SqliteAddresses {
         let was_default: Option<bool> = sqlx::query_scalar(
             "DELETE FROM addresses WHERE id = $1 AND user_id = $2 RETURNING is_default",
         )
-        .bind(id.hyphenated())
+        .bind(id)
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?;
