@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod kv;
 pub mod orders;
 pub mod payments;
+pub mod sql;
 pub mod store;
 pub mod text;
 pub mod uploads;
@@ -30,8 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::catalog::postgres::PgCatalog;
-use crate::catalog::sqlite::SqliteCatalog;
+use crate::catalog::sql::SqlCatalog;
 use crate::catalog::validate::StreamHosts;
 use crate::catalog::{Catalog, CatalogStore};
 use crate::clock::Clock;
@@ -255,7 +255,7 @@ impl Backends {
                     ),
                     uploads: Arc::new(PgUploads::new(pool.clone())),
                     claims: Arc::new(claims::postgres::PgClaims::new(pool.clone())),
-                    catalog: Arc::new(PgCatalog::new(pool.clone())),
+                    catalog: Arc::new(SqlCatalog::new(pool.clone())),
                     orders: Arc::new(PgOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
                     bus: RedisBus::start(&redis, prefix, shutdown.clone()),
@@ -281,7 +281,7 @@ impl Backends {
                     ),
                     uploads: Arc::new(SqliteUploads::new(pool.clone())),
                     claims: Arc::new(claims::sqlite::SqliteClaims::new(pool.clone())),
-                    catalog: Arc::new(SqliteCatalog::new(pool.clone())),
+                    catalog: Arc::new(SqlCatalog::new(pool.clone())),
                     orders: Arc::new(SqliteOrders::new(pool)),
                     inventory: inventory.clone(),
                     chat: Arc::new(MemoryChat::new(bus.clone(), settings.chat_rate, inventory)),

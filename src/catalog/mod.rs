@@ -2,9 +2,8 @@
 //! PostgreSQL (or SQLite) is their home; live counters come from `inventory`.
 
 pub mod lists;
-pub mod postgres;
 pub mod service;
-pub mod sqlite;
+pub mod sql;
 pub mod validate;
 
 use async_trait::async_trait;

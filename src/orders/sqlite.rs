@@ -386,12 +386,12 @@ impl OrderStore for SqliteOrders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::sqlite::tests::{at, memory_pool, new_product, sale_record};
-    use crate::catalog::sqlite::SqliteCatalog;
+    use crate::catalog::sql::tests::{at, memory_pool, new_product, sale_record};
+    use crate::catalog::sql::SqlCatalog;
     use crate::catalog::CatalogStore;
 
     struct Fixture {
-        catalog: SqliteCatalog,
+        catalog: SqlCatalog<Sqlite>,
         orders: SqliteOrders,
         sale_id: Uuid,
     }
@@ -399,7 +399,7 @@ mod tests {
     /// A sale with product "A" (stock 3) and "B" (stock 100).
     async fn fixture() -> Fixture {
         let pool = memory_pool().await;
-        let catalog = SqliteCatalog::new(pool.clone());
+        let catalog = SqlCatalog::new(pool.clone());
         let sale_id = Uuid::new_v4();
         catalog
             .insert_sale(&sale_record(sale_id, at(0)))

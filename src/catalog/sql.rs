@@ -1,23 +1,23 @@
-//! The catalog in SQLite, for the embedded mode: the PostgreSQL store's twin.
+//! The catalog in SQL, once for PostgreSQL and SQLite (see `crate::sql`).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, Pool, Row, Type};
 use uuid::Uuid;
 
 use super::{
     CatalogStore, NewProduct, ProductRecord, ProductStatus, SaleRecord, SaleStatus, Transition,
 };
+use crate::sql::{Sql, Value};
 use crate::store::StoreError;
 
-pub struct SqliteCatalog {
-    pool: SqlitePool,
+pub struct SqlCatalog<DB: Sql> {
+    pool: Pool<DB>,
 }
 
-impl SqliteCatalog {
-    pub fn new(pool: SqlitePool) -> Self {
-        SqliteCatalog { pool }
+impl<DB: Sql> SqlCatalog<DB> {
+    pub fn new(pool: Pool<DB>) -> Self {
+        SqlCatalog { pool }
     }
 }
 
@@ -25,7 +25,20 @@ const SALE_COLUMNS: &str =
     "id, title, description, host_id, status, checkout, reservation_ttl_secs, \
      scheduled_at, created_at, started_at, ended_at, pinned_sku, stream_url";
 
-fn sale_from_row(row: &SqliteRow) -> Result<SaleRecord, StoreError> {
+fn sale_from_row<DB>(row: &DB::Row) -> Result<SaleRecord, StoreError>
+where
+    DB: Sql,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'r> &'r str: Decode<'r, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    Option<NaiveDate>: Value<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     Ok(SaleRecord {
         id: row.try_get("id")?,
         title: row.try_get("title")?,
@@ -47,7 +60,20 @@ const PRODUCT_COLUMNS: &str =
     "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold, ships_to, \
      claim_window_hours";
 
-fn product_from_row(row: &SqliteRow) -> Result<ProductRecord, StoreError> {
+fn product_from_row<DB>(row: &DB::Row) -> Result<ProductRecord, StoreError>
+where
+    DB: Sql,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'r> &'r str: Decode<'r, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    Option<NaiveDate>: Value<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     Ok(ProductRecord {
         sku: row.try_get("sku")?,
         name: row.try_get("name")?,
@@ -64,7 +90,22 @@ fn product_from_row(row: &SqliteRow) -> Result<ProductRecord, StoreError> {
 }
 
 #[async_trait]
-impl CatalogStore for SqliteCatalog {
+impl<DB> CatalogStore for SqlCatalog<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    Option<NaiveDate>: Value<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn insert_sale(&self, s: &SaleRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sales (id, title, description, host_id, status, checkout, \
@@ -103,7 +144,7 @@ impl CatalogStore for SqliteCatalog {
         limit: i64,
     ) -> Result<Vec<SaleRecord>, StoreError> {
         let sql = format!(
-            "SELECT {SALE_COLUMNS} FROM sales WHERE ($1 IS NULL OR status = $1) \
+            "SELECT {SALE_COLUMNS} FROM sales WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
              ORDER BY created_at DESC LIMIT $2"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -164,32 +205,33 @@ impl CatalogStore for SqliteCatalog {
         p: &NewProduct,
         epoch: i64,
     ) -> Result<(), StoreError> {
-        // SQLite has no sequence on a non-key column: the next position is
-        // computed inside the INSERT, which holds the write lock.
-        sqlx::query(
+        let sql = format!(
             "INSERT INTO products (sale_id, sku, position, name, price_cents, currency, stock, \
              per_user_limit, ships_by, status, epoch, ships_to, claim_window_hours) \
-             VALUES ($1, $2, (SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1), \
-             $3, $4, $5, $6, $7, $8, 'scheduled', $9, $10, $11)",
-        )
-        .bind(sale_id)
-        .bind(&p.sku)
-        .bind(&p.name)
-        .bind(p.price_cents)
-        .bind(&p.currency)
-        .bind(p.stock)
-        .bind(p.per_user_limit)
-        .bind(p.ships_by)
-        .bind(epoch)
-        .bind(super::ships_to_text(p.ships_to.as_ref())?)
-        .bind(p.claim_window_hours)
-        .execute(&self.pool)
-        .await?;
+             VALUES ($1, $2, {}, $3, $4, $5, $6, $7, $8, 'scheduled', $9, $10, $11)",
+            DB::NEXT_POSITION
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id)
+            .bind(&p.sku)
+            .bind(&p.name)
+            .bind(p.price_cents)
+            .bind(&p.currency)
+            .bind(p.stock)
+            .bind(p.per_user_limit)
+            .bind(p.ships_by)
+            .bind(epoch)
+            .bind(super::ships_to_text(p.ships_to.as_ref())?)
+            .bind(p.claim_window_hours)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn fence(&self, sale_id: Uuid, epoch: i64) -> Result<Vec<ProductRecord>, StoreError> {
-        // SQLite serializes writers, so this UPDATE is the fence by itself.
+        // The UPDATE takes each row's lock (PostgreSQL) or the write lock
+        // (SQLite): it waits for batches in progress, and batches after it
+        // re-check their epoch against the new one.
         let sql = format!(
             "UPDATE products SET epoch = $2 WHERE sale_id = $1 RETURNING {PRODUCT_COLUMNS}"
         );
@@ -243,7 +285,7 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn restock(&self, sale_id: Uuid, sku: &str, add: i64) -> Result<i64, StoreError> {
-        let stock: Option<i64> = sqlx::query_scalar(
+        let row = sqlx::query(
             "UPDATE products SET stock = stock + $3 WHERE sale_id = $1 AND sku = $2 RETURNING stock",
         )
         .bind(sale_id)
@@ -251,6 +293,7 @@ impl CatalogStore for SqliteCatalog {
         .bind(add)
         .fetch_optional(&self.pool)
         .await?;
+        let stock: Option<i64> = row.map(|r| r.try_get("stock")).transpose()?;
         stock.ok_or_else(|| StoreError::Corrupt(format!("restock of unknown product {sku}")))
     }
 
@@ -262,8 +305,9 @@ impl CatalogStore for SqliteCatalog {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use chrono::{NaiveDate, TimeZone};
+    use chrono::TimeZone;
     use sqlx::sqlite::SqlitePoolOptions;
+    use sqlx::SqlitePool;
 
     use super::*;
     use crate::catalog::Checkout;
@@ -324,7 +368,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn sale_and_products_round_trip() {
-        let store = SqliteCatalog::new(memory_pool().await);
+        let store = SqlCatalog::new(memory_pool().await);
         store.ping().await.unwrap();
         let sale = sale_record(Uuid::new_v4(), at(0));
         store.insert_sale(&sale).await.unwrap();
@@ -417,7 +461,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn duplicate_sku_is_refused() {
-        let store = SqliteCatalog::new(memory_pool().await);
+        let store = SqlCatalog::new(memory_pool().await);
         let sale = sale_record(Uuid::new_v4(), at(0));
         store.insert_sale(&sale).await.unwrap();
         store
@@ -436,7 +480,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn transitions_and_ending_closes_products() {
-        let store = SqliteCatalog::new(memory_pool().await);
+        let store = SqlCatalog::new(memory_pool().await);
         let sale = sale_record(Uuid::new_v4(), at(0));
         store.insert_sale(&sale).await.unwrap();
         store
@@ -553,7 +597,7 @@ pub(crate) mod tests {
         .unwrap();
 
         crate::migrations::SQLITE.run(&pool).await.unwrap();
-        let store = SqliteCatalog::new(pool.clone());
+        let store = SqlCatalog::new(pool.clone());
         let read = store.sale(sale).await.unwrap().expect("the old sale");
         assert_eq!(
             (read.created_at, read.started_at),

@@ -1,0 +1,42 @@
+//! What the shared SQL stores need of a sqlx database, and where PostgreSQL
+//! and SQLite say the same thing differently. A store written once against
+//! `Sql` runs on both; the few statements the dialects cannot share stay in
+//! the store, chosen by `Sql::DIALECT`.
+
+use sqlx::{Database, Decode, Encode, IntoArguments, Postgres, Sqlite, Type};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+pub trait Sql: Database<Arguments: IntoArguments<Self>> {
+    const DIALECT: Dialect;
+
+    /// The value for `products.position` in an INSERT: PostgreSQL has a
+    /// sequence; SQLite has none on a non-key column, so the next position
+    /// is computed inside the INSERT, which holds the write lock. `$1` is
+    /// the sale.
+    const NEXT_POSITION: &'static str;
+}
+
+impl Sql for Postgres {
+    const DIALECT: Dialect = Dialect::Postgres;
+    const NEXT_POSITION: &'static str = "DEFAULT";
+}
+
+impl Sql for Sqlite {
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const NEXT_POSITION: &'static str =
+        "(SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1)";
+}
+
+/// A Rust type a backend binds and reads as it is: the shared stores list
+/// the ones they use, `Uuid: Value<DB>`, instead of three traits each.
+pub trait Value<DB: Database>: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> {}
+
+impl<DB: Database, T> Value<DB> for T where
+    T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB>
+{
+}
