@@ -55,9 +55,8 @@ use crate::inventory::sold_out::SoldOut;
 use crate::inventory::Inventory;
 use crate::orders::batch::BatchWriter;
 use crate::orders::confirm::Confirmer;
-use crate::orders::postgres::PgOrders;
 use crate::orders::rebuild::{RebuildError, Rebuilder};
-use crate::orders::sqlite::SqliteOrders;
+use crate::orders::sql::SqlOrders;
 use crate::orders::{OrderStore, Orders};
 use crate::payments::alipay::Alipay;
 use crate::payments::postgres::PgPayments;
@@ -256,7 +255,7 @@ impl Backends {
                     uploads: Arc::new(PgUploads::new(pool.clone())),
                     claims: Arc::new(claims::postgres::PgClaims::new(pool.clone())),
                     catalog: Arc::new(SqlCatalog::new(pool.clone())),
-                    orders: Arc::new(PgOrders::new(pool)),
+                    orders: Arc::new(SqlOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
                     bus: RedisBus::start(&redis, prefix, shutdown.clone()),
                     chat: Arc::new(RedisChat::new(conn.clone(), prefix, settings.chat_rate)),
@@ -282,7 +281,7 @@ impl Backends {
                     uploads: Arc::new(SqliteUploads::new(pool.clone())),
                     claims: Arc::new(claims::sqlite::SqliteClaims::new(pool.clone())),
                     catalog: Arc::new(SqlCatalog::new(pool.clone())),
-                    orders: Arc::new(SqliteOrders::new(pool)),
+                    orders: Arc::new(SqlOrders::new(pool)),
                     inventory: inventory.clone(),
                     chat: Arc::new(MemoryChat::new(bus.clone(), settings.chat_rate, inventory)),
                     presence: Arc::new(LocalPresence::default()),

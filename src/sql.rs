@@ -19,17 +19,29 @@ pub trait Sql: Database<Arguments: IntoArguments<Self>> {
     /// is computed inside the INSERT, which holds the write lock. `$1` is
     /// the sale.
     const NEXT_POSITION: &'static str;
+
+    /// `column` is one of the comma-separated values in the text parameter
+    /// `param` (SQLite binds no arrays, so both take a set as one text).
+    fn in_list(column: &str, param: &str) -> String;
 }
 
 impl Sql for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
     const NEXT_POSITION: &'static str = "DEFAULT";
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("{column} = ANY(string_to_array({param}, ','))")
+    }
 }
 
 impl Sql for Sqlite {
     const DIALECT: Dialect = Dialect::Sqlite;
     const NEXT_POSITION: &'static str =
         "(SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1)";
+
+    fn in_list(column: &str, param: &str) -> String {
+        format!("instr(',' || {param} || ',', ',' || {column} || ',') > 0")
+    }
 }
 
 /// A Rust type a backend binds and reads as it is: the shared stores list

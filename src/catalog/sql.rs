@@ -614,7 +614,7 @@ pub(crate) mod tests {
                 .collect::<Vec<_>>(),
             [("A", 1, NaiveDate::from_ymd_opt(2026, 12, 24))]
         );
-        let orders = crate::orders::sqlite::SqliteOrders::new(pool);
+        let orders = crate::orders::sql::SqlOrders::new(pool);
         let o = crate::orders::OrderStore::order(&orders, order)
             .await
             .unwrap()

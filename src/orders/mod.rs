@@ -4,11 +4,10 @@
 pub mod batch;
 pub mod confirm;
 pub mod export;
-pub mod postgres;
 pub mod reaper;
 pub mod rebuild;
 pub mod service;
-pub mod sqlite;
+pub mod sql;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lychee_live::identity::Role;
-use lychee_live::orders::postgres::PgOrders;
+use lychee_live::orders::sql::SqlOrders;
 use lychee_live::orders::{Commit, CompletedOrder, Order, OrderStatus, OrderStore};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -66,7 +66,7 @@ async fn two_sku_sale(env: &mut TestEnv) -> (Uuid, i64) {
 async fn one_refused_order_does_not_fail_its_batch() {
     let mut env = TestEnv::production().await;
     let (sale_id, epoch) = two_sku_sale(&mut env).await;
-    let store = PgOrders::new(env.pg().await);
+    let store = SqlOrders::new(env.pg().await);
     let mut batch: Vec<CompletedOrder> = (0..5)
         .map(|i| completed(sale_id, "A", &format!("u{i}"), "cash"))
         .collect();
@@ -98,8 +98,8 @@ async fn batches_over_the_same_skus_in_opposite_orders_never_fail() {
     let (sale_id, epoch) = two_sku_sale(&mut env).await;
     let pg = env.pg().await;
     // Two nodes' writers, each with its own pool.
-    let a = Arc::new(PgOrders::new(env.pg().await));
-    let b = Arc::new(PgOrders::new(env.pg().await));
+    let a = Arc::new(SqlOrders::new(env.pg().await));
+    let b = Arc::new(SqlOrders::new(env.pg().await));
     for round in 0..5 {
         let batch = |first: &str, second: &str, who: &str| {
             let mut v = vec![
@@ -147,7 +147,7 @@ async fn a_batch_aborted_by_a_deadlock_is_tried_again() {
     let mut env = TestEnv::production().await;
     let (sale_id, epoch) = two_sku_sale(&mut env).await;
     let pg = env.pg().await;
-    let writer = Arc::new(PgOrders::new(env.pg().await));
+    let writer = Arc::new(SqlOrders::new(env.pg().await));
     let mut batch = vec![
         completed(sale_id, "A", "x", "cash"),
         completed(sale_id, "B", "x", "cash"),

@@ -33,7 +33,7 @@ fn request(sale_id: Uuid, user: &str, qty: i64, key: &str) -> AdmitRequest {
 #[tokio::test]
 async fn a_committed_order_whose_confirmation_was_lost_is_confirmed_by_the_reaper() {
     use lychee_live::identity::Role;
-    use lychee_live::orders::postgres::PgOrders;
+    use lychee_live::orders::sql::SqlOrders;
     use lychee_live::orders::{Commit, CompletedOrder, OrderPayment, OrderStore};
 
     let mut env = TestEnv::production().await;
@@ -58,7 +58,7 @@ async fn a_committed_order_whose_confirmation_was_lost_is_confirmed_by_the_reape
     order.status = OrderStatus::Completed;
     order.completed_at = Some(order.created_at);
     order.payment = Some(OrderPayment::cod(order.total_cents));
-    let store = PgOrders::new(env.pg().await);
+    let store = SqlOrders::new(env.pg().await);
     let done = store
         .commit(&[CompletedOrder {
             order,

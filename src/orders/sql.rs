@@ -1,11 +1,15 @@
-//! Completed orders in SQLite, for the embedded mode: the PostgreSQL store's twin.
+//! Completed orders in SQL, committed in batches (group commit), once for
+//! PostgreSQL and SQLite. The batch statements are the dialects' own
+//! (`OrderSql`, in `sql/postgres.rs` and `sql/sqlite.rs`); the rest is shared.
+
+mod postgres;
+mod sqlite;
 
 use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, Pool, Row, Transaction, Type};
 use uuid::Uuid;
 
 use super::{
@@ -14,15 +18,40 @@ use super::{
 };
 use crate::fulfilment::address::Address;
 use crate::fulfilment::Fulfilment;
+use crate::sql::{Sql, Value};
 use crate::store::StoreError;
 
-pub struct SqliteOrders {
-    pool: SqlitePool,
+/// What a batch of orders needs that the dialects say differently:
+/// PostgreSQL binds arrays and writes a batch in a few statements; SQLite
+/// binds none and goes row by row, under its one write lock.
+#[async_trait]
+pub(crate) trait OrderSql: Sql {
+    /// Inserts the orders not yet present; returns the ids inserted.
+    async fn insert_new(
+        tx: &mut Transaction<'_, Self>,
+        batch: &[&CompletedOrder],
+    ) -> Result<HashSet<Uuid>, StoreError>;
+    /// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock`
+    /// (or the epoch) failed.
+    async fn raise_sold(
+        tx: &mut Transaction<'_, Self>,
+        per_sku: &SoldIncrements<'_>,
+    ) -> Result<bool, StoreError>;
+    /// Which of these ids are stored.
+    async fn existing(pool: &Pool<Self>, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError>;
+    /// Whether an unshipped order is late at `$2`: past its product's
+    /// `ships_by` day, which ends at midnight in China where the boxes
+    /// leave, or `$3` hours after completion when there is none.
+    const LATE: &'static str;
 }
 
-impl SqliteOrders {
-    pub fn new(pool: SqlitePool) -> Self {
-        SqliteOrders { pool }
+pub struct SqlOrders<DB: Sql> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Sql> SqlOrders<DB> {
+    pub fn new(pool: Pool<DB>) -> Self {
+        SqlOrders { pool }
     }
 }
 
@@ -31,10 +60,20 @@ const ORDER_COLUMNS: &str = "id, sale_id, sku, user_id, qty, unit_price_cents, t
      paid_cents, refunded_cents, payment_note, ship_to, fulfilment, courier, waybill, shipped_at, \
      delivered_at";
 
-/// Ids per `IN (...)` query, well under SQLite's bound-variable limit.
-const IDS_PER_QUERY: usize = 500;
-
-fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
+fn order_from_row<DB>(row: &DB::Row) -> Result<Order, StoreError>
+where
+    DB: Sql,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'r> &'r str: Decode<'r, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     Ok(Order {
         id: row.try_get("id")?,
         sale_id: row.try_get("sale_id")?,
@@ -68,90 +107,39 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
     })
 }
 
-/// Inserts the orders not yet present; returns the ids inserted.
-async fn insert_new(
-    tx: &mut Transaction<'_, Sqlite>,
-    batch: &[&CompletedOrder],
-) -> Result<HashSet<Uuid>, StoreError> {
-    let mut inserted = HashSet::new();
-    for c in batch {
-        let o = &c.order;
-        let rows = sqlx::query(
-            "INSERT INTO orders (id, sale_id, sku, user_id, qty, unit_price_cents, total_cents, \
-               currency, idempotency_key, created_at, expires_at, completed_at, payment_ref, \
-               payment_method, payment_id, paid_cents, payment_note, ship_to) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-               $18) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(o.id)
-        .bind(o.sale_id)
-        .bind(&o.sku)
-        .bind(&o.user_id)
-        .bind(o.qty)
-        .bind(o.unit_price_cents)
-        .bind(o.total_cents)
-        .bind(&o.currency)
-        .bind(&c.key)
-        .bind(o.created_at)
-        .bind(o.expires_at)
-        .bind(o.completed_at.unwrap_or(o.created_at))
-        .bind(o.payment_ref.as_deref())
-        .bind(o.payment.as_ref().map(|p| p.method.as_str()))
-        .bind(o.payment.as_ref().and_then(|p| p.payment_id))
-        .bind(o.payment.as_ref().map(|p| p.paid_cents))
-        .bind(o.payment.as_ref().and_then(|p| p.note.as_deref()))
-        .bind(super::ship_to_text(o.ship_to.as_ref())?)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if rows == 1 {
-            inserted.insert(o.id);
-        }
-    }
-    Ok(inserted)
-}
-
-/// Raises `sold` once per SKU; `false` if any guard `sold + n <= stock` failed.
-async fn raise_sold(
-    tx: &mut Transaction<'_, Sqlite>,
-    per_sku: &SoldIncrements<'_>,
-) -> Result<bool, StoreError> {
-    for (&(sale_id, sku, epoch), &n) in per_sku {
-        let updated = sqlx::query(
-            "UPDATE products SET sold = sold + $3 \
-             WHERE sale_id = $1 AND sku = $2 AND sold + $3 <= stock AND epoch = $4",
-        )
-        .bind(sale_id)
-        .bind(sku)
-        .bind(n)
-        .bind(epoch)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 #[async_trait]
-impl GuardedInsert for SqliteOrders {
+impl<DB> GuardedInsert for SqlOrders<DB>
+where
+    DB: OrderSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn insert_guarded(
         &self,
         batch: &[&CompletedOrder],
     ) -> Result<Option<HashSet<Uuid>>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let inserted = insert_new(&mut tx, batch).await?;
-        if !raise_sold(&mut tx, &sold_increments(batch, &inserted)).await? {
+        let inserted = DB::insert_new(&mut tx, batch).await?;
+        if !DB::raise_sold(&mut tx, &sold_increments(batch, &inserted)).await? {
             tx.rollback().await?;
             return Ok(None);
         }
         tx.commit().await?;
         Ok(Some(inserted))
     }
-
     /// The product's current epoch: another than the order's means a rebuild
     /// fenced the order out.
     async fn epoch_of(&self, c: &CompletedOrder) -> Result<Option<i64>, StoreError> {
@@ -179,13 +167,31 @@ impl GuardedInsert for SqliteOrders {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(order_from_row)
+            .map(order_from_row::<DB>)
             .transpose()
     }
 }
 
 #[async_trait]
-impl OrderStore for SqliteOrders {
+impl<DB> OrderStore for SqlOrders<DB>
+where
+    DB: OrderSql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn commit(&self, batch: &[CompletedOrder]) -> Result<Vec<Commit>, StoreError> {
         commit_batch(self, batch).await
     }
@@ -197,24 +203,12 @@ impl OrderStore for SqliteOrders {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(order_from_row)
+            .map(order_from_row::<DB>)
             .transpose()
     }
 
     async fn existing(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in ids.chunks(IDS_PER_QUERY) {
-            let placeholders = vec!["?"; chunk.len()].join(", ");
-            let sql = format!("SELECT id FROM orders WHERE id IN ({placeholders})");
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                found.push(row.try_get("id")?);
-            }
-        }
-        Ok(found)
+        DB::existing(&self.pool, ids).await
     }
 
     async fn user_orders(&self, user_id: &str, limit: i64) -> Result<Vec<Order>, StoreError> {
@@ -228,13 +222,13 @@ impl OrderStore for SqliteOrders {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(order_from_row)
+            .map(order_from_row::<DB>)
             .collect()
     }
 
     async fn holdings(&self, sale_id: Uuid) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT sku, user_id, SUM(qty) AS qty FROM orders \
+            "SELECT sku, user_id, CAST(SUM(qty) AS BIGINT) AS qty FROM orders \
              WHERE sale_id = $1 GROUP BY sku, user_id",
         )
         .bind(sale_id)
@@ -251,8 +245,6 @@ impl OrderStore for SqliteOrders {
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<Order>, StoreError> {
-        // Fixed-precision times and lowercase hyphenated UUIDs sort as text
-        // in the same order as the values they stand for.
         let sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE sale_id = $1 \
              AND ($2 IS NULL OR (created_at, id) > ($2, $3)) \
@@ -266,7 +258,7 @@ impl OrderStore for SqliteOrders {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(order_from_row)
+            .map(order_from_row::<DB>)
             .collect()
     }
 
@@ -278,7 +270,7 @@ impl OrderStore for SqliteOrders {
         shipment: Option<(&str, &str)>,
         at: DateTime<Utc>,
     ) -> Result<Option<Order>, StoreError> {
-        // SQLite binds no arrays: the states as one comma-separated list.
+        // One text parameter for the set: SQLite binds no arrays.
         let from: String = from
             .iter()
             .map(|f| f.as_str())
@@ -289,8 +281,8 @@ impl OrderStore for SqliteOrders {
                courier = COALESCE($4, courier), waybill = COALESCE($5, waybill), \
                shipped_at = CASE WHEN $3 = 'shipped' THEN $6 ELSE shipped_at END, \
                delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END \
-             WHERE id = $1 AND instr(',' || $2 || ',', ',' || fulfilment || ',') > 0 \
-             RETURNING {ORDER_COLUMNS}"
+             WHERE id = $1 AND {} RETURNING {ORDER_COLUMNS}",
+            DB::in_list("fulfilment", "$2")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(order_id)
@@ -302,7 +294,7 @@ impl OrderStore for SqliteOrders {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(order_from_row)
+            .map(order_from_row::<DB>)
             .transpose()
     }
 
@@ -311,27 +303,26 @@ impl OrderStore for SqliteOrders {
         sale_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<super::AfterSales, StoreError> {
-        // A `ships_by` day ends at midnight in China (UTC+8, no DST), where
-        // the boxes leave; times compare as SQLite datetimes.
-        let (refunds_cents, late, free_cents): (i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(o.refunded_cents), 0), \
-               COALESCE(SUM(CASE WHEN o.fulfilment IN ('unfulfilled', 'packed') AND \
-                 COALESCE(datetime(p.ships_by, '+1 day', '-8 hours'), \
-                          datetime(o.completed_at, '+' || $3 || ' hours')) < datetime($2) \
-                 THEN 1 ELSE 0 END), 0), \
-               COALESCE(SUM(CASE WHEN o.total_cents = 0 THEN o.qty * p.price_cents ELSE 0 END), 0) \
+        let sql = format!(
+            "SELECT CAST(COALESCE(SUM(o.refunded_cents), 0) AS BIGINT) AS refunds, \
+               CAST(COALESCE(SUM(CASE WHEN o.fulfilment IN ('unfulfilled', 'packed') AND {} \
+                 THEN 1 ELSE 0 END), 0) AS BIGINT) AS late, \
+               CAST(COALESCE(SUM(CASE WHEN o.total_cents = 0 THEN o.qty * p.price_cents \
+                 ELSE 0 END), 0) AS BIGINT) AS free \
              FROM orders o JOIN products p ON p.sale_id = o.sale_id AND p.sku = o.sku \
              WHERE o.sale_id = $1",
-        )
-        .bind(sale_id)
-        .bind(now)
-        .bind(super::LATE_AFTER_HOURS)
-        .fetch_one(&self.pool)
-        .await?;
+            DB::LATE
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sale_id)
+            .bind(now)
+            .bind(super::LATE_AFTER_HOURS as i32)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(super::AfterSales {
-            refunds_cents,
-            late,
-            free_cents,
+            refunds_cents: row.try_get("refunds")?,
+            late: row.try_get("late")?,
+            free_cents: row.try_get("free")?,
         })
     }
 
@@ -357,34 +348,38 @@ impl OrderStore for SqliteOrders {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(order_from_row)
+            .map(order_from_row::<DB>)
             .collect()
     }
 
     async fn set_ship_to(&self, order_id: Uuid, ship_to: &Address) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE orders SET ship_to = $2 WHERE id = $1 AND fulfilment = 'unfulfilled'",
+        let updated = sqlx::query(
+            "UPDATE orders SET ship_to = $2 WHERE id = $1 AND fulfilment = 'unfulfilled' \
+             RETURNING id",
         )
         .bind(order_id)
         .bind(super::ship_to_text(Some(ship_to))?)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(updated.is_some())
     }
 
     async fn gmv(&self, sale_id: Uuid) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COALESCE(SUM(total_cents), 0) FROM orders WHERE sale_id = $1",
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(total_cents), 0) AS BIGINT) AS gmv FROM orders \
+             WHERE sale_id = $1",
         )
         .bind(sale_id)
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok(row.try_get("gmv")?)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Sqlite;
+
     use super::*;
     use crate::catalog::sql::tests::{at, memory_pool, new_product, sale_record};
     use crate::catalog::sql::SqlCatalog;
@@ -392,7 +387,7 @@ mod tests {
 
     struct Fixture {
         catalog: SqlCatalog<Sqlite>,
-        orders: SqliteOrders,
+        orders: SqlOrders<Sqlite>,
         sale_id: Uuid,
     }
 
@@ -415,7 +410,7 @@ mod tests {
             .unwrap();
         Fixture {
             catalog,
-            orders: SqliteOrders::new(pool),
+            orders: SqlOrders::new(pool),
             sale_id,
         }
     }
