@@ -59,9 +59,8 @@ use crate::orders::rebuild::{RebuildError, Rebuilder};
 use crate::orders::sql::SqlOrders;
 use crate::orders::{OrderStore, Orders};
 use crate::payments::alipay::Alipay;
-use crate::payments::postgres::PgPayments;
 use crate::payments::sandbox::Sandbox;
-use crate::payments::sqlite::SqlitePayments;
+use crate::payments::sql::SqlPayments;
 use crate::payments::store::{PaymentStore, SandboxLedger};
 use crate::payments::wechatpay::WechatPay;
 use crate::payments::{Payments, Provider};
@@ -239,7 +238,7 @@ impl Backends {
                 let redis = connect_redis(target).await?;
                 let conn = redis.conn.clone();
                 let prefix = &settings.redis_prefix;
-                let payments = Arc::new(PgPayments::new(pool.clone()));
+                let payments = Arc::new(SqlPayments::new(pool.clone()));
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
@@ -253,7 +252,7 @@ impl Backends {
                         shutdown.clone(),
                     ),
                     uploads: Arc::new(PgUploads::new(pool.clone())),
-                    claims: Arc::new(claims::postgres::PgClaims::new(pool.clone())),
+                    claims: Arc::new(claims::sql::SqlClaims::new(pool.clone())),
                     catalog: Arc::new(SqlCatalog::new(pool.clone())),
                     orders: Arc::new(SqlOrders::new(pool)),
                     inventory: Arc::new(RedisInventory::new(conn.clone(), prefix)),
@@ -268,7 +267,7 @@ impl Backends {
                 let (pool, lock) = open_sqlite(data_dir).await?;
                 let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new());
                 let inventory = Arc::new(MemoryInventory::new());
-                let payments = Arc::new(SqlitePayments::new(pool.clone()));
+                let payments = Arc::new(SqlPayments::new(pool.clone()));
                 Ok(Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
@@ -279,7 +278,7 @@ impl Backends {
                         shutdown.clone(),
                     ),
                     uploads: Arc::new(SqliteUploads::new(pool.clone())),
-                    claims: Arc::new(claims::sqlite::SqliteClaims::new(pool.clone())),
+                    claims: Arc::new(claims::sql::SqlClaims::new(pool.clone())),
                     catalog: Arc::new(SqlCatalog::new(pool.clone())),
                     orders: Arc::new(SqlOrders::new(pool)),
                     inventory: inventory.clone(),

@@ -11,7 +11,7 @@ pub enum Dialect {
     Sqlite,
 }
 
-pub trait Sql: Database<Arguments: IntoArguments<Self>> {
+pub trait Sql: Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffected> {
     const DIALECT: Dialect;
 
     /// The value for `products.position` in an INSERT: PostgreSQL has a
@@ -23,11 +23,34 @@ pub trait Sql: Database<Arguments: IntoArguments<Self>> {
     /// `column` is one of the comma-separated values in the text parameter
     /// `param` (SQLite binds no arrays, so both take a set as one text).
     fn in_list(column: &str, param: &str) -> String;
+
+    /// Ends a `SELECT` that picks rows to claim: PostgreSQL locks them and
+    /// skips those another node holds; SQLite has one writer, so nothing.
+    const SKIP_LOCKED: &'static str;
+}
+
+/// What an `execute` changed, for generic code (each driver has it only as
+/// an inherent method).
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::postgres::PgQueryResult::rows_affected(self)
+    }
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::sqlite::SqliteQueryResult::rows_affected(self)
+    }
 }
 
 impl Sql for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
     const NEXT_POSITION: &'static str = "DEFAULT";
+    const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
 
     fn in_list(column: &str, param: &str) -> String {
         format!("{column} = ANY(string_to_array({param}, ','))")
@@ -38,6 +61,7 @@ impl Sql for Sqlite {
     const DIALECT: Dialect = Dialect::Sqlite;
     const NEXT_POSITION: &'static str =
         "(SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1)";
+    const SKIP_LOCKED: &'static str = "";
 
     fn in_list(column: &str, param: &str) -> String {
         format!("instr(',' || {param} || ',', ',' || {column} || ',') > 0")

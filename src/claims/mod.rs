@@ -2,8 +2,7 @@
 //! damaged or missing box with photos, within the product's claim window;
 //! the host settles it by a refund or rejects it.
 
-pub mod postgres;
-pub mod sqlite;
+pub mod sql;
 
 use std::sync::Arc;
 

@@ -3,13 +3,12 @@
 //! that it paid. Payments and refunds are rows beside the orders.
 
 pub mod alipay;
-pub mod postgres;
 pub mod provider;
 pub mod reconcile;
 mod refunds;
 pub mod sandbox;
 pub mod service;
-pub mod sqlite;
+pub mod sql;
 pub mod store;
 pub mod wechatpay;
 

@@ -1061,7 +1061,7 @@ async fn refunds_race(mut env: TestEnv, two_nodes: bool) {
 /// Reconciliation claims a due payment for one node at a time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_due_payment_is_claimed_by_one_node_at_a_time() {
-    use lychee_live::payments::postgres::PgPayments;
+    use lychee_live::payments::sql::SqlPayments;
     use lychee_live::payments::store::PaymentStore;
     let mut env = TestEnv::production().await;
     let g = SandboxGateway::default();
@@ -1071,7 +1071,7 @@ async fn a_due_payment_is_claimed_by_one_node_at_a_time() {
     settings.payments.reconcile_every = Duration::from_secs(3600).into();
     let _app = env.node_with(settings).await;
     let pool = env.pg().await;
-    let store = PgPayments::new(pool);
+    let store = SqlPayments::new(pool);
     let now = chrono::Utc::now();
     let payment = lychee_live::payments::Payment {
         id: Uuid::new_v4(),

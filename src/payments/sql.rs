@@ -1,9 +1,9 @@
-//! Payments, refunds and the sandbox's books in PostgreSQL.
+//! Payments, refunds and the sandbox's books in SQL, once for PostgreSQL and
+//! SQLite (see `crate::sql`): SQLite has one writer, so it needs no row locks.
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, Pool, Row, Type};
 use uuid::Uuid;
 
 use super::store::{
@@ -11,22 +11,41 @@ use super::store::{
     RefundStatus, SandboxLedger, TxnRecord,
 };
 use super::Checkout;
+use crate::sql::{RowsAffected, Sql, Value};
 use crate::store::StoreError;
 
-pub struct PgPayments {
-    pool: PgPool,
+pub struct SqlPayments<DB: Sql> {
+    pool: Pool<DB>,
 }
 
-impl PgPayments {
-    pub fn new(pool: PgPool) -> Self {
-        PgPayments { pool }
+impl<DB: Sql> SqlPayments<DB> {
+    pub fn new(pool: Pool<DB>) -> Self {
+        SqlPayments { pool }
     }
 }
 
 const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, user_id, provider, amount_cents, currency, \
      status, checkout, provider_txn_id, created_at, expires_at, paid_at";
 
-fn payment_from_row(row: &PgRow) -> Result<Payment, StoreError> {
+fn payment_from_row<DB>(row: &DB::Row) -> Result<Payment, StoreError>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     let checkout: String = row.try_get("checkout")?;
     Ok(Payment {
         id: row.try_get("id")?,
@@ -49,7 +68,25 @@ fn payment_from_row(row: &PgRow) -> Result<Payment, StoreError> {
 const REFUND_COLUMNS: &str = "id, order_id, payment_id, provider, amount_cents, currency, reason, \
      status, provider_refund_id, requested_by, idempotency_key, fingerprint, created_at, updated_at";
 
-fn refund_from_row(row: &PgRow) -> Result<Refund, StoreError> {
+fn refund_from_row<DB>(row: &DB::Row) -> Result<Refund, StoreError>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     Ok(Refund {
         id: row.try_get("id")?,
         order_id: row.try_get("order_id")?,
@@ -69,7 +106,7 @@ fn refund_from_row(row: &PgRow) -> Result<Refund, StoreError> {
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"))
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
 fn checkout_json(c: &Checkout) -> Result<String, StoreError> {
@@ -77,7 +114,25 @@ fn checkout_json(c: &Checkout) -> Result<String, StoreError> {
 }
 
 #[async_trait]
-impl PaymentStore for PgPayments {
+impl<DB> PaymentStore for SqlPayments<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn insert_pending(
         &self,
         p: &Payment,
@@ -127,7 +182,7 @@ impl PaymentStore for PgPayments {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(payment_from_row)
+            .map(payment_from_row::<DB>)
             .transpose()
     }
 
@@ -140,7 +195,7 @@ impl PaymentStore for PgPayments {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(payment_from_row)
+            .map(payment_from_row::<DB>)
             .transpose()
     }
 
@@ -176,22 +231,29 @@ impl PaymentStore for PgPayments {
         at: DateTime<Utc>,
         next_check: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
-        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        // One text parameter for the set: SQLite binds no arrays.
+        let from: String = from
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let paid = to == PaymentStatus::Succeeded;
-        let n = sqlx::query(
+        let sql = format!(
             "UPDATE payments SET status = $3, next_check_at = $4, \
                paid_at = CASE WHEN $5 THEN COALESCE(paid_at, $6) ELSE paid_at END \
-             WHERE id = $1 AND status = ANY($2)",
-        )
-        .bind(id)
-        .bind(from)
-        .bind(to.as_str())
-        .bind(next_check)
-        .bind(paid)
-        .bind(at)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+             WHERE id = $1 AND {}",
+            DB::in_list("status", "$2")
+        );
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(from)
+            .bind(to.as_str())
+            .bind(next_check)
+            .bind(paid)
+            .bind(at)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 
@@ -205,8 +267,9 @@ impl PaymentStore for PgPayments {
         let sql = format!(
             "UPDATE payments SET next_check_at = $2 WHERE id IN ( \
                SELECT id FROM payments WHERE next_check_at <= $1 AND status = 'pending' \
-               ORDER BY next_check_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING {PAYMENT_COLUMNS}"
+               ORDER BY next_check_at LIMIT $3 {}) \
+             RETURNING {PAYMENT_COLUMNS}",
+            DB::SKIP_LOCKED
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
@@ -215,7 +278,7 @@ impl PaymentStore for PgPayments {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(payment_from_row)
+            .map(payment_from_row::<DB>)
             .collect()
     }
 
@@ -280,7 +343,7 @@ impl PaymentStore for PgPayments {
                 .bind(&r.idempotency_key)
                 .fetch_one(&self.pool)
                 .await?;
-            return Ok(RefundInsert::Existing(refund_from_row(&row)?));
+            return Ok(RefundInsert::Existing(refund_from_row::<DB>(&row)?));
         }
         if guard == RefundGuard::Order {
             let held = sqlx::query(
@@ -308,7 +371,7 @@ impl PaymentStore for PgPayments {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(refund_from_row)
+            .map(refund_from_row::<DB>)
             .transpose()
     }
 
@@ -321,7 +384,7 @@ impl PaymentStore for PgPayments {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(refund_from_row)
+            .map(refund_from_row::<DB>)
             .collect()
     }
 
@@ -358,7 +421,7 @@ impl PaymentStore for PgPayments {
         else {
             return Ok(None);
         };
-        let refund = refund_from_row(&row)?;
+        let refund = refund_from_row::<DB>(&row)?;
         match to {
             RefundStatus::Succeeded => {
                 sqlx::query(
@@ -408,8 +471,9 @@ impl PaymentStore for PgPayments {
         let sql = format!(
             "UPDATE refunds SET next_check_at = $2 WHERE id IN ( \
                SELECT id FROM refunds WHERE next_check_at <= $1 AND status = 'pending' \
-               ORDER BY next_check_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING {REFUND_COLUMNS}"
+               ORDER BY next_check_at LIMIT $3 {}) \
+             RETURNING {REFUND_COLUMNS}",
+            DB::SKIP_LOCKED
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
@@ -418,7 +482,7 @@ impl PaymentStore for PgPayments {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(refund_from_row)
+            .map(refund_from_row::<DB>)
             .collect()
     }
 
@@ -436,7 +500,25 @@ impl PaymentStore for PgPayments {
     }
 }
 
-fn charge_from_row(row: &PgRow) -> Result<Charge, StoreError> {
+fn charge_from_row<DB>(row: &DB::Row) -> Result<Charge, StoreError>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     Ok(Charge {
         payment_id: row.try_get("payment_id")?,
         state: ChargeState::parse(row.try_get("state")?)?,
@@ -449,7 +531,25 @@ fn charge_from_row(row: &PgRow) -> Result<Charge, StoreError> {
 }
 
 #[async_trait]
-impl SandboxLedger for PgPayments {
+impl<DB> SandboxLedger for SqlPayments<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn charge(&self, c: &Charge) -> Result<Charge, StoreError> {
         sqlx::query(
             "INSERT INTO sandbox_charges (payment_id, state, txn_id, amount_cents, currency, \
@@ -479,7 +579,7 @@ impl SandboxLedger for PgPayments {
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(charge_from_row)
+        .map(charge_from_row::<DB>)
         .transpose()
     }
 
@@ -521,7 +621,7 @@ impl SandboxLedger for PgPayments {
 
     async fn refunded(&self, payment_id: Uuid) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COALESCE(SUM(amount_cents), 0)::BIGINT FROM sandbox_refunds \
+            "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM sandbox_refunds \
              WHERE payment_id = $1 AND succeeded",
         )
         .bind(payment_id)

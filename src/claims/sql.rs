@@ -1,24 +1,23 @@
-//! Claims in SQLite (the embedded mode): the PostgreSQL statements, with
-//! text uuids and times.
+//! Claims in SQL, once for PostgreSQL and SQLite (see `crate::sql`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, Pool, Row, Type};
 use uuid::Uuid;
 
 use super::{
     kind_text, parse_kind, parse_status, status_text, Claim, ClaimStatus, ClaimStore, Resolution,
 };
+use crate::sql::{RowsAffected, Sql, Value};
 use crate::store::StoreError;
 
-pub struct SqliteClaims {
-    pool: SqlitePool,
+pub struct SqlClaims<DB: Sql> {
+    pool: Pool<DB>,
 }
 
-impl SqliteClaims {
-    pub fn new(pool: SqlitePool) -> Self {
-        SqliteClaims { pool }
+impl<DB: Sql> SqlClaims<DB> {
+    pub fn new(pool: Pool<DB>) -> Self {
+        SqlClaims { pool }
     }
 }
 
@@ -29,7 +28,25 @@ fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(format!("claim: {e}"))
 }
 
-fn claim_from_row(row: &SqliteRow) -> Result<Claim, StoreError> {
+fn claim_from_row<DB>(row: &DB::Row) -> Result<Claim, StoreError>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     let photos: String = row.try_get("photos")?;
     let resolution: Option<String> = row.try_get("resolution")?;
     Ok(Claim {
@@ -51,7 +68,25 @@ fn claim_from_row(row: &SqliteRow) -> Result<Claim, StoreError> {
 }
 
 #[async_trait]
-impl ClaimStore for SqliteClaims {
+impl<DB> ClaimStore for SqlClaims<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn insert_open(&self, c: &Claim) -> Result<bool, StoreError> {
         let n = sqlx::query(
             "INSERT INTO claims (id, order_id, sale_id, user_id, kind, qty_affected, description, \
@@ -80,7 +115,7 @@ impl ClaimStore for SqliteClaims {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(claim_from_row)
+            .map(claim_from_row::<DB>)
             .transpose()
     }
 
@@ -100,7 +135,7 @@ impl ClaimStore for SqliteClaims {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(claim_from_row)
+            .map(claim_from_row::<DB>)
             .collect()
     }
 
@@ -114,7 +149,7 @@ impl ClaimStore for SqliteClaims {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(claim_from_row)
+            .map(claim_from_row::<DB>)
             .collect()
     }
 
@@ -137,7 +172,7 @@ impl ClaimStore for SqliteClaims {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(claim_from_row)
+            .map(claim_from_row::<DB>)
             .transpose()
     }
 
