@@ -44,6 +44,8 @@ pub struct LimitSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Room frames a socket may fall behind by before it gets `lagged`.
     pub room_queue: usize,
+    /// A WebSocket write stuck this long drops the socket.
+    pub socket_write_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -66,6 +68,7 @@ impl Default for LimitSettings {
             heartbeat: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             room_queue: crate::hub::room::ROOM_QUEUE,
+            socket_write_timeout: crate::ws::socket::WRITE_TIMEOUT,
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct Limits {
     buy_ip: Option<RateLimiter<IpAddr>>,
     chat_ip: Option<RateLimiter<IpAddr>>,
     pub heartbeat: Duration,
+    pub socket_write: Duration,
     /// Turns a peer and its forwarding headers into the client's address.
     pub trusted_proxies: TrustedProxies,
     max_sockets: usize,
@@ -108,6 +112,7 @@ impl Limits {
             buy_ip: limiter(s.buy_per_ip),
             chat_ip: limiter(s.chat_per_ip),
             heartbeat: s.heartbeat,
+            socket_write: s.socket_write_timeout,
             trusted_proxies: TrustedProxies::new(s.trusted_proxies.iter().copied()),
             max_sockets: s.max_sockets,
             max_per_user: s.max_sockets_per_user,

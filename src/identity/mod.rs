@@ -80,6 +80,10 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     exp: i64,
+    /// Not before: checked here, not by the JWT library, whose clock is the
+    /// system's and could not be moved in a test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
 }
 
 /// Signs and verifies tokens with one HS256 secret.
@@ -147,9 +151,9 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         validation.leeway = 0;
-        validation.validate_exp = true;
-        // A token not valid yet (`nbf` ahead) is refused like an expired one.
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are checked in `verify_until_at`, against its `now`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         Ok(TokenKeys {
             encoding: EncodingKey::from_secret(secret.0.as_bytes())
                 .map_err(|_| IdentityError::Signing)?,
@@ -167,14 +171,27 @@ impl TokenKeys {
     /// The caller and when its token expires: a socket or an event stream
     /// opened with it ends then.
     pub fn verify_until(&self, token: &str) -> Result<(Identity, DateTime<Utc>), IdentityError> {
-        // `exp` is checked without leeway, by the cache as by the validation.
-        let now = Utc::now().timestamp();
+        self.verify_until_at(token, Utc::now())
+    }
+
+    /// `verify_until` as of `now`.
+    pub fn verify_until_at(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Identity, DateTime<Utc>), IdentityError> {
+        // `exp` is checked without leeway, by the cache as below.
+        let now = now.timestamp();
         if let Some((who, exp)) = self.verified.get(token, now) {
             return Ok((who, expiry(exp)));
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| IdentityError::Invalid)?;
         let claims = data.claims;
+        // A token not valid yet (`nbf` ahead) is refused like an expired one.
+        if now >= claims.exp || claims.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(IdentityError::Invalid);
+        }
         check_subject(&claims.sub).map_err(|_| IdentityError::Invalid)?;
         let role = claims.role.parse().map_err(|_| IdentityError::Invalid)?;
         let name = claims.name.filter(|n| check_name(n).is_ok());
@@ -204,6 +221,7 @@ impl TokenKeys {
             role: role_name(who.role).to_owned(),
             name: who.name.clone(),
             exp: expires_at.timestamp(),
+            nbf: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| IdentityError::Signing)?;
@@ -294,7 +312,6 @@ mod tests {
     #[test]
     fn a_verified_token_is_remembered_only_until_it_expires() {
         let k = keys();
-        // Expires within a second or two.
         let t = minted_at(&k, Utc::now() - chrono::TimeDelta::seconds(59));
         assert_eq!(k.verify(&t.token).unwrap(), host());
         assert_eq!(k.verify(&t.token).unwrap(), host(), "from the cache");
@@ -307,10 +324,19 @@ mod tests {
         assert_eq!(k.verify(&tampered), Err(IdentityError::Invalid));
         // A clone shares what its original verified.
         assert_eq!(k.clone().verify(&t.token).unwrap(), host());
-        while Utc::now().timestamp() <= t.expires_at.timestamp() {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        assert_eq!(k.verify(&t.token), Err(IdentityError::Invalid));
+        let at_expiry = t.expires_at;
+        let before = at_expiry - chrono::TimeDelta::seconds(1);
+        assert_eq!(k.verify_until_at(&t.token, before).unwrap().0, host());
+        assert_eq!(
+            k.verify_until_at(&t.token, at_expiry),
+            Err(IdentityError::Invalid),
+            "not from the cache once expired"
+        );
+        // Nor from the library, which is not asked about time: a fresh cache.
+        assert_eq!(
+            keys().verify_until_at(&t.token, at_expiry),
+            Err(IdentityError::Invalid)
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, which is std's unless a test pauses it.
+use tokio::time::Instant;
 
 use uuid::Uuid;
 
@@ -183,14 +186,10 @@ mod tests {
         assert!(flags.learner(sale, "A").is_some(), "free again once done");
     }
 
-    #[test]
-    fn an_expired_sold_out_flag_lets_one_attempt_through_to_refresh_it() {
-        let flags = SoldOut {
-            flags: Mutex::default(),
-            learning: Mutex::default(),
-            // Long beside the microseconds between two calls, even on a busy machine.
-            ttl: Duration::from_millis(300),
-        };
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_sold_out_flag_lets_one_attempt_through_to_refresh_it() {
+        let flags = SoldOut::default();
+        let past_ttl = SOLD_OUT_TTL + Duration::from_millis(50);
         let sale = Uuid::now_v7();
         assert!(!flags.answers(sale, "A", "u"), "nothing flagged yet");
         flags.set(sale, "A", 7, HashSet::from(["holder".to_owned()]));
@@ -199,7 +198,7 @@ mod tests {
         assert!(!flags.answers(sale, "A", "holder"), "holders may replay");
         assert!(!flags.answers(sale, "B", "u"), "another SKU");
 
-        std::thread::sleep(Duration::from_millis(350));
+        tokio::time::advance(past_ttl).await;
         assert!(
             !flags.answers(sale, "A", "u1"),
             "the first after expiry asks"
@@ -218,9 +217,9 @@ mod tests {
         assert!(flags.is_flagged(sale, "A"));
         assert!(flags.answers(sale, "A", "holder"), "refreshed holders");
 
-        std::thread::sleep(Duration::from_millis(350));
+        tokio::time::advance(past_ttl).await;
         assert!(!flags.answers(sale, "A", "u1"));
-        std::thread::sleep(Duration::from_millis(350));
+        tokio::time::advance(past_ttl).await;
         assert!(
             !flags.answers(sale, "A", "u2"),
             "a refresh that never came back is tried again"

@@ -29,6 +29,7 @@ use crate::orders::service::BuyRequest;
 const ABUSE_LIMIT: usize = 20;
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 /// A write that cannot finish within this closes the socket: it is stuck.
+/// (`LimitSettings::socket_write_timeout`; tests shorten it.)
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames drained into one write at most.
 const MAX_BATCH: usize = 64;
@@ -101,7 +102,7 @@ struct Socket {
 
 /// Serves one socket until it closes, the node shuts down or the token expires.
 #[tracing::instrument(skip_all, fields(sale_id = %opened.sale_id, user = %opened.who.user_id))]
-pub async fn run<S, R, E>(mut sink: S, mut stream: R, opened: Opened)
+pub async fn run<S, R, E>(sink: S, mut stream: R, opened: Opened)
 where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
@@ -116,13 +117,17 @@ where
         sale_id,
         since,
     } = opened;
+    let mut out = Out {
+        sink,
+        timeout: limits.socket_write,
+    };
     let _open = live.sockets.token();
     let _gauge = OpenSocket::new();
     let member = match live.hub.join(sale_id, &who.user_id).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "joining a room failed");
-            let _ = sink.send(close(1011, "try again")).await;
+            let _ = out.close(1011, "try again").await;
             return;
         }
     };
@@ -144,16 +149,14 @@ where
     let welcome = match s.welcome(since).await {
         Ok(w) => w,
         Err(e) => {
-            let _ = send(
-                &mut sink,
-                vec![Frame::error_body(e.body()["error"].clone(), None)],
-            )
-            .await;
-            let _ = sink.send(close(1011, "try again")).await;
+            let _ = out
+                .send(vec![Frame::error_body(e.body()["error"].clone(), None)])
+                .await;
+            let _ = out.close(1011, "try again").await;
             return;
         }
     };
-    if send(&mut sink, vec![welcome]).await.is_err() {
+    if out.send(vec![welcome]).await.is_err() {
         return;
     }
     // Made once, not per wake-up: 10,000 sockets re-registering with the
@@ -176,27 +179,26 @@ where
         tokio::select! {
             biased;
             _ = shutdown.as_mut() => {
-                let _ = send_close(&mut sink, 1001, "server shutting down").await;
+                let _ = out.close(1001, "server shutting down").await;
                 return;
             }
             _ = expiry.as_mut() => {
-                let _ = send_close(&mut sink, 4001, "token expired: sign in again").await;
+                let _ = out.close(4001, "token expired: sign in again").await;
                 return;
             }
             _ = heartbeat.tick() => {
                 // A half-open connection never answers: drop it rather than
                 // keep its memory and its place in the room.
-                if heard.elapsed() > beat * 2 + WRITE_TIMEOUT.min(beat) {
-                    let _ = send_close(&mut sink, 1001, "no answer to pings").await;
+                if heard.elapsed() > beat * 2 + out.timeout.min(beat) {
+                    let _ = out.close(1001, "no answer to pings").await;
                     return;
                 }
-                let ping = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default())));
-                if !matches!(ping.await, Ok(Ok(()))) {
+                if out.ping().await.is_err() {
                     return;
                 }
             }
             _ = stuck.as_mut() => {
-                let _ = send_close(&mut sink, 1008, "too slow").await;
+                let _ = out.close(1008, "too slow").await;
                 return;
             }
             msg = stream.next() => {
@@ -208,7 +210,7 @@ where
                         // the WebSocket layer enforces it: say why, then close.
                         ReadFault::BadUtf8 => {
                             let f = Frame::error("bad_request", "text frames must be valid UTF-8", None);
-                            let _ = send(&mut sink, vec![f]).await;
+                            let _ = out.send(vec![f]).await;
                             Outcome::Close(1007, "invalid UTF-8")
                         }
                         ReadFault::TooBig => Outcome::Close(1009, "message over 4096 bytes"),
@@ -218,11 +220,11 @@ where
                 };
                 match outcome {
                     Outcome::Reply(f) => {
-                        if send(&mut sink, vec![f]).await.is_err() { return; }
+                        if out.send(vec![f]).await.is_err() { return; }
                     }
                     Outcome::Nothing => {}
                     Outcome::Close(code, why) => {
-                        let _ = send_close(&mut sink, code, why).await;
+                        let _ = out.close(code, why).await;
                         return;
                     }
                 }
@@ -230,10 +232,10 @@ where
             personal = s.member.personal.recv() => {
                 match personal {
                     Some(Personal::Frame(f)) => {
-                        if send(&mut sink, vec![f]).await.is_err() { return; }
+                        if out.send(vec![f]).await.is_err() { return; }
                     }
                     Some(Personal::Close(code, why)) => {
-                        let _ = send_close(&mut sink, code, why).await;
+                        let _ = out.close(code, why).await;
                         return;
                     }
                     None => return,
@@ -244,7 +246,7 @@ where
                     Some(f) => f,
                     None => return,
                 };
-                if !frames.is_empty() && send(&mut sink, frames).await.is_err() {
+                if !frames.is_empty() && out.send(frames).await.is_err() {
                     return;
                 }
             }
@@ -283,17 +285,6 @@ pub fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn send_close<S: Sink<Message> + Unpin>(
-    sink: &mut S,
-    code: u16,
-    reason: &'static str,
-) -> Result<(), ()> {
-    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(close(code, reason))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
-}
-
 /// Frames out and events delivered: looked up once, not on every write
 /// (the node's recorder is installed before any socket opens).
 static FANOUT: std::sync::LazyLock<(metrics::Counter, metrics::Counter)> =
@@ -304,21 +295,50 @@ static FANOUT: std::sync::LazyLock<(metrics::Counter, metrics::Counter)> =
         )
     });
 
-/// Frames in one write, flushed once. Each is the room's shared bytes: no
-/// copy per socket.
-async fn send<S: Sink<Message> + Unpin>(sink: &mut S, frames: Vec<Frame>) -> Result<(), ()> {
-    FANOUT.0.increment(frames.len() as u64);
-    FANOUT.1.increment(frames.iter().map(Frame::events).sum());
-    let write = async {
-        for f in frames {
-            sink.feed(Message::Text(f.text)).await?;
+/// The socket's writing half: every write bounded by `timeout`, after which
+/// the socket is taken for stuck (or gone) and ends.
+struct Out<S> {
+    sink: S,
+    timeout: Duration,
+}
+
+impl<S: Sink<Message> + Unpin> Out<S> {
+    /// Frames in one write, flushed once. Each is the room's shared bytes:
+    /// no copy per socket.
+    async fn send(&mut self, frames: Vec<Frame>) -> Result<(), ()> {
+        FANOUT.0.increment(frames.len() as u64);
+        FANOUT.1.increment(frames.iter().map(Frame::events).sum());
+        let sink = &mut self.sink;
+        let write = async {
+            for f in frames {
+                sink.feed(Message::Text(f.text)).await?;
+            }
+            sink.flush().await
+        };
+        Self::bounded(self.timeout, write).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) -> Result<(), ()> {
+        Self::bounded(self.timeout, self.sink.send(close(code, reason))).await
+    }
+
+    async fn ping(&mut self) -> Result<(), ()> {
+        Self::bounded(
+            self.timeout,
+            self.sink.send(Message::Ping(Default::default())),
+        )
+        .await
+    }
+
+    async fn bounded<F, T>(timeout: Duration, write: F) -> Result<(), ()>
+    where
+        F: std::future::Future<Output = Result<(), T>>,
+    {
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            // Stuck or gone: either way this socket is done.
+            _ => Err(()),
         }
-        sink.flush().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-        Ok(Ok(())) => Ok(()),
-        // Stuck or gone: either way this socket is done.
-        _ => Err(()),
     }
 }
 

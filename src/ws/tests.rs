@@ -3,6 +3,7 @@
 //! network, no PostgreSQL and no Redis.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::stream;
@@ -58,6 +59,10 @@ fn viewer(id: &str) -> Identity {
 
 impl Room {
     async fn new() -> Room {
+        Room::with(|_| {}).await
+    }
+
+    async fn with(change: impl FnOnce(&mut Settings)) -> Room {
         let dir = std::env::temp_dir().join(format!("lychee-ws-{}", Uuid::new_v4().simple()));
         let mut settings = Settings::new(
             Mode::Embedded {
@@ -68,6 +73,7 @@ impl Room {
         );
         settings.limits.chat_per_ip = 0.0;
         settings.blocked_words = vec!["counterfeit".into()];
+        change(&mut settings);
         let shutdown = CancellationToken::new();
         let node = Node::start(settings, Arc::new(Clock::default()), shutdown.clone())
             .await
@@ -85,8 +91,14 @@ impl Room {
 
     /// Opens a socket for `who` whose token expires in `secs`.
     fn open(&self, who: Identity, secs: i64) -> Client {
+        self.open_buffered(who, secs, 256)
+    }
+
+    /// A socket whose transport holds `buffer` frames the client has not
+    /// read: a full one blocks the server's writes, as a full TCP window.
+    fn open_buffered(&self, who: Identity, secs: i64, buffer: usize) -> Client {
         let (to_server, from_client) = mpsc::channel::<Result<Message, Fault>>(16);
-        let (to_client, from_server) = mpsc::channel::<Message>(256);
+        let (to_client, from_server) = mpsc::channel::<Message>(buffer);
         let opened = Opened {
             live: self.node.state.live.clone(),
             limits: self.node.state.limits.clone(),
@@ -407,4 +419,89 @@ async fn chat_comes_back_through_the_room_and_host_tools_reach_viewers() {
         v.next_of("slow_mode").await,
         json!({ "type": "slow_mode", "secs": 30 })
     );
+}
+
+/// `n` announcements, one per fan-out window: `n` room frames.
+async fn announce(room: &Room, n: usize) {
+    for i in 0..n {
+        room.node.state.live.hub.bus().publish(
+            room.sale_id,
+            crate::hub::SaleEvent::Announcement {
+                text: format!("a{i}"),
+                ts: 0,
+            },
+        );
+        tokio::time::sleep(crate::hub::room::FANOUT_WINDOW + Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_is_told_it_lagged_and_gets_the_stock_again() {
+    let room = Room::with(|s| s.limits.room_queue = 1).await;
+    // One frame of transport buffer: the second unread frame blocks the
+    // socket's write, and the room goes on without it.
+    let mut slow = room.open_buffered(viewer("slow"), 3600, 1);
+    assert_eq!(slow.json().await["type"], "welcome");
+    announce(&room, 6).await;
+    let mut seen = Vec::new();
+    let lagged = loop {
+        let e = slow.json().await;
+        if e["type"] == "lagged" {
+            break e;
+        }
+        seen.push(e);
+    };
+    assert!(lagged["skipped"].as_u64().unwrap_or(0) >= 1, "{lagged}");
+    // State is resent: every product's stock, then the frames still queued.
+    let skus: std::collections::BTreeSet<String> = room
+        .node
+        .state
+        .live
+        .catalog
+        .live_levels(room.sale_id)
+        .await
+        .expect("levels")
+        .into_iter()
+        .map(|l| l.sku)
+        .collect();
+    let mut resent = std::collections::BTreeSet::new();
+    loop {
+        let e = slow.json().await;
+        match e["type"].as_str() {
+            Some("stock") => {
+                resent.insert(e["sku"].as_str().unwrap_or_default().to_owned());
+            }
+            Some("batch") | Some("announcement") => break,
+            _ => {}
+        }
+    }
+    assert!(!skus.is_empty());
+    assert_eq!(resent, skus, "after {seen:?}");
+    slow.ping("still open").await;
+}
+
+#[tokio::test]
+async fn a_reader_whose_writes_stay_stuck_is_dropped_and_leaves_the_room() {
+    let room = Room::with(|s| s.limits.socket_write_timeout = Duration::from_millis(300)).await;
+    let mut normal = room.open(viewer("mei"), 3600);
+    let mut stalled = room.open_buffered(viewer("slow"), 3600, 1);
+    normal.json().await;
+    stalled.json().await;
+    let hub_room = room
+        .node
+        .state
+        .live
+        .hub
+        .room(room.sale_id)
+        .expect("the sale's room");
+    assert_eq!(hub_room.local_count(), 2);
+    announce(&room, 3).await;
+    // The stalled socket gives up within its write timeout, the other reads on.
+    tokio::time::timeout(Duration::from_secs(3), &mut stalled.task)
+        .await
+        .expect("the stuck socket ended")
+        .expect("no panic");
+    assert_eq!(hub_room.local_count(), 1);
+    assert_eq!(normal.next_of("announcement").await["text"], "a0");
+    normal.ping("open").await;
 }

@@ -2,7 +2,6 @@
 //! `batch` frames), send messages.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -99,21 +98,6 @@ impl TestApp {
             Err(e) => panic!("websocket connect failed: {e}"),
         }
     }
-
-    /// A socket whose client side has a 4 KiB receive buffer: once its
-    /// welcome is read, nothing more is, so the server's writes to it block.
-    pub async fn join_stalled(&self, sale: &str, token: &str) -> Viewer {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        let stream = socket.connect(self.addr).await.expect("tcp connect");
-        let (ws, _) = tokio_tungstenite::client_async(
-            self.live_url(sale, token, None),
-            MaybeTlsStream::Plain(stream),
-        )
-        .await
-        .expect("websocket handshake");
-        Viewer::welcomed(ws).await.0
-    }
 }
 
 impl Viewer {
@@ -126,14 +110,6 @@ impl Viewer {
         let welcome = v.next().await.expect("a first frame");
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         (v, welcome)
-    }
-
-    /// The client's port of this (loopback) connection.
-    pub fn local_port(&self) -> u16 {
-        match self.ws.get_ref() {
-            MaybeTlsStream::Plain(s) => s.local_addr().expect("local addr").port(),
-            _ => panic!("not a plain TCP socket"),
-        }
     }
 
     /// The next event, or `None` if the socket ended or 5 s passed.
@@ -312,41 +288,6 @@ impl Viewer {
     }
 }
 
-impl Viewer {
-    /// Splits the socket: a sender, and a task that reads everything but
-    /// decodes only frames holding a `pong` or an `error` (cheap under a
-    /// flood of chat).
-    pub fn split_draining(self) -> (Sender, Drain) {
-        let (sink, mut stream) = self.ws.split();
-        let (tx, pongs) = mpsc::unbounded_channel();
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let seen = errors.clone();
-        let note = move |events: &mut VecDeque<Value>| {
-            for e in events.drain(..) {
-                if e["type"] == "pong" {
-                    let _ = tx.send(e["ref"].as_str().unwrap_or_default().to_owned());
-                } else if e["type"] == "error" {
-                    seen.lock().expect("errors").push(e);
-                }
-            }
-        };
-        let mut queue = self.queue;
-        tokio::spawn(async move {
-            note(&mut queue);
-            while let Some(Ok(msg)) = stream.next().await {
-                if let Message::Text(t) = msg {
-                    // Neither can occur inside a JSON string, where `"` is escaped.
-                    if t.contains(r#""type":"pong""#) || t.contains(r#""type":"error""#) {
-                        unpack(t.as_str(), &mut queue);
-                        note(&mut queue);
-                    }
-                }
-            }
-        });
-        (Sender { sink }, Drain { pongs, errors })
-    }
-}
-
 fn unpack(text: &str, queue: &mut VecDeque<Value>) {
     let v: Value = serde_json::from_str(text).expect("JSON frame");
     if v["type"] == "batch" {
@@ -390,46 +331,6 @@ impl Sender {
             ))
             .await
             .expect("send");
-    }
-}
-
-impl Sender {
-    pub async fn ping(&mut self, reference: &str) {
-        self.sink
-            .send(Message::Text(
-                json!({ "type": "ping", "ref": reference })
-                    .to_string()
-                    .into(),
-            ))
-            .await
-            .expect("send");
-    }
-}
-
-/// The reading half of `split_draining`.
-pub struct Drain {
-    pongs: mpsc::UnboundedReceiver<String>,
-    errors: Arc<Mutex<Vec<Value>>>,
-}
-
-impl Drain {
-    /// Waits (up to 5 s) for the pong of this ref.
-    pub async fn pong(&mut self, reference: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let r = tokio::time::timeout_at(deadline, self.pongs.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no pong {reference} within 5 s"))
-                .unwrap_or_else(|| panic!("socket ended before pong {reference}"));
-            if r == reference {
-                return;
-            }
-        }
-    }
-
-    /// The `error` events received so far.
-    pub fn errors(&self) -> Vec<Value> {
-        self.errors.lock().expect("errors").clone()
     }
 }
 
