@@ -18,6 +18,8 @@ pub mod orders;
 pub mod payments;
 pub mod sql;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod text;
 pub mod uploads;
 pub mod web;

@@ -22,6 +22,19 @@ pub enum StoreError {
     Refused(String),
 }
 
+impl StoreError {
+    /// The contract's code of this error (`http::error` answers with it,
+    /// metrics count it).
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Conflict(_) => "unavailable",
+            StoreError::Duplicate => "invalid_state",
+            StoreError::Refused(_) => "bad_request",
+            StoreError::Database(_) | StoreError::Corrupt(_) => "internal",
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {

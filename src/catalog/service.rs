@@ -42,6 +42,23 @@ pub enum CatalogError {
     Rebuild(#[from] RebuildError),
 }
 
+impl CatalogError {
+    /// The contract's code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CatalogError::Invalid(_) => "bad_request",
+            CatalogError::NotFound(_) => "not_found",
+            CatalogError::Forbidden => "forbidden",
+            CatalogError::InvalidState(_) => "invalid_state",
+            CatalogError::SaleNotLive => "sale_not_live",
+            CatalogError::DuplicateSku => "duplicate_sku",
+            CatalogError::Store(e) => e.code(),
+            CatalogError::Inventory(e) => e.code(),
+            CatalogError::Rebuild(e) => e.code(),
+        }
+    }
+}
+
 /// What the buy path needs to know of a sale, none of which changes once set,
 /// so each node keeps it in memory.
 #[derive(Debug)]

@@ -412,3 +412,71 @@ impl From<ClaimError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The buy path counts its outcomes by `OrderError::code`: the answer
+    /// must carry the same code, whatever layer the error came from.
+    #[test]
+    fn an_order_error_answers_with_the_code_metrics_count() {
+        let store = || {
+            [
+                StoreError::Unavailable("down".into()),
+                StoreError::Database("x".into()),
+                StoreError::Corrupt("x".into()),
+                StoreError::Duplicate,
+                StoreError::Conflict("x".into()),
+                StoreError::Refused("x".into()),
+            ]
+        };
+        let inventory = || {
+            [
+                InventoryError::Unavailable("x".into()),
+                InventoryError::Protocol("x".into()),
+            ]
+        };
+        let mut errors = vec![
+            OrderError::Invalid("x".into()),
+            OrderError::NotFound("order"),
+            OrderError::Forbidden,
+            OrderError::HostConfirms,
+            OrderError::Rejected(Rejection::SaleNotLive),
+            OrderError::Rejected(Rejection::NotOnSale),
+            OrderError::Rejected(Rejection::SoldOut),
+            OrderError::Rejected(Rejection::LimitExceeded {
+                bought: 1,
+                limit: 1,
+            }),
+            OrderError::Rejected(Rejection::Banned),
+            OrderError::IdempotencyMismatch,
+            OrderError::ReservationExpired,
+            OrderError::InvalidState("x"),
+            OrderError::Undeliverable,
+            OrderError::AddressRequired,
+            OrderError::Unavailable("x"),
+            OrderError::Rebuild(RebuildError::Busy),
+            OrderError::Catalog(CatalogError::Invalid("x".into())),
+            OrderError::Catalog(CatalogError::NotFound("sale")),
+            OrderError::Catalog(CatalogError::Forbidden),
+            OrderError::Catalog(CatalogError::InvalidState("x")),
+            OrderError::Catalog(CatalogError::SaleNotLive),
+            OrderError::Catalog(CatalogError::DuplicateSku),
+            OrderError::Catalog(CatalogError::Rebuild(RebuildError::Busy)),
+        ];
+        errors.extend(store().map(OrderError::Store));
+        errors.extend(store().map(|e| OrderError::Catalog(CatalogError::Store(e))));
+        errors.extend(store().map(|e| OrderError::Rebuild(RebuildError::Store(e))));
+        errors.extend(inventory().map(OrderError::Inventory));
+        errors.extend(inventory().map(|e| OrderError::Catalog(CatalogError::Inventory(e))));
+        errors.extend(inventory().map(|e| OrderError::Rebuild(RebuildError::Inventory(e))));
+        for e in errors {
+            let counted = e.code();
+            let shown = format!("{e:?}");
+            let answered = ApiError::from(e).code();
+            assert_eq!(answered, counted, "{shown}");
+            assert!(ERROR_CODES.contains(&counted), "{counted} is not listed");
+        }
+    }
+}

@@ -17,6 +17,9 @@ pub mod server;
 mod uploads;
 mod ws;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

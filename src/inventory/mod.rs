@@ -203,6 +203,29 @@ pub enum InventoryError {
     Protocol(String),
 }
 
+impl InventoryError {
+    /// The contract's code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InventoryError::Unavailable(_) => "unavailable",
+            InventoryError::Protocol(_) => "internal",
+        }
+    }
+}
+
+impl Rejection {
+    /// The contract's code of this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::SaleNotLive => "sale_not_live",
+            Rejection::NotOnSale => "not_on_sale",
+            Rejection::SoldOut => "sold_out",
+            Rejection::LimitExceeded { .. } => "limit_exceeded",
+            Rejection::Banned => "banned",
+        }
+    }
+}
+
 impl From<::redis::RedisError> for InventoryError {
     fn from(e: ::redis::RedisError) -> Self {
         InventoryError::Unavailable(e.to_string())

@@ -21,6 +21,17 @@ pub enum RebuildError {
     Busy,
 }
 
+impl RebuildError {
+    /// The contract's code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RebuildError::Store(e) => e.code(),
+            RebuildError::Inventory(e) => e.code(),
+            RebuildError::Busy => "unavailable",
+        }
+    }
+}
+
 /// Long enough for a sale with thousands of products and buyers.
 const LOCK_TTL_MS: u64 = 10_000;
 /// How long a node waits for another node's rebuild before answering 503.

@@ -70,27 +70,25 @@ pub enum OrderError {
 }
 
 impl OrderError {
-    /// The contract's code of this error, for metrics and the dashboard.
+    /// The contract's code of this error: what the API answers
+    /// (`http::error` is tested to agree) and what metrics and the
+    /// dashboard count.
     pub fn code(&self) -> &'static str {
         match self {
             OrderError::Invalid(_) => "bad_request",
             OrderError::NotFound(_) => "not_found",
             OrderError::Forbidden | OrderError::HostConfirms => "forbidden",
-            OrderError::Rejected(Rejection::SaleNotLive) => "sale_not_live",
-            OrderError::Rejected(Rejection::NotOnSale) => "not_on_sale",
-            OrderError::Rejected(Rejection::SoldOut) => "sold_out",
-            OrderError::Rejected(Rejection::LimitExceeded { .. }) => "limit_exceeded",
-            OrderError::Rejected(Rejection::Banned) => "banned",
+            OrderError::Rejected(r) => r.code(),
             OrderError::IdempotencyMismatch => "idempotency_mismatch",
             OrderError::ReservationExpired => "reservation_expired",
             OrderError::InvalidState(_) => "invalid_state",
             OrderError::Undeliverable => "undeliverable",
             OrderError::AddressRequired => "address_required",
-            OrderError::Unavailable(_)
-            | OrderError::Store(_)
-            | OrderError::Inventory(_)
-            | OrderError::Rebuild(_)
-            | OrderError::Catalog(_) => "unavailable",
+            OrderError::Unavailable(_) => "unavailable",
+            OrderError::Store(e) => e.code(),
+            OrderError::Inventory(e) => e.code(),
+            OrderError::Rebuild(e) => e.code(),
+            OrderError::Catalog(e) => e.code(),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::catalog::Sale;
+use crate::http::error::ApiError;
 use crate::hub::chat::ChatMessage;
 use crate::hub::live::{Command, Refusal};
 use crate::hub::SaleEvent;
@@ -83,7 +84,12 @@ impl Frame {
     }
 
     /// `{"type":"error","code","message","ref"?}`.
-    pub fn error(code: &str, message: &str, reference: Option<&str>) -> Frame {
+    /// An API error as a frame: the code and words REST would answer with.
+    pub fn error(e: &ApiError, reference: Option<&str>) -> Frame {
+        Frame::error_body(e.body()["error"].clone(), reference)
+    }
+
+    fn coded(code: &str, message: &str, reference: Option<&str>) -> Frame {
         Frame::error_body(json!({ "code": code, "message": message }), reference)
     }
 
@@ -97,7 +103,7 @@ impl Frame {
     }
 
     pub fn refusal(r: &Refusal) -> Frame {
-        Frame::error(r.code(), &r.message(), None)
+        Frame::coded(r.code(), &r.message(), None)
     }
 
     /// `{"type":"order","ref","order"}`: a buy's answer; the order is
@@ -391,7 +397,7 @@ mod tests {
 
     #[test]
     fn errors_carry_their_ref_and_code() {
-        let f = Frame::error("muted", "you are muted for 3 s", Some("r9"));
+        let f = Frame::coded("muted", "you are muted for 3 s", Some("r9"));
         let v: Value = serde_json::from_str(f.text.as_str()).unwrap();
         assert_eq!(
             v,

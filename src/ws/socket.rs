@@ -209,7 +209,7 @@ where
                         // RFC 6455 fails the connection on invalid UTF-8 and
                         // the WebSocket layer enforces it: say why, then close.
                         ReadFault::BadUtf8 => {
-                            let f = Frame::error("bad_request", "text frames must be valid UTF-8", None);
+                            let f = Frame::error(&ApiError::BadRequest("text frames must be valid UTF-8".into()), None);
                             let _ = out.send(vec![f]).await;
                             Outcome::Close(1007, "invalid UTF-8")
                         }
@@ -417,8 +417,11 @@ impl Socket {
         Some(out)
     }
 
-    fn bad(&mut self, code: &str, message: &str, reference: Option<&str>) -> Outcome {
-        self.refuse(Frame::error(code, message, reference))
+    fn bad(&mut self, message: impl Into<String>, reference: Option<&str>) -> Outcome {
+        self.refuse(Frame::error(
+            &ApiError::BadRequest(message.into()),
+            reference,
+        ))
     }
 
     /// Every refused message counts towards the abuse limit, whatever its code.
@@ -445,14 +448,14 @@ impl Socket {
             Message::Text(_) | Message::Binary(_) if msg_len(&msg) > MAX_MESSAGE => {
                 return Outcome::Close(1009, "message over 4096 bytes")
             }
-            Message::Binary(_) => return self.bad("bad_request", "send JSON text frames", None),
+            Message::Binary(_) => return self.bad("send JSON text frames", None),
             Message::Text(_) => return Outcome::Close(1009, "message over 4096 bytes"),
             Message::Ping(_) | Message::Pong(_) => return Outcome::Nothing,
             Message::Close(_) => return Outcome::Close(1000, "bye"),
         };
         let request = match parse_client(text.as_str()) {
             Ok(m) => m,
-            Err((msg, reference)) => return self.bad("bad_request", &msg, reference.as_deref()),
+            Err((msg, reference)) => return self.bad(msg, reference.as_deref()),
         };
         match self.handle(request).await {
             Ok(o) => o,

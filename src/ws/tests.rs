@@ -2,21 +2,17 @@
 //! live state, SQLite in a temp dir): the frame-level rules need no
 //! network, no PostgreSQL and no Redis.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
 use futures_util::stream;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, PollSender};
-use uuid::Uuid;
+use tokio_util::sync::PollSender;
 
 use super::socket::{self, Opened, ReadError, ReadFault};
-use crate::clock::Clock;
-use crate::config::{Mode, Secret};
 use crate::identity::{Identity, Role};
-use crate::Node;
+use crate::testing::Embedded;
 use crate::Settings;
 
 /// A read error a test makes the transport report.
@@ -35,17 +31,13 @@ impl ReadError for Fault {
     }
 }
 
-struct Room {
-    node: Node,
-    shutdown: CancellationToken,
-    sale_id: Uuid,
-    dir: std::path::PathBuf,
-}
+/// The demo sale's room on an embedded node.
+struct Room(Embedded);
 
-impl Drop for Room {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for Room {
+    type Target = Embedded;
+    fn deref(&self) -> &Embedded {
+        &self.0
     }
 }
 
@@ -63,30 +55,13 @@ impl Room {
     }
 
     async fn with(change: impl FnOnce(&mut Settings)) -> Room {
-        let dir = std::env::temp_dir().join(format!("lychee-ws-{}", Uuid::new_v4().simple()));
-        let mut settings = Settings::new(
-            Mode::Embedded {
-                data_dir: dir.clone(),
-            },
-            Secret("ws-unit-secret-ws-unit-secret-ws-unit-0".into()),
-            "ws".into(),
-        );
-        settings.limits.chat_per_ip = 0.0;
-        settings.blocked_words = vec!["counterfeit".into()];
-        change(&mut settings);
-        let shutdown = CancellationToken::new();
-        let node = Node::start(settings, Arc::new(Clock::default()), shutdown.clone())
-            .await
-            .expect("embedded node");
-        let demo = crate::demo::seed(&node.state, &dir)
-            .await
-            .expect("demo sale");
-        Room {
-            node,
-            shutdown,
-            sale_id: demo.sale_id,
-            dir,
-        }
+        Room(
+            Embedded::start(|s| {
+                s.blocked_words = vec!["counterfeit".into()];
+                change(s);
+            })
+            .await,
+        )
     }
 
     /// Opens a socket for `who` whose token expires in `secs`.
