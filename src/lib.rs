@@ -41,8 +41,7 @@ use crate::config::{ConfigError, Mode, RedisTarget, Secret};
 use crate::dashboard::feed::{Feeds, LiveSource, MAX_STREAMS_PER_USER};
 use crate::dashboard::{FiguresStore, MemoryFigures, RedisFigures, Stats};
 use crate::fulfilment::address::cache::{AddressCache, Peers};
-use crate::fulfilment::address::postgres::PgAddresses;
-use crate::fulfilment::address::sqlite::SqliteAddresses;
+use crate::fulfilment::address::sql::SqlAddresses;
 use crate::fulfilment::address::{AddressBook, AddressStore};
 use crate::http::ratelimit::RateLimiter;
 use crate::http::AppState;
@@ -66,8 +65,7 @@ use crate::payments::sql::SqlPayments;
 use crate::payments::store::{PaymentStore, SandboxLedger};
 use crate::payments::wechatpay::WechatPay;
 use crate::payments::{Payments, Provider};
-use crate::uploads::postgres::PgUploads;
-use crate::uploads::sqlite::SqliteUploads;
+use crate::uploads::sql::SqlUploads;
 use crate::uploads::{UploadStore, Uploads};
 
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +243,7 @@ impl Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
                     addresses: AddressCache::start(
-                        Arc::new(PgAddresses::new(pool.clone())),
+                        Arc::new(SqlAddresses::new(pool.clone())),
                         ADDRESS_BOOK_TTL,
                         Peers::Redis {
                             redis: redis.clone(),
@@ -253,7 +251,7 @@ impl Backends {
                         },
                         shutdown.clone(),
                     ),
-                    uploads: Arc::new(PgUploads::new(pool.clone())),
+                    uploads: Arc::new(SqlUploads::new(pool.clone())),
                     claims: Arc::new(claims::sql::SqlClaims::new(pool.clone())),
                     catalog: Arc::new(SqlCatalog::new(pool.clone())),
                     orders: Arc::new(SqlOrders::new(pool)),
@@ -274,12 +272,12 @@ impl Backends {
                     payments: payments.clone(),
                     sandbox_ledger: payments,
                     addresses: AddressCache::start(
-                        Arc::new(SqliteAddresses::new(pool.clone())),
+                        Arc::new(SqlAddresses::new(pool.clone())),
                         ADDRESS_BOOK_TTL,
                         Peers::Alone,
                         shutdown.clone(),
                     ),
-                    uploads: Arc::new(SqliteUploads::new(pool.clone())),
+                    uploads: Arc::new(SqlUploads::new(pool.clone())),
                     claims: Arc::new(claims::sql::SqlClaims::new(pool.clone())),
                     catalog: Arc::new(SqlCatalog::new(pool.clone())),
                     orders: Arc::new(SqlOrders::new(pool)),

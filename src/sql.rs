@@ -24,6 +24,12 @@ pub trait Sql: Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffecte
     /// `param` (SQLite binds no arrays, so both take a set as one text).
     fn in_list(column: &str, param: &str) -> String;
 
+    /// `column` is one of the strings of the JSON array in `param`.
+    fn in_json_texts(column: &str, param: &str) -> String;
+
+    /// `column` (a UUID) is one of the hex UUIDs of the JSON array in `param`.
+    fn in_json_ids(column: &str, param: &str) -> String;
+
     /// Ends a `SELECT` that picks rows to claim: PostgreSQL locks them and
     /// skips those another node holds; SQLite has one writer, so nothing.
     const SKIP_LOCKED: &'static str;
@@ -55,6 +61,16 @@ impl Sql for Postgres {
     fn in_list(column: &str, param: &str) -> String {
         format!("{column} = ANY(string_to_array({param}, ','))")
     }
+
+    fn in_json_texts(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT jsonb_array_elements_text(CAST({param} AS jsonb)))")
+    }
+
+    fn in_json_ids(column: &str, param: &str) -> String {
+        format!(
+            "{column} IN (SELECT CAST(jsonb_array_elements_text(CAST({param} AS jsonb)) AS uuid))"
+        )
+    }
 }
 
 impl Sql for Sqlite {
@@ -65,6 +81,14 @@ impl Sql for Sqlite {
 
     fn in_list(column: &str, param: &str) -> String {
         format!("instr(',' || {param} || ',', ',' || {column} || ',') > 0")
+    }
+
+    fn in_json_texts(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT value FROM json_each({param}))")
+    }
+
+    fn in_json_ids(column: &str, param: &str) -> String {
+        format!("{column} IN (SELECT unhex(value) FROM json_each({param}))")
     }
 }
 

@@ -4,8 +4,7 @@
 //! and their attachment to one claim.
 
 pub mod detect;
-pub mod postgres;
-pub mod sqlite;
+pub mod sql;
 
 use std::sync::Arc;
 

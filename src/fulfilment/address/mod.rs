@@ -12,9 +12,8 @@
 
 mod book;
 pub mod cache;
-pub mod postgres;
 pub mod provinces;
-pub mod sqlite;
+pub mod sql;
 
 use std::fmt;
 

@@ -1,4 +1,8 @@
-//! Address books in PostgreSQL. Every change first takes the user's row in
+//! Address books in SQL, once for PostgreSQL and SQLite (see `crate::sql`).
+//! Every change first writes the user's row in `address_books` (see the
+//! migrations): in PostgreSQL changes to one book queue on that row lock, on
+//! any number of nodes, and read committed state after it; in SQLite the
+//! write takes the database's write lock before anything is read.
 //! `address_books` (see the migration): changes to one book queue there,
 //! on any number of nodes, and read committed state after it.
 
@@ -6,26 +10,44 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, Pool, Row, Transaction, Type};
 use uuid::Uuid;
 
 use super::{Address, AddressStore, Inserted, MAX_ADDRESSES};
+use crate::sql::{RowsAffected, Sql, Value};
 use crate::store::StoreError;
 
-pub struct PgAddresses {
-    pool: PgPool,
+pub struct SqlAddresses<DB: Sql> {
+    pool: Pool<DB>,
 }
 
-impl PgAddresses {
-    pub fn new(pool: PgPool) -> Self {
-        PgAddresses { pool }
+impl<DB: Sql> SqlAddresses<DB> {
+    pub fn new(pool: Pool<DB>) -> Self {
+        SqlAddresses { pool }
     }
 }
 
 const COLUMNS: &str = "id, name, phone, province, city, district, line, postcode, is_default";
 
-fn from_row(row: &PgRow) -> Result<Address, StoreError> {
+fn address_from_row<DB>(row: &DB::Row) -> Result<Address, StoreError>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     Ok(Address {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -39,12 +61,31 @@ fn from_row(row: &PgRow) -> Result<Address, StoreError> {
     })
 }
 
-/// Takes the book's lock for the rest of `tx`, creating the book if needed.
-async fn lock_book(
-    tx: &mut Transaction<'_, Postgres>,
+/// Takes the book's lock for the rest of `tx` (its row in PostgreSQL, the
+/// write lock in SQLite), creating the book if needed.
+async fn lock_book<DB>(
+    tx: &mut Transaction<'_, DB>,
     user_id: &str,
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<(), StoreError>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     sqlx::query(
         "INSERT INTO address_books (user_id, changed_at) VALUES ($1, $2) \
          ON CONFLICT (user_id) DO UPDATE SET changed_at = EXCLUDED.changed_at",
@@ -57,7 +98,25 @@ async fn lock_book(
 }
 
 #[async_trait]
-impl AddressStore for PgAddresses {
+impl<DB> AddressStore for SqlAddresses<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
     async fn address(&self, user_id: &str, id: Uuid) -> Result<Option<Address>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM addresses WHERE id = $1 AND user_id = $2");
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -66,7 +125,7 @@ impl AddressStore for PgAddresses {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(from_row)
+            .map(address_from_row::<DB>)
             .transpose()
     }
 
@@ -77,7 +136,7 @@ impl AddressStore for PgAddresses {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(from_row)
+            .map(address_from_row::<DB>)
             .transpose()
     }
 
@@ -88,8 +147,9 @@ impl AddressStore for PgAddresses {
         at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.pool.begin().await?;
-        lock_book(&mut tx, user_id, at).await?;
-        // Read committed: this count sees every add that held the lock before us.
+        lock_book::<DB>(&mut tx, user_id, at).await?;
+        // Read committed (or SQLite's one writer): this count sees every
+        // add that held the lock before us.
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM addresses WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&mut *tx)
@@ -142,7 +202,7 @@ impl AddressStore for PgAddresses {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(from_row)
+            .map(address_from_row::<DB>)
             .collect()
     }
 
@@ -151,17 +211,20 @@ impl AddressStore for PgAddresses {
         user_ids: &[String],
     ) -> Result<HashMap<String, Vec<Address>>, StoreError> {
         let sql = format!(
-            "SELECT user_id, {COLUMNS} FROM addresses WHERE user_id = ANY($1) \
-             ORDER BY user_id, is_default DESC, seq DESC"
+            "SELECT user_id, {COLUMNS} FROM addresses WHERE {} \
+             ORDER BY user_id, is_default DESC, seq DESC",
+            DB::in_json_texts("user_id", "$1")
         );
+        let list = serde_json::to_string(user_ids)
+            .map_err(|e| StoreError::Corrupt(format!("user ids: {e}")))?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user_ids)
+            .bind(list)
             .fetch_all(&self.pool)
             .await?;
         let mut books: HashMap<String, Vec<Address>> = HashMap::new();
         for row in &rows {
             let user: String = row.try_get("user_id")?;
-            books.entry(user).or_default().push(from_row(row)?);
+            books.entry(user).or_default().push(address_from_row(row)?);
         }
         Ok(books)
     }
@@ -203,5 +266,47 @@ impl AddressStore for PgAddresses {
         }
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Sqlite;
+
+    use super::*;
+
+    fn address(name: &str) -> Address {
+        Address {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            phone: "13800138000".into(),
+            province: "440000".into(),
+            city: "Maoming".into(),
+            district: None,
+            line: "1 Orchard Road".into(),
+            postcode: None,
+            is_default: false,
+        }
+    }
+
+    /// Several books in one query, whatever the user ids hold (a comma, a
+    /// quote): the ids go as one JSON array.
+    #[tokio::test]
+    async fn books_are_read_together_for_any_user_ids() {
+        let store: SqlAddresses<Sqlite> =
+            SqlAddresses::new(crate::catalog::sql::tests::memory_pool().await);
+        let at = Utc::now();
+        let odd = "a,b \"c\"";
+        for (user, name) in [(odd, "first"), (odd, "second"), ("li", "only")] {
+            store.insert(user, &address(name), at).await.unwrap();
+        }
+        let books = store
+            .books(&[odd.to_owned(), "li".into(), "nobody".into()])
+            .await
+            .unwrap();
+        let names = |u: &str| -> Vec<String> { books[u].iter().map(|a| a.name.clone()).collect() };
+        assert_eq!(books.len(), 2, "a user without addresses is absent");
+        assert_eq!(names(odd), ["first", "second"], "the default first");
+        assert_eq!(names("li"), ["only"]);
     }
 }
