@@ -21,73 +21,63 @@ impl<DB: Sql> SqlCatalog<DB> {
     }
 }
 
+/// Rows as records.
+impl<DB> SqlCatalog<DB>
+where
+    DB: Sql,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'r> &'r str: Decode<'r, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    Option<NaiveDate>: Value<DB>,
+    i64: Value<DB>,
+    i32: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
+    fn sale_from_row(row: &DB::Row) -> Result<SaleRecord, StoreError> {
+        Ok(SaleRecord {
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            host_id: row.try_get("host_id")?,
+            status: row.try_get::<&str, _>("status")?.parse()?,
+            checkout: row.try_get::<&str, _>("checkout")?.parse()?,
+            reservation_ttl_secs: row.try_get("reservation_ttl_secs")?,
+            scheduled_at: row.try_get("scheduled_at")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            ended_at: row.try_get("ended_at")?,
+            pinned_sku: row.try_get("pinned_sku")?,
+            stream_url: row.try_get("stream_url")?,
+        })
+    }
+
+    fn product_from_row(row: &DB::Row) -> Result<ProductRecord, StoreError> {
+        Ok(ProductRecord {
+            sku: row.try_get("sku")?,
+            name: row.try_get("name")?,
+            price_cents: row.try_get("price_cents")?,
+            currency: row.try_get("currency")?,
+            stock: row.try_get("stock")?,
+            per_user_limit: row.try_get("per_user_limit")?,
+            ships_by: row.try_get("ships_by")?,
+            status: row.try_get::<&str, _>("status")?.parse()?,
+            sold: row.try_get("sold")?,
+            ships_to: super::ships_to_from_text(row.try_get("ships_to")?)?,
+            claim_window_hours: row.try_get("claim_window_hours")?,
+        })
+    }
+}
+
 const SALE_COLUMNS: &str =
     "id, title, description, host_id, status, checkout, reservation_ttl_secs, \
      scheduled_at, created_at, started_at, ended_at, pinned_sku, stream_url";
 
-fn sale_from_row<DB>(row: &DB::Row) -> Result<SaleRecord, StoreError>
-where
-    DB: Sql,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    for<'r> &'r str: Decode<'r, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    Option<NaiveDate>: Value<DB>,
-    i64: Value<DB>,
-    i32: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    Ok(SaleRecord {
-        id: row.try_get("id")?,
-        title: row.try_get("title")?,
-        description: row.try_get("description")?,
-        host_id: row.try_get("host_id")?,
-        status: row.try_get::<&str, _>("status")?.parse()?,
-        checkout: row.try_get::<&str, _>("checkout")?.parse()?,
-        reservation_ttl_secs: row.try_get("reservation_ttl_secs")?,
-        scheduled_at: row.try_get("scheduled_at")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        ended_at: row.try_get("ended_at")?,
-        pinned_sku: row.try_get("pinned_sku")?,
-        stream_url: row.try_get("stream_url")?,
-    })
-}
-
 const PRODUCT_COLUMNS: &str =
     "sku, name, price_cents, currency, stock, per_user_limit, ships_by, status, sold, ships_to, \
      claim_window_hours";
-
-fn product_from_row<DB>(row: &DB::Row) -> Result<ProductRecord, StoreError>
-where
-    DB: Sql,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    for<'r> &'r str: Decode<'r, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    Option<NaiveDate>: Value<DB>,
-    i64: Value<DB>,
-    i32: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    Ok(ProductRecord {
-        sku: row.try_get("sku")?,
-        name: row.try_get("name")?,
-        price_cents: row.try_get("price_cents")?,
-        currency: row.try_get("currency")?,
-        stock: row.try_get("stock")?,
-        per_user_limit: row.try_get("per_user_limit")?,
-        ships_by: row.try_get("ships_by")?,
-        status: row.try_get::<&str, _>("status")?.parse()?,
-        sold: row.try_get("sold")?,
-        ships_to: super::ships_to_from_text(row.try_get("ships_to")?)?,
-        claim_window_hours: row.try_get("claim_window_hours")?,
-    })
-}
 
 #[async_trait]
 impl<DB> CatalogStore for SqlCatalog<DB>
@@ -134,7 +124,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(sale_from_row)
+            .map(Self::sale_from_row)
             .transpose()
     }
 
@@ -153,7 +143,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(sale_from_row)
+            .map(Self::sale_from_row)
             .collect()
     }
 
@@ -187,7 +177,7 @@ where
                 .await?;
         }
         tx.commit().await?;
-        sale_from_row(&row).map(Some)
+        Self::sale_from_row(&row).map(Some)
     }
 
     async fn set_pinned(&self, id: Uuid, sku: &str) -> Result<(), StoreError> {
@@ -241,7 +231,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(product_from_row)
+            .map(Self::product_from_row)
             .collect()
     }
 
@@ -253,7 +243,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(product_from_row)
+            .map(Self::product_from_row)
             .collect()
     }
 
@@ -265,7 +255,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(product_from_row)
+            .map(Self::product_from_row)
             .transpose()
     }
 

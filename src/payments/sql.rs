@@ -24,86 +24,125 @@ impl<DB: Sql> SqlPayments<DB> {
     }
 }
 
+/// Rows as records, and the statements payments and refunds share.
+impl<DB> SqlPayments<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
+    fn payment_from_row(row: &DB::Row) -> Result<Payment, StoreError> {
+        let checkout: String = row.try_get("checkout")?;
+        Ok(Payment {
+            id: row.try_get("id")?,
+            order_id: row.try_get("order_id")?,
+            sale_id: row.try_get("sale_id")?,
+            user_id: row.try_get("user_id")?,
+            provider: row.try_get("provider")?,
+            amount_cents: row.try_get("amount_cents")?,
+            currency: row.try_get("currency")?,
+            status: PaymentStatus::parse(row.try_get("status")?)?,
+            checkout: serde_json::from_str::<Checkout>(&checkout)
+                .map_err(|e| StoreError::Corrupt(format!("checkout: {e}")))?,
+            provider_txn_id: row.try_get("provider_txn_id")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            paid_at: row.try_get("paid_at")?,
+        })
+    }
+
+    fn refund_from_row(row: &DB::Row) -> Result<Refund, StoreError> {
+        Ok(Refund {
+            id: row.try_get("id")?,
+            order_id: row.try_get("order_id")?,
+            payment_id: row.try_get("payment_id")?,
+            provider: row.try_get("provider")?,
+            amount_cents: row.try_get("amount_cents")?,
+            currency: row.try_get("currency")?,
+            reason: row.try_get("reason")?,
+            status: RefundStatus::parse(row.try_get("status")?)?,
+            provider_refund_id: row.try_get("provider_refund_id")?,
+            requested_by: row.try_get("requested_by")?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            fingerprint: row.try_get("fingerprint")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    fn charge_from_row(row: &DB::Row) -> Result<Charge, StoreError> {
+        Ok(Charge {
+            payment_id: row.try_get("payment_id")?,
+            state: ChargeState::parse(row.try_get("state")?)?,
+            txn_id: row.try_get("txn_id")?,
+            amount_cents: row.try_get("amount_cents")?,
+            currency: row.try_get("currency")?,
+            refunds_fail: row.try_get("refunds_fail")?,
+            at: row.try_get("at")?,
+        })
+    }
+
+    /// Leases up to `max` of `table`'s due pending rows (payments or
+    /// refunds) until `now + lease`; SKIP LOCKED: nodes reconciling at once
+    /// take different ones.
+    async fn claim_due(
+        &self,
+        table: &str,
+        columns: &str,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+        max: i64,
+    ) -> Result<Vec<DB::Row>, StoreError> {
+        let sql = format!(
+            "UPDATE {table} SET next_check_at = $2 WHERE id IN ( \
+               SELECT id FROM {table} WHERE next_check_at <= $1 AND status = 'pending' \
+               ORDER BY next_check_at LIMIT $3 {}) \
+             RETURNING {columns}",
+            DB::SKIP_LOCKED
+        );
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(now + lease)
+            .bind(max)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// When `table`'s row `id` is next looked at; `None`: never.
+    async fn schedule(
+        &self,
+        table: &str,
+        id: Uuid,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let sql = format!("UPDATE {table} SET next_check_at = $2 WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(next)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, user_id, provider, amount_cents, currency, \
      status, checkout, provider_txn_id, created_at, expires_at, paid_at";
 
-fn payment_from_row<DB>(row: &DB::Row) -> Result<Payment, StoreError>
-where
-    DB: Sql,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    Option<Uuid>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    i64: Value<DB>,
-    Option<i64>: Value<DB>,
-    i32: Value<DB>,
-    bool: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    let checkout: String = row.try_get("checkout")?;
-    Ok(Payment {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        sale_id: row.try_get("sale_id")?,
-        user_id: row.try_get("user_id")?,
-        provider: row.try_get("provider")?,
-        amount_cents: row.try_get("amount_cents")?,
-        currency: row.try_get("currency")?,
-        status: PaymentStatus::parse(row.try_get("status")?)?,
-        checkout: serde_json::from_str::<Checkout>(&checkout)
-            .map_err(|e| StoreError::Corrupt(format!("checkout: {e}")))?,
-        provider_txn_id: row.try_get("provider_txn_id")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        paid_at: row.try_get("paid_at")?,
-    })
-}
-
 const REFUND_COLUMNS: &str = "id, order_id, payment_id, provider, amount_cents, currency, reason, \
      status, provider_refund_id, requested_by, idempotency_key, fingerprint, created_at, updated_at";
-
-fn refund_from_row<DB>(row: &DB::Row) -> Result<Refund, StoreError>
-where
-    DB: Sql,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    Option<Uuid>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    i64: Value<DB>,
-    Option<i64>: Value<DB>,
-    i32: Value<DB>,
-    bool: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    Ok(Refund {
-        id: row.try_get("id")?,
-        order_id: row.try_get("order_id")?,
-        payment_id: row.try_get("payment_id")?,
-        provider: row.try_get("provider")?,
-        amount_cents: row.try_get("amount_cents")?,
-        currency: row.try_get("currency")?,
-        reason: row.try_get("reason")?,
-        status: RefundStatus::parse(row.try_get("status")?)?,
-        provider_refund_id: row.try_get("provider_refund_id")?,
-        requested_by: row.try_get("requested_by")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -182,7 +221,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(payment_from_row::<DB>)
+            .map(Self::payment_from_row)
             .transpose()
     }
 
@@ -195,7 +234,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(payment_from_row::<DB>)
+            .map(Self::payment_from_row)
             .transpose()
     }
 
@@ -263,22 +302,10 @@ where
         lease: TimeDelta,
         max: i64,
     ) -> Result<Vec<Payment>, StoreError> {
-        // SKIP LOCKED: nodes reconciling at once take different payments.
-        let sql = format!(
-            "UPDATE payments SET next_check_at = $2 WHERE id IN ( \
-               SELECT id FROM payments WHERE next_check_at <= $1 AND status = 'pending' \
-               ORDER BY next_check_at LIMIT $3 {}) \
-             RETURNING {PAYMENT_COLUMNS}",
-            DB::SKIP_LOCKED
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(now + lease)
-            .bind(max)
-            .fetch_all(&self.pool)
+        self.claim_due("payments", PAYMENT_COLUMNS, now, lease, max)
             .await?
             .iter()
-            .map(payment_from_row::<DB>)
+            .map(Self::payment_from_row)
             .collect()
     }
 
@@ -287,12 +314,7 @@ where
         id: Uuid,
         next: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE payments SET next_check_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(next)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.schedule("payments", id, next).await
     }
 
     async fn insert_refund(
@@ -343,7 +365,7 @@ where
                 .bind(&r.idempotency_key)
                 .fetch_one(&self.pool)
                 .await?;
-            return Ok(RefundInsert::Existing(refund_from_row::<DB>(&row)?));
+            return Ok(RefundInsert::Existing(Self::refund_from_row(&row)?));
         }
         if guard == RefundGuard::Order {
             let held = sqlx::query(
@@ -371,7 +393,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(refund_from_row::<DB>)
+            .map(Self::refund_from_row)
             .transpose()
     }
 
@@ -384,7 +406,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(refund_from_row::<DB>)
+            .map(Self::refund_from_row)
             .collect()
     }
 
@@ -421,7 +443,7 @@ where
         else {
             return Ok(None);
         };
-        let refund = refund_from_row::<DB>(&row)?;
+        let refund = Self::refund_from_row(&row)?;
         match to {
             RefundStatus::Succeeded => {
                 sqlx::query(
@@ -468,21 +490,10 @@ where
         lease: TimeDelta,
         max: i64,
     ) -> Result<Vec<Refund>, StoreError> {
-        let sql = format!(
-            "UPDATE refunds SET next_check_at = $2 WHERE id IN ( \
-               SELECT id FROM refunds WHERE next_check_at <= $1 AND status = 'pending' \
-               ORDER BY next_check_at LIMIT $3 {}) \
-             RETURNING {REFUND_COLUMNS}",
-            DB::SKIP_LOCKED
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(now + lease)
-            .bind(max)
-            .fetch_all(&self.pool)
+        self.claim_due("refunds", REFUND_COLUMNS, now, lease, max)
             .await?
             .iter()
-            .map(refund_from_row::<DB>)
+            .map(Self::refund_from_row)
             .collect()
     }
 
@@ -491,43 +502,8 @@ where
         id: Uuid,
         next: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refunds SET next_check_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(next)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.schedule("refunds", id, next).await
     }
-}
-
-fn charge_from_row<DB>(row: &DB::Row) -> Result<Charge, StoreError>
-where
-    DB: Sql,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    Option<Uuid>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    i64: Value<DB>,
-    Option<i64>: Value<DB>,
-    i32: Value<DB>,
-    bool: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    Ok(Charge {
-        payment_id: row.try_get("payment_id")?,
-        state: ChargeState::parse(row.try_get("state")?)?,
-        txn_id: row.try_get("txn_id")?,
-        amount_cents: row.try_get("amount_cents")?,
-        currency: row.try_get("currency")?,
-        refunds_fail: row.try_get("refunds_fail")?,
-        at: row.try_get("at")?,
-    })
 }
 
 #[async_trait]
@@ -579,7 +555,7 @@ where
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(charge_from_row::<DB>)
+        .map(Self::charge_from_row)
         .transpose()
     }
 

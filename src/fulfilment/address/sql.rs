@@ -27,75 +27,60 @@ impl<DB: Sql> SqlAddresses<DB> {
     }
 }
 
+/// Rows as records, and the book's lock.
+impl<DB> SqlAddresses<DB>
+where
+    DB: Sql,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    Uuid: Value<DB>,
+    Option<Uuid>: Value<DB>,
+    DateTime<Utc>: Value<DB>,
+    Option<DateTime<Utc>>: Value<DB>,
+    i64: Value<DB>,
+    Option<i64>: Value<DB>,
+    i32: Value<DB>,
+    bool: Value<DB>,
+    String: Value<DB>,
+    Option<String>: Value<DB>,
+{
+    fn address_from_row(row: &DB::Row) -> Result<Address, StoreError> {
+        Ok(Address {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            phone: row.try_get("phone")?,
+            province: row.try_get("province")?,
+            city: row.try_get("city")?,
+            district: row.try_get("district")?,
+            line: row.try_get("line")?,
+            postcode: row.try_get("postcode")?,
+            is_default: row.try_get("is_default")?,
+        })
+    }
+
+    /// Takes the book's lock for the rest of `tx` (its row in PostgreSQL, the
+    /// write lock in SQLite), creating the book if needed.
+    async fn lock_book(
+        tx: &mut Transaction<'_, DB>,
+        user_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO address_books (user_id, changed_at) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET changed_at = EXCLUDED.changed_at",
+        )
+        .bind(user_id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
 const COLUMNS: &str = "id, name, phone, province, city, district, line, postcode, is_default";
-
-fn address_from_row<DB>(row: &DB::Row) -> Result<Address, StoreError>
-where
-    DB: Sql,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    Option<Uuid>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    i64: Value<DB>,
-    Option<i64>: Value<DB>,
-    i32: Value<DB>,
-    bool: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    Ok(Address {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        phone: row.try_get("phone")?,
-        province: row.try_get("province")?,
-        city: row.try_get("city")?,
-        district: row.try_get("district")?,
-        line: row.try_get("line")?,
-        postcode: row.try_get("postcode")?,
-        is_default: row.try_get("is_default")?,
-    })
-}
-
-/// Takes the book's lock for the rest of `tx` (its row in PostgreSQL, the
-/// write lock in SQLite), creating the book if needed.
-async fn lock_book<DB>(
-    tx: &mut Transaction<'_, DB>,
-    user_id: &str,
-    at: DateTime<Utc>,
-) -> Result<(), StoreError>
-where
-    DB: Sql,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-    usize: ColumnIndex<DB::Row>,
-    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
-    Uuid: Value<DB>,
-    Option<Uuid>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
-    Option<DateTime<Utc>>: Value<DB>,
-    i64: Value<DB>,
-    Option<i64>: Value<DB>,
-    i32: Value<DB>,
-    bool: Value<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-{
-    sqlx::query(
-        "INSERT INTO address_books (user_id, changed_at) VALUES ($1, $2) \
-         ON CONFLICT (user_id) DO UPDATE SET changed_at = EXCLUDED.changed_at",
-    )
-    .bind(user_id)
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 
 #[async_trait]
 impl<DB> AddressStore for SqlAddresses<DB>
@@ -125,7 +110,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(address_from_row::<DB>)
+            .map(Self::address_from_row)
             .transpose()
     }
 
@@ -136,7 +121,7 @@ where
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(address_from_row::<DB>)
+            .map(Self::address_from_row)
             .transpose()
     }
 
@@ -147,7 +132,7 @@ where
         at: DateTime<Utc>,
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.pool.begin().await?;
-        lock_book::<DB>(&mut tx, user_id, at).await?;
+        Self::lock_book(&mut tx, user_id, at).await?;
         // Read committed (or SQLite's one writer): this count sees every
         // add that held the lock before us.
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM addresses WHERE user_id = $1")
@@ -202,7 +187,7 @@ where
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(address_from_row::<DB>)
+            .map(Self::address_from_row)
             .collect()
     }
 
@@ -224,7 +209,7 @@ where
         let mut books: HashMap<String, Vec<Address>> = HashMap::new();
         for row in &rows {
             let user: String = row.try_get("user_id")?;
-            books.entry(user).or_default().push(address_from_row(row)?);
+            books.entry(user).or_default().push(Self::address_from_row(row)?);
         }
         Ok(books)
     }
