@@ -209,7 +209,10 @@ where
         let mut books: HashMap<String, Vec<Address>> = HashMap::new();
         for row in &rows {
             let user: String = row.try_get("user_id")?;
-            books.entry(user).or_default().push(Self::address_from_row(row)?);
+            books
+                .entry(user)
+                .or_default()
+                .push(Self::address_from_row(row)?);
         }
         Ok(books)
     }
