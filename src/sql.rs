@@ -1,19 +1,11 @@
 //! What the shared SQL stores need of a sqlx database, and where PostgreSQL
 //! and SQLite say the same thing differently. A store written once against
-//! `Sql` runs on both; the few statements the dialects cannot share stay in
-//! the store, chosen by `Sql::DIALECT`.
+//! `Sql` runs on both; the few statements the dialects cannot share are a
+//! store's own trait with one implementation per dialect (e.g. `OrderSql`).
 
 use sqlx::{Database, Decode, Encode, IntoArguments, Postgres, Sqlite, Type};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Postgres,
-    Sqlite,
-}
-
 pub trait Sql: Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffected> {
-    const DIALECT: Dialect;
-
     /// The value for `products.position` in an INSERT: PostgreSQL has a
     /// sequence; SQLite has none on a non-key column, so the next position
     /// is computed inside the INSERT, which holds the write lock. `$1` is
@@ -54,7 +46,6 @@ impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
 }
 
 impl Sql for Postgres {
-    const DIALECT: Dialect = Dialect::Postgres;
     const NEXT_POSITION: &'static str = "DEFAULT";
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
 
@@ -74,7 +65,6 @@ impl Sql for Postgres {
 }
 
 impl Sql for Sqlite {
-    const DIALECT: Dialect = Dialect::Sqlite;
     const NEXT_POSITION: &'static str =
         "(SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1)";
     const SKIP_LOCKED: &'static str = "";
