@@ -144,10 +144,6 @@ const PAYMENT_COLUMNS: &str = "id, order_id, sale_id, user_id, provider, amount_
 const REFUND_COLUMNS: &str = "id, order_id, payment_id, provider, amount_cents, currency, reason, \
      status, provider_refund_id, requested_by, idempotency_key, fingerprint, created_at, updated_at";
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
 fn checkout_json(c: &Checkout) -> Result<String, StoreError> {
     serde_json::to_string(c).map_err(|e| StoreError::Corrupt(format!("checkout: {e}")))
 }
@@ -257,8 +253,10 @@ where
                         .await?;
                 Ok(TxnRecord::Other(other.flatten().unwrap_or_default()))
             }
-            Err(e) if is_unique_violation(&e) => Ok(TxnRecord::Taken),
-            Err(e) => Err(e.into()),
+            Err(e) => match StoreError::from(e) {
+                StoreError::Duplicate => Ok(TxnRecord::Taken),
+                other => Err(other),
+            },
         }
     }
 
@@ -603,5 +601,63 @@ where
         .bind(payment_id)
         .fetch_one(&self.pool)
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Sqlite;
+
+    use super::*;
+
+    fn pending(now: DateTime<Utc>) -> Payment {
+        Payment {
+            id: Uuid::new_v4(),
+            order_id: Uuid::new_v4(),
+            sale_id: Uuid::new_v4(),
+            user_id: "mei".into(),
+            provider: "sandbox".into(),
+            amount_cents: 100,
+            currency: "CNY".into(),
+            status: PaymentStatus::Pending,
+            checkout: Default::default(),
+            provider_txn_id: None,
+            created_at: now,
+            expires_at: now + TimeDelta::minutes(5),
+            paid_at: None,
+        }
+    }
+
+    /// A provider's transaction id is recorded once: the same report again
+    /// is fine, another id for the payment is `Other`, and the id on a
+    /// second payment (a forged or misrouted callback) is `Taken`.
+    #[tokio::test]
+    async fn a_transaction_id_is_recorded_once() {
+        let store: SqlPayments<Sqlite> =
+            SqlPayments::new(crate::catalog::sql::tests::memory_pool().await);
+        let now = Utc::now();
+        let (a, b) = (pending(now), pending(now));
+        store.insert_pending(&a, now).await.unwrap();
+        store.insert_pending(&b, now).await.unwrap();
+        assert_eq!(
+            store.record_txn(a.id, "T1").await.unwrap(),
+            TxnRecord::Recorded
+        );
+        assert_eq!(
+            store.record_txn(a.id, "T1").await.unwrap(),
+            TxnRecord::Recorded
+        );
+        assert_eq!(
+            store.record_txn(a.id, "T2").await.unwrap(),
+            TxnRecord::Other("T1".into())
+        );
+        assert_eq!(
+            store.record_txn(b.id, "T1").await.unwrap(),
+            TxnRecord::Taken
+        );
+        assert_eq!(
+            store.record_txn(b.id, "T3").await.unwrap(),
+            TxnRecord::Recorded
+        );
     }
 }

@@ -1058,6 +1058,57 @@ async fn refunds_race(mut env: TestEnv, two_nodes: bool) {
     assert_eq!(o["payment"]["refunded_cents"], 12000);
 }
 
+/// A pending sandbox payment of 1 yuan, of no real order.
+fn pending_payment(now: chrono::DateTime<chrono::Utc>) -> lychee_live::payments::Payment {
+    lychee_live::payments::Payment {
+        id: Uuid::new_v4(),
+        order_id: Uuid::new_v4(),
+        sale_id: Uuid::new_v4(),
+        user_id: "mei".into(),
+        provider: "sandbox".into(),
+        amount_cents: 100,
+        currency: "CNY".into(),
+        status: lychee_live::payments::PaymentStatus::Pending,
+        checkout: Default::default(),
+        provider_txn_id: None,
+        created_at: now,
+        expires_at: now + chrono::TimeDelta::minutes(5),
+        paid_at: None,
+    }
+}
+
+/// A provider's transaction id is held by one payment: a second payment
+/// reported with it (a forged or misrouted callback) is refused by the
+/// unique key, on PostgreSQL as in SQLite (`payments::sql::tests`).
+#[tokio::test]
+async fn a_transaction_id_is_held_by_one_payment() {
+    use lychee_live::payments::sql::SqlPayments;
+    use lychee_live::payments::store::{PaymentStore, TxnRecord};
+    let mut env = TestEnv::production().await;
+    let _app = env.node().await;
+    let store = SqlPayments::new(env.pg().await);
+    let now = chrono::Utc::now();
+    let (a, b) = (pending_payment(now), pending_payment(now));
+    store.insert_pending(&a, now).await.unwrap();
+    store.insert_pending(&b, now).await.unwrap();
+    assert_eq!(
+        store.record_txn(a.id, "T1").await.unwrap(),
+        TxnRecord::Recorded
+    );
+    assert_eq!(
+        store.record_txn(a.id, "T1").await.unwrap(),
+        TxnRecord::Recorded
+    );
+    assert_eq!(
+        store.record_txn(b.id, "T1").await.unwrap(),
+        TxnRecord::Taken
+    );
+    assert_eq!(
+        store.record_txn(a.id, "T2").await.unwrap(),
+        TxnRecord::Other("T1".into())
+    );
+}
+
 /// Reconciliation claims a due payment for one node at a time.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_due_payment_is_claimed_by_one_node_at_a_time() {
@@ -1073,21 +1124,7 @@ async fn a_due_payment_is_claimed_by_one_node_at_a_time() {
     let pool = env.pg().await;
     let store = SqlPayments::new(pool);
     let now = chrono::Utc::now();
-    let payment = lychee_live::payments::Payment {
-        id: Uuid::new_v4(),
-        order_id: Uuid::new_v4(),
-        sale_id: Uuid::new_v4(),
-        user_id: "mei".into(),
-        provider: "sandbox".into(),
-        amount_cents: 100,
-        currency: "CNY".into(),
-        status: lychee_live::payments::PaymentStatus::Pending,
-        checkout: Default::default(),
-        provider_txn_id: None,
-        created_at: now,
-        expires_at: now + chrono::TimeDelta::minutes(5),
-        paid_at: None,
-    };
+    let payment = pending_payment(now);
     store.insert_pending(&payment, now).await.unwrap();
     let lease = chrono::TimeDelta::seconds(60);
     let (x, y) = tokio::join!(
