@@ -12,11 +12,8 @@ pub trait Sql: Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffecte
     /// the sale.
     const NEXT_POSITION: &'static str;
 
-    /// `column` is one of the comma-separated values in the text parameter
-    /// `param` (SQLite binds no arrays, so both take a set as one text).
-    fn in_list(column: &str, param: &str) -> String;
-
-    /// `column` is one of the strings of the JSON array in `param`.
+    /// `column` is one of the strings of the JSON array in `param` (SQLite
+    /// binds no arrays, so both take a set as one text: `json_texts`).
     fn in_json_texts(column: &str, param: &str) -> String;
 
     /// `column` (a UUID) is one of the hex UUIDs of the JSON array in `param`.
@@ -25,6 +22,11 @@ pub trait Sql: Database<Arguments: IntoArguments<Self>, QueryResult: RowsAffecte
     /// Ends a `SELECT` that picks rows to claim: PostgreSQL locks them and
     /// skips those another node holds; SQLite has one writer, so nothing.
     const SKIP_LOCKED: &'static str;
+}
+
+/// A set of strings as the one JSON text `Sql::in_json_texts` reads.
+pub fn json_texts<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::from(items.into_iter().collect::<Vec<_>>()).to_string()
 }
 
 /// What an `execute` changed, for generic code (each driver has it only as
@@ -49,10 +51,6 @@ impl Sql for Postgres {
     const NEXT_POSITION: &'static str = "DEFAULT";
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
 
-    fn in_list(column: &str, param: &str) -> String {
-        format!("{column} = ANY(string_to_array({param}, ','))")
-    }
-
     fn in_json_texts(column: &str, param: &str) -> String {
         format!("{column} IN (SELECT jsonb_array_elements_text(CAST({param} AS jsonb)))")
     }
@@ -68,10 +66,6 @@ impl Sql for Sqlite {
     const NEXT_POSITION: &'static str =
         "(SELECT COALESCE(MAX(position), 0) + 1 FROM products WHERE sale_id = $1)";
     const SKIP_LOCKED: &'static str = "";
-
-    fn in_list(column: &str, param: &str) -> String {
-        format!("instr(',' || {param} || ',', ',' || {column} || ',') > 0")
-    }
 
     fn in_json_texts(column: &str, param: &str) -> String {
         format!("{column} IN (SELECT value FROM json_each({param}))")

@@ -270,19 +270,14 @@ where
         shipment: Option<(&str, &str)>,
         at: DateTime<Utc>,
     ) -> Result<Option<Order>, StoreError> {
-        // One text parameter for the set: SQLite binds no arrays.
-        let from: String = from
-            .iter()
-            .map(|f| f.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let from = crate::sql::json_texts(from.iter().map(|f| f.as_str()));
         let sql = format!(
             "UPDATE orders SET fulfilment = $3, \
                courier = COALESCE($4, courier), waybill = COALESCE($5, waybill), \
                shipped_at = CASE WHEN $3 = 'shipped' THEN $6 ELSE shipped_at END, \
                delivered_at = CASE WHEN $3 = 'delivered' THEN $6 ELSE delivered_at END \
              WHERE id = $1 AND {} RETURNING {ORDER_COLUMNS}",
-            DB::in_list("fulfilment", "$2")
+            DB::in_json_texts("fulfilment", "$2")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(order_id)

@@ -268,18 +268,13 @@ where
         at: DateTime<Utc>,
         next_check: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
-        // One text parameter for the set: SQLite binds no arrays.
-        let from: String = from
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let from = crate::sql::json_texts(from.iter().map(|s| s.as_str()));
         let paid = to == PaymentStatus::Succeeded;
         let sql = format!(
             "UPDATE payments SET status = $3, next_check_at = $4, \
                paid_at = CASE WHEN $5 THEN COALESCE(paid_at, $6) ELSE paid_at END \
              WHERE id = $1 AND {}",
-            DB::in_list("status", "$2")
+            DB::in_json_texts("status", "$2")
         );
         let n = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)

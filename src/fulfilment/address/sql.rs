@@ -200,8 +200,7 @@ where
              ORDER BY user_id, is_default DESC, seq DESC",
             DB::in_json_texts("user_id", "$1")
         );
-        let list = serde_json::to_string(user_ids)
-            .map_err(|e| StoreError::Corrupt(format!("user ids: {e}")))?;
+        let list = crate::sql::json_texts(user_ids.iter().map(String::as_str));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(list)
             .fetch_all(&self.pool)
